@@ -1,0 +1,107 @@
+"""Speed of each stage's hot loop at the matched config (../shared/peers/README.md), with MFU.
+
+    python bench.py                      # everything; the last stdout line is one JSON object
+    python bench.py --what=tokenizer --compile=True
+
+Matched config: 64x64 RGB, patch 8, batch 4, 16 frames, width 256, depth 4 (tokenizer encoder, decoder,
+dynamics), 16 latents x 32, 4 heads of 64, one 17-way action, 2 threads, LPIPS off. Each figure is the median
+of `repeats` timed steps after `warmup`; each stage runs in its own process so that its peak RSS is its own.
+Speed figures mean something only beside a peer's measured in the same run on the same machine.
+"""
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+import common
+
+what = "all"  # 'all' | 'tokenizer' | 'dynamics'
+device = "auto"
+dtype = "bfloat16"
+compile = False
+threads = 2
+warmup = 2
+repeats = 5
+batch_size = 4
+seq_len = 16
+config = common.configure(globals())
+device = common.auto_device(device)
+torch.set_num_threads(threads)
+ctx = common.autocast_ctx(device, dtype)
+MATCHED = dict(image_size=64, patch_size=8, num_latents=16, latent_dim=32, dim=256, enc_depth=4, dec_depth=4,
+               n_head=4, n_kv_head=4, time_every=4)
+
+
+def sync():
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def median_time(fn, n_warmup=None, n_repeats=None):
+    for _ in range(warmup if n_warmup is None else n_warmup):
+        fn()
+    sync()
+    ts = []
+    for _ in range(repeats if n_repeats is None else n_repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def peak_rss_gb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+
+
+def bench_tokenizer():
+    from tokenizer import Tokenizer, TokenizerLoss
+    torch.manual_seed(0)
+    model = Tokenizer(**MATCHED, time_window=seq_len).to(device)
+    criterion = TokenizerLoss().to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    fwd = torch.compile(model) if compile else model
+    x = torch.randint(0, 256, (batch_size, seq_len, 64, 64, 3), dtype=torch.uint8).to(device).float() / 255
+
+    def step():
+        with ctx:
+            recon = fwd(x)
+        loss, _ = criterion(recon, x)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    s = median_time(step)
+    flops = 3 * common.linear_flops(model, batch_size * seq_len * (model.num_patches + model.num_latents))
+    return dict(tokenizer_step_s=s, tokenizer_peak_rss_gb=peak_rss_gb(), tokenizer_params=sum(p.numel() for p in model.parameters()),
+                tokenizer_mfu=flops / s / common.matmul_peak_flops(device, dtype))
+
+
+STAGES = {"tokenizer": bench_tokenizer}
+
+
+def main():
+    if what in STAGES:
+        print(json.dumps(STAGES[what]()))
+        return
+    if what != "all":
+        raise common.ConfigError(f"what={what!r}: use 'all' or one of {', '.join(STAGES)}")
+    out = dict(matmul_peak_tflops=common.matmul_peak_flops(device, dtype) / 1e12)
+    for name in STAGES:  # a fresh process per stage: its own peak RSS, no cross-talk
+        r = subprocess.run([sys.executable, __file__] + sys.argv[1:] + [f"--what={name}"], stdout=subprocess.PIPE, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"error: bench stage {name} failed (exit {r.returncode})")
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+        print(f"{name}: " + ", ".join(f"{k} {v:.4g}" for k, v in res.items()), file=sys.stderr)
+        out.update(res)
+    out.update(device=device, dtype=dtype, compile=compile, threads=threads, torch=torch.__version__)
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}))
+
+
+if __name__ == "__main__":
+    main()

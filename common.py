@@ -1,0 +1,175 @@
+"""What every nanodreamer script shares: the configurator, device/dtype, DDP, checkpoints, lr schedule, metrics.
+
+The configurator is nanoGPT's "poor man's configurator", made strict:
+    python train_x.py [config/file.py ...] --key=value ...
+Config files are Python files that assign top-level variables; `--key=value` overrides one variable.
+Every value is type-checked against the script's default, and an unknown key stops the script with one line
+naming the closest valid keys.
+"""
+import ast
+import difflib
+import json
+import math
+import os
+import sys
+
+import torch
+
+
+class ConfigError(SystemExit):
+    """A user error in the configuration: one line, no traceback."""
+
+    def __init__(self, msg):
+        super().__init__(f"error: {msg}")
+
+
+def _coerce(key, value, default):
+    """Convert `value` (str from the command line, or any object from a config file) to the type of `default`."""
+    if isinstance(value, str) and not isinstance(default, str):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            if isinstance(default, bool) and value.lower() in ("true", "false"):
+                value = value.lower() == "true"
+            else:
+                raise ConfigError(f"--{key}={value!r} is not a valid {type(default).__name__}")
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(f"{key}={value!r} must be of type {type(default).__name__} (default {default!r})")
+    return value
+
+
+def _unknown(key, keys):
+    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(sorted(keys))}"
+    return ConfigError(f"unknown config key '{key}'{hint}")
+
+
+def configure(g, argv=None):
+    """Override the config variables of a script's globals `g` in place; return the config as a dict.
+
+    Config variables are the script's top-level int/float/bool/str globals not starting with '_'
+    (defined before this call)."""
+    argv = sys.argv[1:] if argv is None else argv
+    keys = [k for k, v in g.items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))]
+    for arg in argv:
+        if arg.startswith("--"):
+            if "=" not in arg:
+                raise ConfigError(f"'{arg}' must be written --key=value")
+            key, value = arg[2:].split("=", 1)
+            if key not in keys:
+                raise _unknown(key, keys)
+            g[key] = _coerce(key, value, g[key])
+        else:
+            if not os.path.isfile(arg):
+                raise ConfigError(f"config file '{arg}' does not exist (arguments are config files or --key=value)")
+            file_g = {}
+            exec(compile(open(arg).read(), arg, "exec"), file_g)
+            for key, value in file_g.items():
+                if key.startswith("_") or key in ("__builtins__",) or callable(value) or type(value).__name__ == "module":
+                    continue
+                if key not in keys:
+                    raise _unknown(key, keys)
+                g[key] = _coerce(key, value, g[key])
+    return {k: g[k] for k in keys}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# device, precision, DDP
+
+def auto_device(device="auto"):
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def autocast_ctx(device, dtype):
+    """bf16 autocast where asked for and supported; fp32 otherwise (fp16 is unusable on CPU)."""
+    import contextlib
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    if dtype != "bfloat16":
+        raise ConfigError(f"dtype={dtype!r}: use 'bfloat16' or 'float32'")
+    dev_type = device.split(":")[0]
+    if dev_type == "cuda" and not torch.cuda.is_bf16_supported():
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=dev_type, dtype=torch.bfloat16)
+
+
+def setup_ddp(device):
+    """DDP via torchrun: returns (ddp, rank, local_rank, world_size, device). Single process otherwise."""
+    if int(os.environ.get("RANK", -1)) == -1:
+        return False, 0, 0, 1, device
+    import torch.distributed as dist
+    rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    dist.init_process_group(backend=backend)
+    if device.startswith("cuda"):
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
+    return True, rank, local_rank, world, device
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# checkpoints, schedule, metrics
+
+def atomic_save(obj, path):
+    """torch.save to a temp file, then rename: a checkpoint is never half-written under its final name."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, what="checkpoint"):
+    if not os.path.isfile(path):
+        raise ConfigError(f"{what} '{path}' does not exist")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def lr_at(it, lr, warmup_iters, max_iters, min_lr_frac=0.1):
+    """Linear warm-up, then cosine decay to min_lr_frac * lr at max_iters."""
+    if it < warmup_iters:
+        return lr * (it + 1) / warmup_iters
+    progress = min(1.0, (it - warmup_iters) / max(1, max_iters - warmup_iters))
+    return lr * (min_lr_frac + (1 - min_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def log_metrics(out_dir, **metrics):
+    """Append one JSON object to out_dir/metrics.jsonl."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps(metrics) + "\n")
+
+
+def matmul_peak_flops(device, dtype, n=2048, iters=10):
+    """Measured dense matmul FLOP/s on this device and dtype: the denominator of MFU (CPUs differ a lot)."""
+    dt = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+    a, b = torch.randn(n, n, device=device, dtype=dt), torch.randn(n, n, device=device, dtype=dt)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for _ in range(2):
+        a @ b
+    sync()
+    import time
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        a @ b
+    sync()
+    return 2 * n ** 3 * iters / (time.perf_counter() - t0)
+
+
+def linear_flops(module, tokens):
+    """2 * (weights of every nn.Linear) * tokens: forward matmul FLOPs of `tokens` tokens through `module`."""
+    return 2 * tokens * sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear))

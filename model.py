@@ -1,0 +1,191 @@
+"""The one transformer of nanodreamer (§X), shared by the tokenizer, the dynamics model and the agent.
+
+Tokens live on a grid (B, T, S, D): T frames, S token slots per frame. Attention is factorized:
+  - space layers attend within a frame, over the S slots, under an (S, S) mask that says which token group
+    may read which (§T encoder/decoder patterns, §D, §A agent tokens that nobody reads);
+  - time layers (every `time_every`-th layer) attend across frames for the same slot, causally,
+    so a token of frame t sees frames <= t only (block-causal in time). Only time layers look at the past,
+    so a KV cache of the time layers is all that generation needs to keep.
+Pre-norm RMSNorm, RoPE over time, learned slot embeddings for space (owned by the caller), SwiGLU, QK-norm,
+logit soft-capping, GQA, no biases, no dropout.
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+
+def rope(x, pos, base=10000.0):
+    """Rotary position embedding over the last dim of x (..., n, hd) at integer positions pos (n,)."""
+    hd = x.shape[-1]
+    freqs = base ** (-torch.arange(0, hd, 2, device=x.device, dtype=torch.float32) / hd)  # (hd/2,)
+    ang = pos.to(torch.float32)[:, None] * freqs[None]  # (n, hd/2)
+    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim, n_head, n_kv_head, softcap):
+        super().__init__()
+        assert dim % n_head == 0 and n_head % n_kv_head == 0, "dim % n_head and n_head % n_kv_head must be 0"
+        self.n_head, self.n_kv_head, self.hd, self.softcap = n_head, n_kv_head, dim // n_head, softcap
+        self.wq = nn.Linear(dim, dim, bias=False)
+        self.wkv = nn.Linear(dim, 2 * n_kv_head * self.hd, bias=False)
+        self.wo = nn.Linear(dim, dim, bias=False)
+        self.q_norm = nn.RMSNorm(self.hd)  # QK-norm (§X): bounded logits, stable bf16
+        self.k_norm = nn.RMSNorm(self.hd)
+
+    def forward(self, x, mask=None, pos=None, past_kv=None, is_causal=False):
+        """x (N, n, D) sequences; mask (n, n_total) bool, True = may attend (or is_causal); pos (n_total,) for RoPE;
+        past_kv: (k, v) of earlier positions, each (N, Hkv, n_past, hd). Returns (out (N, n, D), (k, v))."""
+        q = rearrange(self.wq(x), "N n (h d) -> N h n d", h=self.n_head)
+        k, v = rearrange(self.wkv(x), "N n (two h d) -> two N h n d", two=2, h=self.n_kv_head)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if pos is not None:
+            n_past = 0 if past_kv is None else past_kv[0].shape[2]
+            q, k = rope(q, pos[n_past:]), rope(k, pos[n_past:])
+        if past_kv is not None:
+            k, v = torch.cat((past_kv[0], k), dim=2), torch.cat((past_kv[1], v), dim=2)
+        kv = (k, v)
+        if self.softcap > 0:  # soft-capped logits, written out: cap * tanh(logits / cap)
+            rep = self.n_head // self.n_kv_head
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+            logits = (q @ k.transpose(-1, -2)) / math.sqrt(self.hd)
+            logits = self.softcap * torch.tanh(logits / self.softcap)
+            if is_causal:
+                mask = torch.ones(logits.shape[-2:], dtype=torch.bool, device=x.device).tril()
+            if mask is not None:
+                logits = logits.masked_fill(~mask, float("-inf"))
+            y = logits.softmax(dim=-1) @ v
+        else:  # fused SDPA (QK-norm already bounds the logits)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                               enable_gqa=self.n_head != self.n_kv_head)
+        return self.wo(rearrange(y, "N h n d -> N n (h d)")), kv
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.w12 = nn.Linear(dim, 2 * hidden, bias=False)
+        self.w3 = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x):
+        a, b = self.w12(x).chunk(2, dim=-1)
+        return self.w3(F.silu(a) * b)
+
+
+class Block(nn.Module):
+    def __init__(self, dim, n_head, n_kv_head, mlp_ratio, softcap, is_time):
+        super().__init__()
+        self.is_time = is_time
+        self.norm1, self.norm2 = nn.RMSNorm(dim), nn.RMSNorm(dim)
+        self.attn = Attention(dim, n_head, n_kv_head, softcap)
+        self.mlp = SwiGLU(dim, int(mlp_ratio * dim * 2 / 3 / 32 + 0.5) * 32)
+
+    def forward(self, x, space_mask, past_kv=None, offset=0, window=0):
+        """x (B, T, S, D): T new frames, the first at absolute frame index `offset`.
+        past_kv (time layers): cached (k, v) of the frames before; window > 0: attend to the last `window` frames."""
+        B, T, S, _ = x.shape
+        h = self.norm1(x)
+        kv = None
+        if self.is_time:  # same slot across frames, causal in time (§X)
+            n_past = 0 if past_kv is None else past_kv[0].shape[2]
+            pos = torch.arange(offset - n_past, offset + T, device=x.device)  # absolute frame indices of the keys
+            mask, is_causal = None, n_past == 0 and T > 1 and not window
+            if not is_causal and (T > 1 or window):
+                mask = (pos[n_past:, None] >= pos[None, :])  # (T, n_past + T)
+                if window:
+                    mask &= pos[n_past:, None] - pos[None, :] < window
+            h = rearrange(h, "B T S D -> (B S) T D")
+            h, kv = self.attn(h, mask, pos, past_kv, is_causal)
+            h = rearrange(h, "(B S) T D -> B T S D", B=B)
+        else:  # within a frame, under the token-group mask
+            h = rearrange(h, "B T S D -> (B T) S D")
+            h, _ = self.attn(h, space_mask)
+            h = rearrange(h, "(B T) S D -> B T S D", B=B)
+        x = x + h
+        return x + self.mlp(self.norm2(x)), kv
+
+
+class Transformer(nn.Module):
+    """Stack of space/time blocks over (B, T, S, D); every `time_every`-th block is a time block.
+    time_window > 0: time layers see only the last `time_window` frames (sliding window; with RoPE's relative
+    positions, a model trained on windows of that length then runs on streams of any length)."""
+
+    def __init__(self, dim, depth, n_head, n_kv_head=None, time_every=4, mlp_ratio=4.0, softcap=0.0, max_frames=256,
+                 time_window=0):
+        super().__init__()
+        self.max_frames, self.time_window = max_frames, time_window
+        self.blocks = nn.ModuleList(
+            Block(dim, n_head, n_kv_head or n_head, mlp_ratio, softcap, is_time=(i + 1) % time_every == 0)
+            for i in range(depth))
+        self.norm = nn.RMSNorm(dim)
+
+    def forward(self, x, space_mask=None, cache=None):
+        """x (B, T, S, D) -> (B, T, S, D). space_mask: (S, S) bool (True = row may read column), or a list with one
+        mask per block. cache: a KVCache; x are then the frames that follow the cached ones, and their
+        time-layer keys/values are appended to it."""
+        offset = 0 if cache is None else cache.length
+        if not self.time_window and offset + x.shape[1] > self.max_frames:
+            raise ValueError(f"context of {offset + x.shape[1]} frames is longer than the {self.max_frames} frames "
+                             f"this model was built for")
+        masks = space_mask if isinstance(space_mask, (list, tuple)) else [space_mask] * len(self.blocks)
+        for i, (block, mask) in enumerate(zip(self.blocks, masks)):
+            past = None if cache is None or not block.is_time else cache.get(i)
+            x, kv = block(x, mask, past, offset, self.time_window)
+            if cache is not None and block.is_time:
+                keep = self.time_window - 1 if self.time_window else None  # the next frame reads only these
+                cache.put(i, kv if keep is None else (kv[0][:, :, -keep:], kv[1][:, :, -keep:]) if keep else None)
+        if cache is not None and not cache.frozen:
+            cache.length += x.shape[1]
+        return self.norm(x)
+
+
+class KVCache:
+    """Keys/values of the time layers for the frames seen so far: each new frame then costs only its own tokens.
+    `frozen` caches are read but not extended (e.g. the K sampling steps of one frame, §D.2)."""
+
+    def __init__(self):
+        self.kv, self.length, self.frozen = {}, 0, False
+
+    def get(self, i):
+        return self.kv.get(i)
+
+    def put(self, i, kv):
+        if not self.frozen:
+            self.kv[i] = kv
+
+    def fork(self):
+        """A read-only view of this cache: forward passes through it see the past but append nothing."""
+        view = KVCache()
+        view.kv, view.length, view.frozen = self.kv, self.length, True
+        return view
+
+
+class RunningRMS(nn.Module):
+    """Divides a loss by a running estimate of its RMS (§T, §D), with no gradient through the normalizer.
+    The floor keeps a shrinking loss from having its gradients amplified back up (§P)."""
+
+    def __init__(self, decay=0.99, floor=1e-3):
+        super().__init__()
+        self.decay, self.floor = decay, floor
+        self.register_buffer("ms", torch.zeros(()))
+        self.register_buffer("count", torch.zeros(()))
+
+    def forward(self, loss):
+        if self.training:
+            with torch.no_grad():
+                self.count += 1
+                w = (1 / self.count).clamp(min=1 - self.decay)  # plain mean until the EMA has warmed up
+                self.ms.lerp_(loss.detach().float() ** 2, w)
+        return loss / self.ms.sqrt().clamp(min=self.floor)
+
+
+def init_weights(module, std=0.02):
+    """Small normal init for linears; callers init their learned tokens small and random (never zero, §P)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=std)

@@ -1,0 +1,140 @@
+"""Tokenizer (§T) and shared transformer (§X): shapes, causality, caching, masking, LPIPS, learning, trainer."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from model import KVCache
+from tokenizer import LPIPS, VGG16_CFG, Tokenizer, TokenizerLoss, psnr, ssim
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(image_size=32, patch_size=8, num_latents=8, latent_dim=16, dim=64, enc_depth=4, dec_depth=4, n_head=4,
+            n_kv_head=2, time_every=2)
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    return Tokenizer(**{**TINY, **kw})
+
+
+def test_shapes():
+    m = tiny()
+    x = torch.randint(0, 256, (2, 3, 32, 32, 3), dtype=torch.uint8)
+    z = m.encode(x)
+    assert z.shape == (2, 3, 8, 16) and z.abs().max() <= 1  # tanh bottleneck
+    assert m.decode(z).shape == (2, 3, 32, 32, 3)
+
+
+@pytest.mark.parametrize("softcap", [0.0, 50.0])
+def test_block_causal_in_time(softcap):
+    m = tiny(softcap=softcap)
+    x = torch.rand(2, 4, 32, 32, 3)
+    x2 = x.clone()
+    x2[:, 2:] = torch.rand_like(x2[:, 2:])
+    z, z2 = m.encode(x), m.encode(x2)
+    assert torch.equal(z[:, :2], z2[:, :2]) and (z[:, 2:] - z2[:, 2:]).abs().max() > 1e-3  # encoder
+    zz = z.clone()
+    zz[:, 2:] = torch.rand_like(zz[:, 2:])
+    r, r2 = m.decode(z), m.decode(zz)
+    assert torch.equal(r[:, :2], r2[:, :2]) and (r[:, 2:] - r2[:, 2:]).abs().max() > 1e-3  # decoder
+
+
+@pytest.mark.parametrize("window", [0, 2])
+def test_frame_by_frame_equals_whole_clip(window):
+    m = tiny(time_window=window)
+    x = torch.rand(2, 5, 32, 32, 3)
+    z = m.encode(x)
+    cache = KVCache()
+    z_step = torch.cat([m.encode(x[:, t:t + 1], cache=cache) for t in range(5)], dim=1)
+    assert torch.allclose(z, z_step, atol=1e-5)
+    cache = KVCache()
+    r_step = torch.cat([m.decode(z[:, t:t + 1], cache=cache) for t in range(5)], dim=1)
+    assert torch.allclose(m.decode(z), r_step, atol=1e-5)
+
+
+def test_mae_masking_replaces_patches():
+    m = tiny()
+    x1, x2 = torch.rand(1, 2, 32, 32, 3), torch.rand(1, 2, 32, 32, 3)
+    ones, zeros = torch.ones(1, 2), torch.zeros(1, 2)
+    # every patch replaced by the mask token: the latents no longer depend on the image at all
+    assert torch.equal(m.encode(x1, ones), m.encode(x2, ones))
+    assert not torch.allclose(m.encode(x1, zeros), m.encode(x2, zeros))
+    assert torch.equal(m.encode(x1, zeros), m.encode(x1))  # p = 0 is no masking
+    # about half the patches replaced at p = 0.5: the latents change, but less than for a different image
+    torch.manual_seed(1)
+    d_half = (m.encode(x1, ones * 0.5) - m.encode(x1)).abs().mean()
+    assert 0 < d_half < (m.encode(x2) - m.encode(x1)).abs().mean() * 2
+
+
+def write_lpips_weights(tmp_path):
+    """Weight files in the real on-disk formats: torchvision's vgg16 state dict and the LPIPS v0.1 heads."""
+    g = torch.Generator().manual_seed(0)
+    sd, c_in, idx = {}, 3, 0
+    for c in VGG16_CFG:
+        if c == "M":
+            idx += 1
+            continue
+        sd[f"features.{idx}.weight"] = torch.randn(c, c_in, 3, 3, generator=g) * (2 / (9 * c_in)) ** 0.5
+        sd[f"features.{idx}.bias"] = torch.zeros(c)
+        c_in, idx = c, idx + 2
+    sd["classifier.0.weight"] = torch.zeros(4, 4)  # present in the real file, ignored
+    lin = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1, generator=g) for i, c in enumerate([64, 128, 256, 512, 512])}
+    torch.save(sd, tmp_path / "vgg16.pth")
+    torch.save(lin, tmp_path / "lin.pth")
+    return str(tmp_path / "vgg16.pth"), str(tmp_path / "lin.pth"), sd
+
+
+def test_lpips_loads_files_and_measures(tmp_path):
+    vgg, lin, sd = write_lpips_weights(tmp_path)
+    lp = LPIPS(vgg, lin)
+    assert torch.equal(lp.features[28].weight, sd["features.28.weight"])  # conv5_3 loaded from the file
+    x = torch.rand(3, 32, 32, 3)
+    assert lp(x, x).abs().max() < 1e-6
+    d_small, d_big = lp(x, (x + 0.05 * torch.randn_like(x)).clamp(0, 1)), lp(x, torch.rand(3, 32, 32, 3))
+    assert (d_small > 0).all() and (d_big > d_small).all()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        LPIPS(str(tmp_path / "missing.pth"), lin)
+    # the loss uses it: MSE + 0.2 LPIPS, and LPIPS gradients reach the reconstruction
+    r = torch.rand(1, 2, 32, 32, 3, requires_grad=True)
+    loss, terms = TokenizerLoss(lp)(r, torch.rand(1, 2, 32, 32, 3))
+    loss.backward()
+    assert terms["lpips"] > 0 and r.grad.abs().sum() > 0
+
+
+def test_psnr_ssim():
+    x = torch.rand(2, 32, 32, 3)
+    assert torch.allclose(psnr(x, x), torch.full((2,), 100.0))
+    assert torch.allclose(psnr(torch.zeros(1, 8, 8, 3), torch.full((1, 8, 8, 3), 0.1)), torch.tensor([20.0]))
+    assert torch.allclose(ssim(x, x), torch.ones(2), atol=1e-5)
+    assert (ssim(x, torch.rand(2, 32, 32, 3)) < 0.2).all()
+
+
+def crafter_clip(n=8, size=32, seed=0):
+    import crafter
+    env = crafter.Env(size=(size, size), seed=seed)
+    frames, rng = [env.reset()], np.random.default_rng(seed)
+    for _ in range(n - 1):
+        frames.append(env.step(int(rng.integers(0, 17)))[0])
+    return torch.from_numpy(np.stack(frames))[None]  # (1, n, size, size, 3) uint8
+
+
+def test_overfits_a_crafter_clip():
+    """A tiny tokenizer memorizes 8 Crafter frames. Predicting each frame's mean colour gives ~15 dB; 26 dB needs
+    the tile textures, i.e. real per-patch information through the 8x16 bottleneck (it reaches ~31 dB)."""
+    m = tiny(time_window=8)
+    x = crafter_clip().float() / 255
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    crit = TokenizerLoss()
+    base = psnr(x.mean((1, 2, 3), keepdim=True).expand_as(x), x).mean()
+    for it in range(300):
+        loss, _ = crit(m(x, drop_max=0.0 if it > 200 else 0.5), x)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    with torch.no_grad():
+        p = psnr(m.decode(m.encode(x)), x).mean()
+    assert base < 17 and p > 26, (base, p)

@@ -1,0 +1,189 @@
+"""Train the causal tokenizer (§T) on a frame store.
+
+    python train_tokenizer.py --data_dir=data/crafter --out_dir=out/tokenizer
+    python train_tokenizer.py config/tokenizer_cpu.py          # a quick CPU run
+    torchrun --standalone --nproc_per_node=2 train_tokenizer.py  # DDP
+"""
+import os
+import time
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import common
+from data import FrameStore
+from tokenizer import Tokenizer, TokenizerLoss, LPIPS, psnr, ssim, to_float
+
+# ---------------------------------------------------------------------------------------------------- config
+data_dir = "data/crafter"
+out_dir = "out/tokenizer"
+init_from = "scratch"  # 'scratch' | 'resume' (from out_dir/ckpt.pt)
+eval_interval = 250
+eval_windows = 32  # held-out windows for val PSNR / SSIM
+log_interval = 10
+max_minutes = 0.0  # stop (with a final eval + checkpoint) after this wall-clock budget; 0 = no limit
+# data
+batch_size = 16  # windows per step (per process)
+seq_len = 4  # frames per window (block-causal in time)
+grad_accum = 1
+# model (image_size comes from the data)
+patch_size = 8
+num_latents = 16
+latent_dim = 32
+dim = 256
+enc_depth = 4
+dec_depth = 4
+n_head = 4
+n_kv_head = 4
+time_every = 4
+softcap = 0.0  # > 0: logit soft-capping (explicit attention); 0: fused SDPA
+drop_max = 0.9  # MAE drop probability p ~ U(0, drop_max) per frame
+# loss: MSE + lpips_weight * LPIPS; with no weight files configured, MSE only
+lpips_vgg_path = ""
+lpips_lin_path = ""
+lpips_weight = 0.2
+lpips_frames = 16
+# optimizer
+lr = 1e-3
+min_lr_frac = 0.1
+warmup_iters = 200
+max_iters = 20000
+weight_decay = 0.05
+beta1, beta2 = 0.9, 0.95
+grad_clip = 1.0
+# system
+device = "auto"
+dtype = "bfloat16"
+compile = True
+seed = 1337
+threads = 0  # torch CPU threads; 0 = torch's default
+# -------------------------------------------------------------------------------------------------------------
+config = common.configure(globals())
+
+ddp, rank, local_rank, world, device = common.setup_ddp(common.auto_device(device))
+master = rank == 0
+if threads:
+    torch.set_num_threads(threads)
+torch.manual_seed(seed + rank)
+rng = np.random.default_rng(seed + rank)
+ctx = common.autocast_ctx(device, dtype)
+
+store = FrameStore(data_dir)
+model_args = dict(image_size=store.image_size, patch_size=patch_size, num_latents=num_latents, latent_dim=latent_dim,
+                  dim=dim, enc_depth=enc_depth, dec_depth=dec_depth, n_head=n_head, n_kv_head=n_kv_head,
+                  time_every=time_every, softcap=softcap, time_window=seq_len)
+ckpt_path = os.path.join(out_dir, "ckpt.pt")
+ckpt, it = None, 0
+if init_from == "resume":
+    ckpt = common.load_checkpoint(ckpt_path, "checkpoint to resume")
+    if ckpt["model_args"]["image_size"] != store.image_size:
+        raise common.ConfigError(f"{data_dir} has {store.image_size}px frames but the checkpoint was trained on "
+                                 f"{ckpt['model_args']['image_size']}px")
+    model_args, it = ckpt["model_args"], ckpt["iter"]
+elif init_from != "scratch":
+    raise common.ConfigError(f"init_from={init_from!r}: use 'scratch' or 'resume'")
+
+model = Tokenizer(**model_args).to(device)
+lpips = None
+if lpips_vgg_path or lpips_lin_path:
+    lpips = LPIPS(lpips_vgg_path, lpips_lin_path).to(device)  # a missing file is a clear error
+elif master:
+    print("no LPIPS weights configured (lpips_vgg_path, lpips_lin_path): training on MSE alone")
+criterion = TokenizerLoss(lpips, lpips_weight, lpips_frames).to(device)
+decay = [p for p in model.parameters() if p.dim() >= 2]
+no_decay = [p for p in model.parameters() if p.dim() < 2]
+optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0}],
+                              lr=lr, betas=(beta1, beta2), fused=device.startswith("cuda"))
+if ckpt is not None:
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    criterion.load_state_dict(ckpt["criterion"])
+    if master:  # the data and masking RNGs continue exactly (other DDP ranks reseed from the iteration)
+        rng.bit_generator.state = ckpt["rng"]["numpy"]
+        torch.set_rng_state(ckpt["rng"]["torch"])
+    else:
+        rng = np.random.default_rng([seed, rank, it])
+    ckpt = None
+raw_model = model
+if compile:
+    model = torch.compile(model)
+if ddp:
+    model = DDP(model, device_ids=[local_rank] if device.startswith("cuda") else None)
+n_params = sum(p.numel() for p in raw_model.parameters())
+tokens_per_frame = raw_model.num_patches + num_latents
+flops_per_iter = 3 * common.linear_flops(raw_model, batch_size * seq_len * tokens_per_frame) * grad_accum
+peak = common.matmul_peak_flops(device, dtype)
+if master:
+    print(f"tokenizer: {n_params / 1e6:.2f}M params, {store.image_size}px, latents {num_latents}x{latent_dim}, "
+          f"device {device} {dtype}, matmul peak {peak / 1e12:.2f} TFLOP/s")
+val = store.fixed_windows(eval_windows, seq_len, "val")
+
+
+@torch.no_grad()
+def evaluate():
+    """Val PSNR / SSIM of reconstructions (no masking) on held-out episodes; a PNG grid of originals | recons."""
+    raw_model.eval()
+    ps, ss, recons = [], [], []
+    for i in range(0, eval_windows, batch_size):
+        x = to_float(torch.from_numpy(val["frames"][i:i + batch_size]), device)
+        with ctx:
+            r = raw_model.decode(raw_model.encode(x)).float().clamp(0, 1)
+        ps.append(psnr(r, x).flatten()), ss.append(ssim(r, x).flatten()), recons.append(r)
+    raw_model.train()
+    grid = torch.cat((torch.from_numpy(val["frames"][:8]).to(device).float() / 255, recons[0][:8]), dim=2)  # (8, T, 2H, W, 3)
+    grid = grid.permute(1, 2, 0, 3, 4).flatten(2, 3).flatten(0, 1)  # (T*2H, 8W, 3)
+    iio.imwrite(os.path.join(out_dir, "recon.png"), (grid.cpu().numpy() * 255).round().astype(np.uint8))
+    return torch.cat(ps).mean().item(), torch.cat(ss).mean().item()
+
+
+def save(it):
+    common.atomic_save({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "criterion": criterion.state_dict(), "iter": it, "config": config, "model_args": model_args,
+                        "latent_shape": (num_latents, latent_dim), "image_size": store.image_size,
+                        "data_dir": os.path.abspath(data_dir), "action_spec": store.action_spec,
+                        "rng": {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}}, ckpt_path)
+
+
+if master:
+    os.makedirs(out_dir, exist_ok=True)
+t_start = t0 = time.time()
+start_it, loss_val = it, None
+while True:
+    last = it >= max_iters or (max_minutes > 0 and time.time() - t_start > 60 * max_minutes)
+    if master and ((it % eval_interval == 0 and (it > start_it or it == 0)) or last):
+        val_psnr, val_ssim = evaluate()
+        print(f"iter {it}: val_psnr {val_psnr:.2f} dB, val_ssim {val_ssim:.4f}")
+        common.log_metrics(out_dir, iter=it, loss=loss_val, val_psnr=val_psnr, val_ssim=val_ssim,
+                           minutes=(time.time() - t_start) / 60)
+        if it > start_it:
+            save(it)
+    if last:
+        break
+    for g in optimizer.param_groups:
+        g["lr"] = common.lr_at(it, lr, warmup_iters, max_iters, min_lr_frac)
+    for micro in range(grad_accum):
+        x = to_float(torch.from_numpy(store.sample(batch_size, seq_len, "train", rng)["frames"]), device)
+        if ddp:
+            model.require_backward_grad_sync = micro == grad_accum - 1
+        with ctx:
+            recon = model(x, drop_max)
+        loss, terms = criterion(recon, x)
+        if not torch.isfinite(loss):
+            raise SystemExit(f"error: loss is {loss.item()} at iter {it}; stopping (last good checkpoint: {ckpt_path})")
+        (loss / grad_accum).backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    it += 1
+    loss_val = loss.item()
+    if master and it % log_interval == 0:
+        dt = (time.time() - t0) / log_interval
+        t0 = time.time()
+        mfu = flops_per_iter / dt / peak
+        print(f"iter {it}: loss {loss_val:.4f} mse {terms['mse']:.5f}" +
+              (f" lpips {terms['lpips']:.4f}" if "lpips" in terms else "") +
+              f" grad {grad_norm:.3f} {dt * 1000:.0f} ms/iter mfu {mfu * 100:.1f}%")
+if ddp:
+    torch.distributed.destroy_process_group()
