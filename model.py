@@ -27,6 +27,13 @@ def rope(x, pos, base=10000.0):
     return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
 
 
+class RMSNorm(nn.RMSNorm):
+    """RMSNorm in the input's dtype (under bf16 autocast the fused kernel needs weight and input alike)."""
+
+    def forward(self, x):
+        return F.rms_norm(x, self.normalized_shape, self.weight.to(x.dtype), self.eps)
+
+
 class Attention(nn.Module):
     def __init__(self, dim, n_head, n_kv_head, softcap):
         super().__init__()
@@ -35,8 +42,8 @@ class Attention(nn.Module):
         self.wq = nn.Linear(dim, dim, bias=False)
         self.wkv = nn.Linear(dim, 2 * n_kv_head * self.hd, bias=False)
         self.wo = nn.Linear(dim, dim, bias=False)
-        self.q_norm = nn.RMSNorm(self.hd)  # QK-norm (§X): bounded logits, stable bf16
-        self.k_norm = nn.RMSNorm(self.hd)
+        self.q_norm = RMSNorm(self.hd)  # QK-norm (§X): bounded logits, stable bf16
+        self.k_norm = RMSNorm(self.hd)
 
     def forward(self, x, mask=None, pos=None, past_kv=None, is_causal=False):
         """x (N, n, D) sequences; mask (n, n_total) bool, True = may attend (or is_causal); pos (n_total,) for RoPE;
@@ -81,7 +88,7 @@ class Block(nn.Module):
     def __init__(self, dim, n_head, n_kv_head, mlp_ratio, softcap, is_time):
         super().__init__()
         self.is_time = is_time
-        self.norm1, self.norm2 = nn.RMSNorm(dim), nn.RMSNorm(dim)
+        self.norm1, self.norm2 = RMSNorm(dim), RMSNorm(dim)
         self.attn = Attention(dim, n_head, n_kv_head, softcap)
         self.mlp = SwiGLU(dim, int(mlp_ratio * dim * 2 / 3 / 32 + 0.5) * 32)
 
@@ -122,7 +129,7 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(
             Block(dim, n_head, n_kv_head or n_head, mlp_ratio, softcap, is_time=(i + 1) % time_every == 0)
             for i in range(depth))
-        self.norm = nn.RMSNorm(dim)
+        self.norm = RMSNorm(dim)
 
     def forward(self, x, space_mask=None, cache=None):
         """x (B, T, S, D) -> (B, T, S, D). space_mask: (S, S) bool (True = row may read column), or a list with one

@@ -138,3 +138,72 @@ def test_overfits_a_crafter_clip():
     with torch.no_grad():
         p = psnr(m.decode(m.encode(x)), x).mean()
     assert base < 17 and p > 26, (base, p)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# train_tokenizer.py end to end (in-process, tiny config)
+
+from conftest import run_script  # noqa: E402
+
+TRAIN = ["--compile=False", "--dtype=float32", "--batch_size=4", "--seq_len=2", "--dim=32", "--enc_depth=2",
+         "--dec_depth=2", "--n_head=2", "--n_kv_head=1", "--time_every=2", "--num_latents=4", "--latent_dim=8",
+         "--warmup_iters=2", "--eval_windows=4", "--log_interval=1"]
+
+
+def test_train_resume_equals_uninterrupted(tiny_store, tmp_path, monkeypatch):
+    import common
+    args = TRAIN + [f"--data_dir={tiny_store}", "--max_iters=6", "--eval_interval=3"]
+    run_script("train_tokenizer.py", *args, f"--out_dir={tmp_path}/a")
+    lr_at = common.lr_at
+
+    def killed_at_4(it, *a):  # the process dies during iteration 4, after the checkpoint of iteration 3
+        if it == 4:
+            raise KeyboardInterrupt
+        return lr_at(it, *a)
+    monkeypatch.setattr(common, "lr_at", killed_at_4)
+    with pytest.raises(KeyboardInterrupt):
+        run_script("train_tokenizer.py", *args, f"--out_dir={tmp_path}/b")
+    assert torch.load(f"{tmp_path}/b/ckpt.pt", weights_only=False)["iter"] == 3
+    monkeypatch.setattr(common, "lr_at", lr_at)
+    run_script("train_tokenizer.py", *args, f"--out_dir={tmp_path}/b", "--init_from=resume")
+    a, b = (torch.load(f"{tmp_path}/{r}/ckpt.pt", weights_only=False) for r in "ab")
+    assert a["iter"] == b["iter"] == 6
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    metrics = [json.loads(l) for l in open(f"{tmp_path}/a/metrics.jsonl")]
+    assert [m["iter"] for m in metrics] == [0, 3, 6] and metrics[-1]["val_psnr"] > metrics[0]["val_psnr"]
+    assert os.path.isfile(f"{tmp_path}/a/recon.png")
+
+
+def test_train_bad_inputs(tiny_store, tmp_path, monkeypatch):
+    import tokenizer
+    args = TRAIN + [f"--data_dir={tiny_store}", "--max_iters=4", "--eval_interval=2", f"--out_dir={tmp_path}/o"]
+    with pytest.raises(SystemExit, match="is not a frame store"):
+        run_script("train_tokenizer.py", *args, f"--data_dir={tmp_path}")
+    with pytest.raises(SystemExit, match="batch_size=100000 but split 'train' has only"):
+        run_script("train_tokenizer.py", *args, "--batch_size=100000")
+    with pytest.raises(SystemExit, match="unknown config key 'lerning_rate'; did you mean"):
+        run_script("train_tokenizer.py", *args, "--lerning_rate=1")
+    with pytest.raises(SystemExit, match="does not exist"):
+        run_script("train_tokenizer.py", *args, "--init_from=resume")
+    with pytest.raises(FileNotFoundError, match="LPIPS weight file"):
+        run_script("train_tokenizer.py", *args, f"--lpips_vgg_path={tmp_path}/no.pth", f"--lpips_lin_path={tmp_path}/no.pth")
+    # NaN loss: a clear stop, and the last good checkpoint stays
+    forward = tokenizer.TokenizerLoss.forward
+    calls = []
+
+    def nan_on_4th(self, recon, x):
+        loss, terms = forward(self, recon, x)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) == 4 else loss), terms
+    monkeypatch.setattr(tokenizer.TokenizerLoss, "forward", nan_on_4th)
+    with pytest.raises(SystemExit, match="loss is nan at iter 3"):
+        run_script("train_tokenizer.py", *args)
+    assert torch.load(f"{tmp_path}/o/ckpt.pt", weights_only=False)["iter"] == 2
+    monkeypatch.setattr(tokenizer.TokenizerLoss, "forward", forward)
+    # resuming on data of another image size
+    other = str(tmp_path / "crafter48")
+    run_script("data.py", "--source=crafter", f"--data_dir={other}", "--num_frames=200", "--episode_len=100",
+               "--image_size=48", "--num_workers=1")
+    with pytest.raises(SystemExit, match="48px frames but the checkpoint was trained on 32px"):
+        run_script("train_tokenizer.py", *args, f"--data_dir={other}", "--init_from=resume")
