@@ -56,10 +56,10 @@ def _unknown(key, keys):
 def configure(g, argv=None):
     """Override the config variables of a script's globals `g` in place; return the config as a dict.
 
-    Config variables are the script's top-level int/float/bool/str globals not starting with '_'
-    (defined before this call)."""
+    Config variables are the script's top-level int/float/bool/str globals defined before this call, except
+    names starting with '_' and UPPER_CASE constants."""
     argv = sys.argv[1:] if argv is None else argv
-    keys = [k for k, v in g.items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))]
+    keys = [k for k, v in g.items() if not k.startswith("_") and not k.isupper() and isinstance(v, (int, float, bool, str))]
     for arg in argv:
         if arg.startswith("--"):
             if "=" not in arg:

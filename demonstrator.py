@@ -1,0 +1,525 @@
+"""A scripted Crafter demonstrator of mixed skill, episode collection, and the Crafter score of any policy.
+
+Dreamer 4 learns offline from human contractors' play of mixed skill. Crafter ships no such data and random play
+almost never places a table, so this file scripts a competent but imperfect player. It reads the game state (map,
+objects, inventory) and plays the tech tree, eats, drinks, fights and sleeps sealed in rock. Each episode has a
+skill epsilon: the fraction of its steps that are sticky random actions (policy 'random' is all random). The
+agent's evaluation uses `evaluate` with a frames-in, actions-out policy and never reads game internals.
+
+    python demonstrator.py --episodes=50 --max_steps=1000
+
+prints one table: random play, the demonstrator at epsilon 0, and the default data mix.
+"""
+import collections
+import multiprocessing as mp
+import time
+
+import crafter
+import numpy as np
+from crafter import constants as C
+from crafter import objects as O
+
+from common import ConfigError, configure
+
+ACTIONS = list(C.actions)            # the 17 action names; index = action id
+ACHIEVEMENTS = list(C.achievements)  # the 22 achievement names
+# Collection episodes are 1000 steps: the demonstrator has its wood pickaxe by step ~30-80, stone tools by ~40-450
+# and wakes from its first night's sleep at ~230; mixed-skill episodes often die before 1000 anyway; and more resets
+# give more world diversity per frame than long survival would.
+DEFAULT_EPISODE_LEN = 1000
+RANDOM_EPISODE_FRAC, MAX_EPSILON = 0.2, 0.5  # default data mix: 20% random episodes, else epsilon ~ U(0, 0.5)
+KEY_ACHIEVEMENTS = ['collect_wood', 'place_table', 'make_wood_pickaxe', 'make_wood_sword', 'collect_stone',
+                    'place_stone', 'make_stone_pickaxe', 'place_furnace', 'collect_coal', 'collect_iron',
+                    'make_iron_pickaxe', 'collect_drink', 'eat_cow', 'wake_up', 'defeat_zombie', 'eat_plant']
+
+# -----------------------------------------------------------------------------------------------------------------
+# config of the command (python demonstrator.py --key=value; the upper-case numbers above can be set too)
+episodes = 50        # episodes per table row
+max_steps = DEFAULT_EPISODE_LEN  # episode length
+size = 64            # frame size
+seed = 1_000_000     # evaluation seeds are seed, seed + 1, ...: apart from the small seeds data collection uses
+workers = 2          # processes over episodes
+fps_episodes = 2     # episodes timed (one core) for the frames/s of run_episode
+# -----------------------------------------------------------------------------------------------------------------
+
+_A = {name: i for i, name in enumerate(ACTIONS)}
+_MOVES = {(-1, 0): 'move_left', (1, 0): 'move_right', (0, -1): 'move_up', (0, 1): 'move_down'}
+_DIRS = {name: d for d, name in _MOVES.items()}
+_TOOLS = ['wood_pickaxe', 'wood_sword', 'stone_pickaxe', 'stone_sword', 'iron_pickaxe', 'iron_sword']
+_SOURCE = {'wood': 'tree', 'stone': 'stone', 'coal': 'coal', 'iron': 'iron', 'diamond': 'diamond'}
+
+
+def _add(p, d, k=1):
+    return p[0] + k * d[0], p[1] + k * d[1]
+
+
+def _shift(a, d):
+    """out[p] = a[p + d], False off the map."""
+    (dx, dy), (w, h) = d, a.shape
+    out = np.zeros_like(a)
+    dst = slice(max(0, -dx), w - max(0, dx)), slice(max(0, -dy), h - max(0, dy))
+    out[dst] = a[max(0, dx):w + min(0, dx), max(0, dy):h + min(0, dy)]
+    return out
+
+
+def _grow(a, box=False):
+    """`a` dilated by the 4-neighbourhood (box: the 3x3 neighbourhood)."""
+    g = a.copy()
+    g[1:] |= a[:-1]
+    g[:-1] |= a[1:]
+    b = g if box else a
+    h = g.copy()
+    h[:, 1:] |= b[:, :-1]
+    h[:, :-1] |= b[:, 1:]
+    return h
+
+
+class Demonstrator:
+    """A Crafter player reading the game state; act(obs) -> action id (obs is ignored).
+
+    A fraction `epsilon` of its steps are sticky random actions, each held for 1-6 steps: a human's slips and idle
+    wandering. It does not slip in a fight or when sealed in for the night, and its random actions never sleep (one
+    then sleeps until rested) nor step into lava. scripted=False is pure sticky-random play over all 17 actions: the
+    policy 'random'."""
+
+    HOLD = 6  # a random action is held for 1..HOLD steps
+
+    def __init__(self, env, epsilon=0.0, seed=0, scripted=True):
+        if not 0.0 <= epsilon <= 1.0:
+            raise ConfigError(f"epsilon={epsilon} must be in [0, 1]")
+        self.env, self.scripted = env, scripted
+        hold = (1 + self.HOLD) / 2  # random runs start with this probability per step: a fraction epsilon is random
+        self.start = epsilon / (hold - (hold - 1) * epsilon) if scripted else 1.0
+        self.slips = [i for i, a in enumerate(ACTIONS) if a != 'sleep'] if scripted else list(range(len(ACTIONS)))
+        self.rng = np.random.default_rng([seed, 1])
+        self.t, self.held, self.hold = 0, 0, 0  # step, sticky random action, steps it is still held
+        self.path, self.key, self.failed = [], None, {}  # cached path, what it leads to, searches that failed
+        self.shelter, self.roam = None, None  # (entry tile, direction) of the night's pocket; exploration goal
+        self.resting = False  # hurt: resting until health is back
+
+    def __call__(self, obs=None):
+        self.t += 1
+        if self.hold == 0 and self.rng.random() < self.start and (not self.scripted or self._calm()):
+            self.held = self.slips[self.rng.integers(len(self.slips))]
+            self.hold = int(self.rng.integers(1, self.HOLD + 1))
+        if self.hold > 0:
+            self.hold -= 1
+            move = _DIRS.get(ACTIONS[self.held])
+            if self.scripted and move and self.env._world[_add(self.env._player.pos, move)][0] == 'lava':
+                return _A['noop']
+            return self.held
+        return _A[self._policy()]
+
+    def _calm(self):
+        """No slip in a fight or when sealed in for the night: a foe within 2 tiles, or walled in."""
+        self._see()
+        foes = self.objs[O.Zombie] | self.objs[O.Skeleton]
+        return not self._within(foes, 2) and not self._enclosed()
+
+    # ---- what the player sees -----------------------------------------------------------------------------------
+    def _see(self):
+        w, p = self.env._world, self.env._player
+        self.inv, self.done, self.masks = p.inventory, p.achievements, {}
+        self.pos, self.facing = (int(p.pos[0]), int(p.pos[1])), tuple(int(v) for v in p.facing)
+        self.ahead = _add(self.pos, self.facing)
+        self.nobj = w._obj_map == 0
+        self.free = self.m('grass', 'sand', 'path') & self.nobj  # where one can walk
+        dig = self.m('tree', 'stone') if self.inv['wood_pickaxe'] else self.m('tree')
+        self.dig = dig & self.nobj  # what we mine through when it is in the way
+        self.objs = collections.defaultdict(lambda: np.zeros_like(self.free))
+        for o in w.objects:
+            if not isinstance(o, O.Plant) or o.ripe:  # only ripe plants are worth walking to
+                self.objs[type(o)][tuple(o.pos)] = True
+        self.passable = self.free | self.dig
+        if self.inv['health'] <= 6 or not self.inv['wood_sword']:  # weak: keep 3 tiles away from skeletons
+            self.passable &= ~_grow(_grow(self.objs[O.Skeleton]))
+
+    def m(self, *names):
+        """Mask of the map tiles made of any of `names`."""
+        if names not in self.masks:
+            ids, lut = self.env._world._mat_ids, np.zeros(256, bool)
+            lut[[ids[n] for n in names if n in ids]] = True
+            self.masks[names] = lut[self.env._world._mat_map]
+        return self.masks[names]
+
+    def _around(self, p=None):
+        """(direction, tile) of the 4 neighbours of p (default: the player) on the map."""
+        p = p or self.pos
+        return [(d, n) for d, n in ((d, _add(p, d)) for d in _MOVES) if 0 <= n[0] < 64 and 0 <= n[1] < 64]
+
+    def _within(self, mask, r):
+        x, y = self.pos
+        return mask[max(0, x - r):x + r + 1, max(0, y - r):y + r + 1].any()
+
+    # ---- the policy: the first rule that applies acts ----------------------------------------------------------
+    def _policy(self):
+        self._see()
+        inv, done, objs = self.inv, self.done, self.objs
+        if self.env._player.sleeping:
+            return 'noop'
+        zombies, cows, skeletons = objs[O.Zombie], objs[O.Cow], objs[O.Skeleton]
+        # 1. A zombie or skeleton next to us: face it and hit it. Hurt, with one a few steps away: step away from it.
+        foes = zombies | skeletons
+        if a := self._reach(foes, 'do', 'foe', 1):
+            return a
+        if inv['health'] <= 4 and self._within(foes, 3) and self.shelter is None and not self._enclosed():
+            near = np.argwhere(foes[max(0, self.pos[0] - 3):self.pos[0] + 4, max(0, self.pos[1] - 3):self.pos[1] + 4])
+            near += (max(0, self.pos[0] - 3), max(0, self.pos[1] - 3))
+            steps = [(np.abs(near - n).sum(1).min(), d) for d, n in self._around() if self.free[n]]
+            if steps and max(steps)[0] > np.abs(near - self.pos).sum(1).min():
+                return _MOVES[max(steps)[1]]
+        # 2. Sealed in at night, hurt, or with a zombie about: stay in (sleep if not fully rested) unless starving.
+        dark = self.env._world.daylight < 0.35
+        self.resting = inv['health'] <= 4 or (self.resting and inv['health'] < 7)
+        if (dark or self.resting or self._within(zombies, 5)) and min(inv['drink'], inv['food']) > 2 and \
+                self._enclosed():
+            return 'sleep' if inv['energy'] < 9 else 'noop'
+        # 3. Needs: drink at water, eat a cow (at night, when zombies roam the grass, or hurt: only when urgent).
+        low = 2 if dark or self.resting else 4
+        if inv['drink'] < 9 and (a := self._reach(self.m('water'), 'do', 'drink', 1)):  # at the water: drink up
+            return a
+        if inv['drink'] <= low and (a := self._reach(self.m('water'), 'do', 'drink')):
+            return a
+        if inv['food'] <= low and (a := self._reach(cows, 'do', 'food')):
+            return a
+        # 4. Tired at night (or exhausted) or hurt: sleep or rest, sealed in the rock if we can.
+        if self.resting or inv['energy'] <= 3 or (inv['energy'] <= 6 and dark):
+            if a := self._sleep(foes):
+                return a
+        else:
+            self.shelter = None
+        # 5. Make any missing tool we can make right here.
+        near = self.env._world.nearby(np.array(self.pos), 1)[0]
+        for tool in _TOOLS:
+            info = C.make[tool]
+            if not inv[tool] and all(s in near for s in info['nearby']) and \
+                    all(inv[k] >= v for k, v in info['uses'].items()):
+                return 'make_' + tool
+        # 6. Opportunities a few steps away: drink, eat, fight, eat a ripe plant, mine.
+        pick, stone_pick, iron_pick = inv['wood_pickaxe'], inv['stone_pickaxe'], inv['iron_pickaxe']
+        close = [(inv['drink'] <= 6 or not done['collect_drink'], self.m('water'), 5),
+                 (inv['food'] <= 6 or not done['eat_cow'], cows, 8),
+                 (not done['defeat_zombie'] and inv['health'] >= 6, zombies, 5),
+                 (not done['defeat_skeleton'] and inv['health'] >= 7 and inv['wood_sword'], skeletons, 4),
+                 (True, objs[O.Plant], 10),
+                 (pick and inv['stone'] < 9, self.m('stone'), 1),
+                 (pick and inv['coal'] < 3, self.m('coal'), 5),
+                 (stone_pick and inv['iron'] < 3, self.m('iron'), 6),
+                 (iron_pick, self.m('diamond'), 8)]
+        for i, (want, target, r) in enumerate(close):
+            if want and (a := self._reach(target, 'do', f'close{i}', r)):
+                return a
+        # 7. The tech tree: tools in order, then a furnace and a placed stone.
+        for tool in _TOOLS:
+            if not inv[tool] and (a := self._craft(tool)):
+                return a
+        if not done['place_furnace'] and (a := self._craft('furnace')):
+            return a
+        if not done['place_stone'] and inv['stone'] and (a := self._place('stone')):
+            return a
+        # 8. Far achievements: coal, iron, diamond, a drink, a cow; then a sapling from the grass and plant it.
+        far = [(pick and not done['collect_coal'], self.m('coal')),
+               (stone_pick and not done['collect_iron'], self.m('iron')),
+               (iron_pick and not done['collect_diamond'], self.m('diamond')),
+               (not done['collect_drink'] or inv['drink'] <= 5, self.m('water')),
+               (not done['eat_cow'] or inv['food'] <= 5, cows)]
+        for i, (want, target) in enumerate(far):
+            if want and (a := self._reach(target, 'do', f'far{i}')):
+                return a
+        if inv['sapling'] and (a := self._place('plant')):
+            return a
+        if not done['collect_sapling'] and (a := self._face_open(self.m('grass') & self.nobj, 'do', 'sapling')):
+            return a
+        # 9. Nothing to do: wander.
+        return self._explore()
+
+    def _craft(self, tool):
+        """Work toward `tool` (or the furnace): gather what it uses, plus the cost of a station it needs that is not
+        within 10 tiles; then build that station, or walk next to the stations (rule 4 then makes the tool)."""
+        info = C.make.get(tool, {'uses': {}, 'nearby': ['table', tool]})
+        missing = [s for s in info['nearby'] if not self._within(self.m(s), 10)][:1]
+        need = collections.Counter(info['uses'])
+        for s in missing:
+            need.update(C.place[s]['uses'])
+        if missing == ['table']:  # a new table: bring wood for the tools still to make, as a human would
+            need['wood'] = min(9, max(need['wood'], 2 + sum(not self.inv[t] for t in _TOOLS)))
+        for item, n in need.items():
+            if self.inv[item] < n:
+                req = C.collect[_SOURCE[item]]['require'] if item in _SOURCE else {'never': 1}
+                if any(self.inv.get(k, 0) < v for k, v in req.items()):
+                    return None
+                return self._reach(self.m(_SOURCE[item]), 'do', item)
+        if missing:
+            return self._place(missing[0])
+        stand = self.passable.copy()
+        for s in info['nearby']:
+            stand &= _grow(self.m(s), box=True)
+        return self._go(stand, tool, 30)
+
+    def _place(self, name):
+        """Place `name` on a tile where it can go (a furnace next to a table, so both are in reach)."""
+        where = self.m(*C.place[name]['where']) & self.nobj
+        stand = _grow(self.m('table'), box=True) if name == 'furnace' else None
+        return self._face_open(where, 'place_' + name, name, stand)
+
+    def _sleep(self, foes):
+        """Sleep in a 2-tile pocket: from its entry tile walk in two tiles (mining stone), step back one and seal the
+        entry with stone. Without a pickaxe or a pocket within reach, sleep in the open unless a foe is near."""
+        if self._enclosed():
+            return 'sleep' if self.inv['energy'] < 9 else 'noop'
+        walk = self.m('grass', 'sand', 'path')
+        if self.shelter is None and self.inv['wood_pickaxe']:
+            wall = ~walk & ~self.m('lava')
+            mine = self.m('stone') | self.free
+            goal = np.zeros_like(walk)
+            for d in _MOVES:  # entry m with m+d, m+2d minable and walls around them
+                e = (d[1], d[0])
+                ok = _shift(mine, d) & _shift(mine, _add(d, d)) & _shift(wall, _add(d, d, 2))
+                for k in (1, 2):  # the walls beside s1 = m+d and s2 = m+2d
+                    ok &= _shift(wall, _add(e, d, k)) & _shift(wall, _add((-e[0], -e[1]), d, k))
+                if ok[self.pos]:
+                    self.shelter = (self.pos, d)
+                    break
+                goal |= ok & self.free
+            else:
+                if a := self._go(goal, 'shelter', 30):
+                    return a
+        if self.shelter is None:
+            return None if self._within(foes, 6) or self.inv['energy'] == 9 else 'sleep'
+        m, d = self.shelter
+        back, s1, s2 = (-d[0], -d[1]), _add(m, d), _add(m, d, 2)
+        if self.pos == s2:
+            return _MOVES[back]
+        if self.pos == s1 and self.facing == back:
+            return 'place_stone' if self.inv['stone'] else 'sleep' if self.inv['energy'] < 9 else 'noop'
+        if self.pos not in (m, s1):  # knocked out of the plan
+            self.shelter = None
+            return None
+        ahead = s1 if self.pos == m else s2
+        return 'do' if self.m('stone')[ahead] and self.facing == d else _MOVES[d]
+
+    def _enclosed(self):
+        """The walkable region around us is tiny and closed, so no zombie can get next to us."""
+        walk = self.m('grass', 'sand', 'path')
+        region = np.zeros_like(walk)
+        region[self.pos] = True
+        for _ in range(4):
+            grown = _grow(region) & walk
+            if (grown == region).all():
+                return True
+            region = grown
+        return False
+
+    def _explore(self):
+        """Walk to a random walkable spot within 12 tiles; a new one on arrival or when it cannot be reached."""
+        if self.roam is None or self.pos == self.roam or self.failed.get('roam', 0) > self.t:
+            x, y = self.pos
+            x0, y0 = max(0, x - 12), max(0, y - 12)
+            cand = np.argwhere(self.free[x0:x + 13, y0:y + 13]) + (x0, y0)
+            self.roam = tuple(cand[self.rng.integers(len(cand))]) if len(cand) else self.pos
+            self.failed.pop('roam', None)
+        goal = np.zeros_like(self.free)
+        goal[self.roam] = True
+        return self._go(goal, 'roam', 40) or 'noop'
+
+    # ---- moving around ------------------------------------------------------------------------------------------
+    def _reach(self, target, action, key, r=64):
+        """Walk next to a (non-walkable or occupied) tile of `target`, face it, then `action`; None if none within r.
+        Stepping toward a blocked tile only turns the player."""
+        for d, n in sorted(self._around(), key=lambda dn: dn[0] != self.facing):  # the tile we face first
+            if target[n]:
+                return action if d == self.facing else _MOVES[d]
+        if r <= 1 or not self._within(target, r):
+            return None
+        return self._go(_grow(target) & self.passable, key, 2 * r)
+
+    def _face_open(self, target, action, key, stand=None):
+        """Stand (on `stand`) facing a walkable tile of `target`, then `action`. One faces a walkable tile only by
+        stepping toward it, so walk to a tile m with m+d standable and m+2d in `target`, and step d."""
+        inside = 0 <= self.ahead[0] < 64 and 0 <= self.ahead[1] < 64
+        if inside and target[self.ahead] and (stand is None or stand[self.pos]):
+            return action
+        ok = self.free if stand is None else self.free & stand
+        goal = np.zeros_like(ok)
+        for d in _MOVES:
+            step = _shift(ok & _shift(target, d), d)
+            if step[self.pos]:
+                return _MOVES[d]
+            goal |= step
+        return self._go(goal & self.passable, key, 30)
+
+    def _go(self, goal, key, r):
+        """Next action on a shortest path to a `goal` tile (mining trees and stone in the way); None if none within r
+        steps. The path is recomputed only when the goal or the next tile changes."""
+        p = self.path
+        if not (self.key == key and p and goal[p[-1]] and abs(p[0][0] - self.pos[0]) + abs(p[0][1] - self.pos[1]) == 1
+                and self.passable[p[0]]):
+            if self.failed.get(key, -1) > self.t:  # it failed a moment ago: do not search again yet
+                return None
+            p = self._bfs(goal, r)
+            self.path, self.key = p or [], key
+            if p is None:
+                self.failed[key] = self.t + 10
+                return None
+        d = (p[0][0] - self.pos[0], p[0][1] - self.pos[1])
+        if self.dig[p[0]]:  # a tree or stone in the way: face it and mine it
+            return 'do' if d == self.facing else _MOVES[d]
+        p.pop(0)
+        return _MOVES[d]
+
+    def _bfs(self, goal, r):
+        """Breadth-first search from the player over passable tiles, one numpy wavefront per step; the path (list of
+        tiles, start excluded) to a nearest goal tile within r steps, or None."""
+        dist = np.full(goal.shape, -1, np.int32)
+        front = np.zeros_like(goal)
+        front[self.pos], dist[self.pos] = True, 0
+        seen = front.copy()
+        for k in range(1, r + 1):
+            front = _grow(front) & self.passable & ~seen
+            if not front.any():
+                return None
+            seen |= front
+            dist[front] = k
+            hits = np.argwhere(front & goal)
+            if len(hits):
+                path = [tuple(int(v) for v in hits[self.rng.integers(len(hits))])]
+                while k > 1:  # walk back along decreasing distance
+                    k -= 1
+                    path.append(next(n for _, n in self._around(path[-1]) if dist[n] == k))
+                return path[::-1]
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# episodes and the Crafter score
+
+class _Env(crafter.Env):
+    """crafter.Env, made deterministic given its seed: when a chunk holds too many creatures it despawns one drawn
+    from a set ordered by memory address; hand it the chunk's objects ordered by position instead."""
+
+    def _balance_chunk(self, chunk, objs):
+        super()._balance_chunk(chunk, sorted(objs, key=lambda o: (int(o.pos[0]), int(o.pos[1]))))
+
+
+def _make_env(seed, max_steps, size):
+    return _Env(area=(64, 64), size=(size, size), length=max_steps, seed=seed)
+
+
+def sample_skill(seed):
+    """The default data mix, drawn per episode from its seed: (policy, epsilon)."""
+    rng = np.random.default_rng([seed, 2])
+    if rng.random() < RANDOM_EPISODE_FRAC:
+        return 'random', 1.0
+    return 'demo', float(rng.uniform(0, MAX_EPSILON))
+
+
+def run_episode(seed, policy, epsilon, max_steps, size=64):
+    """Play one episode of Crafter with the demonstrator ('demo'; a fraction epsilon of its steps sticky random) or
+    sticky random play ('random'). Deterministic given its arguments. Returns frames uint8 (T+1, size, size, 3),
+    actions int64 (T+1,) (action t leads from frame t to t+1; the last is -1), rewards float32 (T+1,) (reward t of
+    that transition; the last is 0), achievements (set of names unlocked)."""
+    if policy not in ('random', 'demo'):
+        raise ConfigError(f"policy={policy!r}: use 'random' or 'demo'")
+    if max_steps < 1:
+        raise ConfigError(f"max_steps={max_steps} must be >= 1")
+    env = _make_env(seed, max_steps, size)
+    act = Demonstrator(env, epsilon, seed, scripted=policy == 'demo')
+    frames, actions, rewards = [env.reset()], [], []
+    done, info = False, {'achievements': {}}
+    while not done:
+        actions.append(act(frames[-1]))
+        obs, reward, done, info = env.step(actions[-1])
+        frames.append(obs)
+        rewards.append(reward)
+    return {'frames': np.stack(frames).astype(np.uint8),
+            'actions': np.array(actions + [-1], np.int64),
+            'rewards': np.array(rewards + [0.0], np.float32),
+            'achievements': {k for k, v in info['achievements'].items() if v > 0}}
+
+
+def crafter_score(success_rates_percent):
+    """Crafter score: exp(mean_i ln(1 + s_i)) - 1 over the achievements' success rates s_i in percent."""
+    s = np.asarray(list(success_rates_percent.values()) if isinstance(success_rates_percent, dict)
+                   else success_rates_percent, np.float64)
+    return float(np.exp(np.mean(np.log1p(s))) - 1)
+
+
+_JOB = None  # (make_policy, max_steps, size) of the running evaluate(); forked workers inherit it
+
+
+def _play(seed):
+    make_policy, steps, size_ = _JOB
+    env = _make_env(seed, steps, size_)
+    act = make_policy(env)
+    obs, done, ret, length, info = env.reset(), False, 0.0, 0, {'achievements': {}}
+    while not done:
+        obs, reward, done, info = env.step(int(act(obs)))
+        ret, length = ret + reward, length + 1
+    return ret, length, {k for k, v in info['achievements'].items() if v > 0}
+
+
+def evaluate(make_policy, seeds, max_steps, size=64, workers=1):
+    """Play one episode of real Crafter (area 64x64, frames size x size, length max_steps) per seed with
+    act = make_policy(env), act(obs uint8 (size, size, 3)) -> action id; a learned agent's make_policy ignores env.
+    Returns score (%), mean_return, mean_length, success_rates {achievement: % of episodes}, episodes, seeds,
+    max_steps. workers > 1 forks processes over episodes (keep 1 for a policy holding threads, e.g. torch)."""
+    global _JOB
+    seeds = list(seeds)
+    if not seeds or max_steps < 1:
+        raise ConfigError(f"evaluate needs seeds and max_steps >= 1 (got {len(seeds)} seeds, max_steps={max_steps})")
+    _JOB = (make_policy, max_steps, size)
+    if workers > 1 and 'fork' in mp.get_all_start_methods():
+        with mp.get_context('fork').Pool(min(workers, len(seeds))) as pool:
+            results = pool.map(_play, seeds, chunksize=1)
+    else:
+        results = [_play(s) for s in seeds]
+    rates = {name: 100.0 * np.mean([name in r[2] for r in results]) for name in ACHIEVEMENTS}
+    return {'score': crafter_score(rates), 'mean_return': float(np.mean([r[0] for r in results])),
+            'mean_length': float(np.mean([r[1] for r in results])), 'success_rates': rates,
+            'episodes': len(seeds), 'seeds': seeds, 'max_steps': max_steps}
+
+
+def random_policy(env):  # make_policy factories for evaluate(); they read the env's seed
+    return Demonstrator(env, 1.0, env._seed, scripted=False)
+
+
+def demo_policy(env, epsilon=0.0):
+    return Demonstrator(env, epsilon, env._seed)
+
+
+def mix_policy(env):
+    policy, epsilon = sample_skill(env._seed)
+    return Demonstrator(env, epsilon, env._seed, scripted=policy == 'demo')
+
+
+if __name__ == '__main__':
+    configure(globals())
+    if episodes < 1 or max_steps < 1 or workers < 1:
+        raise ConfigError("episodes, max_steps and workers must be >= 1")
+    seeds = list(range(seed, seed + episodes))
+    short = {n: n.replace('collect_', '').replace('make_', '').replace('place_', 'pl.').replace('_pickaxe', '_pick')
+             .replace('defeat_', 'kill_') for n in KEY_ACHIEVEMENTS}
+    print(f"{episodes} episodes per row, seeds {seed}..{seed + episodes - 1}, max_steps {max_steps}, size {size}")
+    head = f"{'policy':<12}{'score%':>7}{'return':>7}{'length':>7}" + ''.join(f"{short[n]:>{len(short[n]) + 1}}"
+                                                                        for n in KEY_ACHIEVEMENTS)
+    print(head)
+    for name, make in [('random', random_policy), ('demo eps=0', demo_policy), ('data mix', mix_policy)]:
+        t0 = time.time()
+        r = evaluate(make, seeds, max_steps, size, workers)
+        print(f"{name:<12}{r['score']:>7.1f}{r['mean_return']:>7.2f}{r['mean_length']:>7.0f}" +
+              ''.join(f"{r['success_rates'][n]:>{len(short[n]) + 1}.0f}" for n in KEY_ACHIEVEMENTS) +
+              f"   ({time.time() - t0:.0f}s)", flush=True)
+    # frames/s of collection on one core; crafter alone: the same episodes replayed from their actions (deterministic)
+    t_run = t_env = 0.0
+    frames = 0
+    for s in range(seed, seed + fps_episodes):
+        t0 = time.time()
+        ep = run_episode(s, 'demo', 0.0, max_steps, size)
+        t1 = time.time()
+        env = _make_env(s, max_steps, size)
+        env.reset()
+        for a in ep['actions'][:-1]:
+            env.step(a)
+        t_run, t_env, frames = t_run + t1 - t0, t_env + time.time() - t1, frames + len(ep['frames'])
+    print(f"run_episode demo: {frames / t_run:.0f} frames/s on one core; crafter alone, same episodes: "
+          f"{frames / t_env:.0f} frames/s ({fps_episodes} episodes)")

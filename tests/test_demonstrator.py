@@ -1,0 +1,143 @@
+"""The scripted demonstrator, episode collection and the Crafter score (pytest; ~30 s on 2 cores)."""
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import demonstrator as D  # noqa: E402
+from common import ConfigError  # noqa: E402
+
+SEEDS = [0, 1, 2, 3, 4, 5]
+STEPS = 150  # the demonstrator makes its wood pickaxe within ~80 steps on these seeds
+EARLY = ['collect_wood', 'place_table', 'make_wood_pickaxe']
+
+
+@pytest.fixture(scope='module')
+def episodes():
+    return {(policy, eps): [D.run_episode(s, policy, eps, STEPS) for s in SEEDS]
+            for policy, eps in [('demo', 0.0), ('demo', 1.0), ('random', 1.0)]}
+
+
+def _count(eps_list, name):
+    return sum(name in ep['achievements'] for ep in eps_list)
+
+
+def test_api_constants():
+    assert len(D.ACTIONS) == 17 and D.ACTIONS[0] == 'noop' and D.ACTIONS[5] == 'do'
+    assert len(D.ACHIEVEMENTS) == 22 and set(D.KEY_ACHIEVEMENTS) <= set(D.ACHIEVEMENTS)
+    assert D.DEFAULT_EPISODE_LEN >= 500
+
+
+def test_demonstrator_climbs_the_tech_tree_random_does_not(episodes):
+    demo, rand = episodes['demo', 0.0], episodes['random', 1.0]
+    for name in EARLY:
+        assert _count(demo, name) >= len(SEEDS) - 1, (name, [sorted(ep['achievements']) for ep in demo])
+    assert _count(rand, 'place_table') <= 1 and _count(rand, 'make_wood_pickaxe') <= 1
+    assert sum(map(len, (ep['achievements'] for ep in demo))) > 2 * sum(map(len, (ep['achievements'] for ep in rand)))
+
+
+def test_run_episode_format(episodes):
+    for (policy, eps), eps_list in episodes.items():
+        for ep in eps_list:
+            f, a, r = ep['frames'], ep['actions'], ep['rewards']
+            T = len(a) - 1
+            assert 1 <= T <= STEPS
+            assert f.dtype == np.uint8 and f.shape == (T + 1, 64, 64, 3)
+            assert a.dtype == np.int64 and a.shape == (T + 1,) and a[-1] == -1
+            assert a[:-1].min() >= 0 and a[:-1].max() < len(D.ACTIONS)
+            assert r.dtype == np.float32 and r.shape == (T + 1,) and r[-1] == 0
+            assert isinstance(ep['achievements'], set) and ep['achievements'] <= set(D.ACHIEVEMENTS)
+            # every achievement unlocked gives +1 reward once; health changes give +-0.1 per point
+            assert abs(r.sum() - len(ep['achievements'])) < 0.1 * 9 * (T + 1)
+            assert (np.abs(r - np.round(r)) > 1e-4).sum() <= T  # rewards are k + 0.1 j
+    ep = D.run_episode(9, 'demo', 0.0, 10, size=32)
+    assert ep['frames'].shape == (11, 32, 32, 3) and len(ep['actions']) == 11
+
+
+def test_run_episode_is_deterministic():
+    a, b = (D.run_episode(7, 'demo', 0.3, 300) for _ in range(2))
+    assert np.array_equal(a['actions'], b['actions']) and np.array_equal(a['frames'], b['frames'])
+    assert np.array_equal(a['rewards'], b['rewards']) and a['achievements'] == b['achievements']
+    c = D.run_episode(8, 'demo', 0.3, 300)
+    assert not np.array_equal(a['frames'][1:50], c['frames'][1:50])
+
+
+def test_epsilon_one_behaves_like_random(episodes):
+    demo0, demo1, rand = episodes['demo', 0.0], episodes['demo', 1.0], episodes['random', 1.0]
+    for eps_list, sleeps in [(demo1, False), (rand, True)]:
+        acts = np.concatenate([ep['actions'][:-1] for ep in eps_list])
+        freq = np.bincount(acts, minlength=len(D.ACTIONS)) / len(acts)
+        others = np.delete(freq, D.ACTIONS.index('sleep'))
+        assert others.min() > 0.015 and others.max() < 0.15, freq  # all actions, about uniformly
+        assert (freq[D.ACTIONS.index('sleep')] > 0) == sleeps  # the demonstrator's slips never sleep
+    n0, n1, nr = (np.mean([len(ep['achievements']) for ep in e]) for e in (demo0, demo1, rand))
+    assert n1 < n0 / 2 and abs(n1 - nr) <= 2, (n0, n1, nr)
+    assert sum(_count(demo1, name) for name in EARLY[1:]) <= 2
+
+
+def test_skill_mix():
+    skills = [D.sample_skill(s) for s in range(400)]
+    assert skills == [D.sample_skill(s) for s in range(400)]
+    rand = [e for p, e in skills if p == 'random']
+    assert 0.12 < len(rand) / len(skills) < 0.28 and set(rand) == {1.0}
+    demo = [e for p, e in skills if p == 'demo']
+    assert 0 <= min(demo) and max(demo) <= D.MAX_EPSILON and 0.2 < np.mean(demo) < 0.3
+
+
+def test_crafter_score():
+    assert D.crafter_score([0] * 22) == 0
+    assert abs(D.crafter_score([100] * 22) - 100) < 1e-9
+    assert abs(D.crafter_score([100] + [0] * 21) - (101 ** (1 / 22) - 1)) < 1e-12
+    rates = {name: (50.0 if i % 2 else 10.0) for i, name in enumerate(D.ACHIEVEMENTS)}
+    hand = math.exp((11 * math.log(51) + 11 * math.log(11)) / 22) - 1
+    assert abs(D.crafter_score(rates) - hand) < 1e-9
+    assert D.crafter_score([0, 50]) < 50 / 2  # the geometric mean punishes a missing achievement
+
+
+def _frames_only(env):
+    def act(obs):
+        assert obs.dtype == np.uint8 and obs.shape == (32, 32, 3)
+        return 3 if obs[16].mean() > obs[:, 16].mean() else 5  # move_up or do, from the pixels alone
+    return act
+
+
+def test_evaluate_frames_only_policy():
+    r = D.evaluate(_frames_only, [3, 4, 5], 40, size=32)
+    assert set(r) >= {'score', 'mean_return', 'mean_length', 'success_rates', 'episodes', 'seeds', 'max_steps'}
+    assert r['episodes'] == 3 and r['seeds'] == [3, 4, 5] and r['max_steps'] == 40
+    assert 0 < r['mean_length'] <= 40 and set(r['success_rates']) == set(D.ACHIEVEMENTS)
+    for v in r['success_rates'].values():
+        assert 0 <= v <= 100 and min(abs(v - k * 100 / 3) for k in range(4)) < 1e-9
+    assert r['score'] == D.crafter_score(r['success_rates']) and 0 <= r['score'] <= 100
+    assert r == D.evaluate(_frames_only, [3, 4, 5], 40, size=32, workers=2)  # processes give the same numbers
+
+
+def test_evaluate_matches_run_episode(episodes):
+    ep = episodes['demo', 0.0][2]
+    r = D.evaluate(D.demo_policy, [SEEDS[2]], STEPS)
+    assert {k for k, v in r['success_rates'].items() if v == 100} == ep['achievements']
+    assert abs(r['mean_return'] - ep['rewards'].sum()) < 1e-4 and r['mean_length'] == len(ep['actions']) - 1
+
+
+def test_user_errors():
+    with pytest.raises(ConfigError):
+        D.run_episode(0, 'human', 0.0, 10)
+    with pytest.raises(ConfigError):
+        D.run_episode(0, 'demo', 1.5, 10)
+    with pytest.raises(ConfigError):
+        D.run_episode(0, 'demo', 0.0, 0)
+
+
+def test_command_line():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = lambda *args: subprocess.run([sys.executable, 'demonstrator.py', *args], cwd=root, capture_output=True,
+                                       text=True, timeout=120)
+    out = run('--episodes=2', '--max_steps=30', '--workers=1', '--fps_episodes=1')
+    assert out.returncode == 0, out.stderr
+    assert all(row in out.stdout for row in ('random', 'demo eps=0', 'data mix', 'frames/s'))
+    bad = run('--episode=2')
+    assert bad.returncode != 0 and 'episodes' in bad.stderr and 'Traceback' not in bad.stderr
