@@ -173,3 +173,12 @@ def matmul_peak_flops(device, dtype, n=2048, iters=10):
 def linear_flops(module, tokens):
     """2 * (weights of every nn.Linear) * tokens: forward matmul FLOPs of `tokens` tokens through `module`."""
     return 2 * tokens * sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear))
+
+
+def rank0_decides(flag, ddp, device):
+    """Rank 0's boolean on every rank (e.g. a wall-clock stop), so that DDP ranks leave the loop together."""
+    if not ddp:
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    torch.distributed.broadcast(t, 0)
+    return bool(t.item())

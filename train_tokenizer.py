@@ -151,7 +151,11 @@ if master:
 t_start = t0 = time.time()
 start_it, loss_val = it, None
 while True:
-    last = it >= max_iters or (max_minutes > 0 and time.time() - t_start > 60 * max_minutes)
+    last = it >= max_iters or common.rank0_decides(max_minutes > 0 and time.time() - t_start > 60 * max_minutes,
+                                                   ddp, device)
+    if last and it == start_it and init_from == "resume":
+        print(f"{ckpt_path} is already at iter {it} >= max_iters={max_iters}: nothing to do")
+        break
     if master and ((it % eval_interval == 0 and (it > start_it or it == 0)) or last):
         val_psnr, val_ssim = evaluate()
         print(f"iter {it}: val_psnr {val_psnr:.2f} dB, val_ssim {val_ssim:.4f}")

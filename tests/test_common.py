@@ -1,0 +1,75 @@
+"""The configurator and the small shared pieces of common.py."""
+import math
+
+import pytest
+import torch
+
+import common
+
+
+def cfg(*argv, **defaults):
+    g = dict(defaults)
+    return common.configure(g, list(argv)), g
+
+
+def test_overrides_are_type_checked():
+    c, g = cfg("--lr=3e-4", "--batch_size=8", "--compile=False", "--out_dir=out/x", "--dropout=1",
+               lr=1e-3, batch_size=4, compile=True, out_dir="out", dropout=0.0)
+    assert c == {"lr": 3e-4, "batch_size": 8, "compile": False, "out_dir": "out/x", "dropout": 1.0}
+    assert g["batch_size"] == 8 and isinstance(g["dropout"], float)  # the script's globals are overridden
+    for bad, msg in [("--batch_size=2.5", "must be of type int"), ("--compile=maybe", "not a valid bool"),
+                     ("--batch_size=8=9", "not a valid int"), ("--lr=fast", "not a valid float")]:
+        with pytest.raises(SystemExit, match=msg):
+            cfg(bad, lr=1e-3, batch_size=4, compile=True)
+
+
+def test_unknown_key_names_the_closest():
+    with pytest.raises(SystemExit, match=r"unknown config key 'batchsize'; did you mean batch_size\?"):
+        cfg("--batchsize=3", batch_size=4, seed=0)
+    with pytest.raises(SystemExit, match="must be written --key=value"):
+        cfg("--compile", compile=True)
+
+
+def test_config_file_and_constants(tmp_path):
+    f = tmp_path / "c.py"
+    f.write_text("import math\nbatch_size = 32\nlr = 2 * 1e-3\n")
+    c, _ = cfg(str(f), "--lr=5e-4", batch_size=4, lr=1e-3, K_MAX=8)
+    assert c == {"batch_size": 32, "lr": 5e-4}  # later arguments win; UPPER_CASE constants are not config
+    (tmp_path / "bad.py").write_text("batch_sizes = 3\n")
+    with pytest.raises(SystemExit, match="unknown config key 'batch_sizes'"):
+        cfg(str(tmp_path / "bad.py"), batch_size=4)
+    with pytest.raises(SystemExit, match="does not exist"):
+        cfg(str(tmp_path / "missing.py"), batch_size=4)
+
+
+def test_lr_schedule():
+    lrs = [common.lr_at(i, 1.0, 10, 110, 0.1) for i in range(120)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)  # linear warm-up
+    assert lrs[60] == pytest.approx(0.55) and lrs[110] == pytest.approx(0.1) == lrs[119]  # cosine to the floor
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+
+
+def test_atomic_save_leaves_no_partial_file(tmp_path, monkeypatch):
+    path = str(tmp_path / "ckpt.pt")
+    common.atomic_save({"a": torch.ones(2)}, path)
+
+    def dies(obj, f):
+        open(f, "wb").write(b"half")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(torch, "save", dies)
+    with pytest.raises(KeyboardInterrupt):
+        common.atomic_save({"a": torch.zeros(2)}, path)
+    assert torch.equal(torch.load(path)["a"], torch.ones(2))  # the old checkpoint is intact
+
+
+def test_running_rms_normalizes_with_a_floor():
+    from model import RunningRMS
+    n = RunningRMS(decay=0.9, floor=1e-3)
+    for _ in range(50):
+        out = n(torch.tensor(4.0))
+    assert out.item() == pytest.approx(1.0, rel=1e-3)
+    tiny = RunningRMS(floor=1e-3)
+    for _ in range(5):
+        out = tiny(torch.tensor(1e-6))
+    assert out.item() == pytest.approx(1e-3)  # divided by the floor, not blown up to 1
+    assert not math.isnan(RunningRMS()(torch.tensor(0.0)).item())
