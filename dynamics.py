@@ -1,0 +1,256 @@
+"""Interactive dynamics model (§D): next-frame latents from past latents and actions, trained with shortcut forcing
+so that generating a frame takes only K=4 steps.
+
+    latents (B, T, L, Dz), actions (B, T, C) --shortcut_loss--> loss      (training, every frame its own tau, d)
+    context (B, C, L, Dz), actions            --generate-------> (B, F, L, Dz)   (K steps per frame, KV cache)
+
+Per frame, S = S_z + S_r + 2 token slots of the shared transformer (model.py), all reading all:
+    [ S_z spatial (`pack` consecutive latents concatenated -> linear) | S_r registers | shortcut (tau, d) | action ]
+x-prediction: spatial outputs -> linear -> clean latents z1_hat. Block-causal in time, and the action token of
+frame t carries a_{t-1} (the action that led into frame t), so frame t+1 is predicted from frames <= t and a_t.
+"""
+import math
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+from common import ConfigError, load_checkpoint
+from model import KVCache, RunningRMS, Transformer, init_weights
+
+TAU_CTX = 0.9  # §D.2: context frames are fed re-noised to signal level 0.9
+
+
+def space_mask(num_world, num_agent=0):
+    """(S, S) bool, True = row may read column: everyone reads the world tokens; agent tokens (§A, appended after
+    them) read everything, and nobody else reads them. None without agent tokens: all read all, and attention
+    runs unmasked (the fused kernel: ~12% off a CPU training step)."""
+    if not num_agent:
+        return None
+    is_agent = torch.arange(num_world + num_agent) >= num_world
+    return is_agent[:, None] | ~is_agent[None, :]
+
+
+def prev_actions(actions):
+    """Data actions (B, T, C) (a_t leads from frame t to t+1) -> action-token inputs: frame t gets a_{t-1}, frame 0
+    of a window gets none (-1, the base embedding only)."""
+    return F.pad(actions[:, :-1], (0, 0, 1, 0), value=-1)
+
+
+class Dynamics(nn.Module):
+    def __init__(self, num_latents=16, latent_dim=32, pack=2, action_classes=(17,), dim=256, depth=4, n_head=4,
+                 n_kv_head=4, time_every=4, num_registers=4, k_max=8, softcap=0.0, max_frames=64, n_fourier=64):
+        super().__init__()
+        if num_latents % pack:
+            raise ValueError(f"num_latents={num_latents} must be a multiple of pack={pack}")
+        if k_max < 1 or k_max & (k_max - 1):
+            raise ValueError(f"k_max={k_max} must be a power of 2")
+        self.pack, self.k_max = pack, k_max
+        self.num_spatial = num_latents // pack
+        S = self.num_spatial + num_registers + 2
+        self.latent_in = nn.Linear(pack * latent_dim, dim, bias=False)
+        # learned tokens are small and random, never zero (§P)
+        self.registers = nn.Parameter(torch.randn(num_registers, dim) * 0.02)
+        self.register_buffer("freqs", torch.logspace(0, 3, n_fourier // 2), persistent=False)  # Fourier features of tau
+        self.tau_embed = nn.Linear(n_fourier, dim, bias=False)  # continuous: context is fed at tau = 0.9, off the grid
+        self.d_embed = nn.Embedding(int(math.log2(k_max)) + 1, dim)  # one per level log2(1/d)
+        self.action_base = nn.Parameter(torch.randn(dim) * 0.02)
+        self.action_embed = nn.Embedding(max(1, sum(action_classes)), dim)  # all components in one table, at offsets
+        self.register_buffer("action_offsets", torch.tensor([0, *action_classes]).cumsum(0)[:-1], persistent=False)
+        self.slot_embed = nn.Parameter(torch.randn(S, dim) * 0.02)  # learned per-slot embeddings
+        self.transformer = Transformer(dim, depth, n_head, n_kv_head, time_every, softcap=softcap,
+                                       max_frames=max_frames)  # the longest window trained on
+        self.latent_out = nn.Linear(dim, pack * latent_dim, bias=False)  # x-prediction head
+        init_weights(self)
+        nn.init.normal_(self.d_embed.weight, std=0.02)
+        nn.init.normal_(self.action_embed.weight, std=0.02)
+        self.register_buffer("space_mask", space_mask(S), persistent=False)  # None: all slots read all slots
+
+    def level(self, d):
+        """Step sizes d (B, T) on the grid {1, 1/2, ..., 1/k_max} -> embedding index log2(1/d)."""
+        return torch.round(-torch.log2(d)).long()
+
+    def action_token(self, actions):
+        """actions (B, T, C) -> (B, T, D): the base embedding plus one embedding per labeled component (§D);
+        an unlabeled component (-1) adds nothing, so an unlabeled frame gets the base embedding only."""
+        labeled = (actions >= 0)[..., None]  # (B, T, C, 1)
+        comps = self.action_embed((actions + self.action_offsets).clamp(min=0)) * labeled  # (B, T, C, D)
+        return self.action_base + comps.sum(2)
+
+    def forward(self, z, tau, d, actions, cache=None):
+        """z (B, T, L, Dz) noisy latents at signal levels tau (B, T), step sizes d (B, T), action-token inputs
+        actions (B, T, C) (from prev_actions; -1 = unlabeled) -> z1_hat (B, T, L, Dz), the clean latents (§D)."""
+        B, T = z.shape[:2]
+        spatial = self.latent_in(rearrange(z, "B T (s p) z -> B T s (p z)", p=self.pack))  # (B, T, S_z, D)
+        ang = tau[..., None].float() * self.freqs  # (B, T, n_fourier / 2)
+        shortcut = self.tau_embed(torch.cat((ang.sin(), ang.cos()), -1)) + self.d_embed(self.level(d))  # (B, T, D)
+        action = self.action_token(actions)  # (B, T, D)
+        x = torch.cat((spatial, self.registers.expand(B, T, -1, -1), shortcut[:, :, None], action[:, :, None]), 2)
+        h = self.transformer(x + self.slot_embed, self.space_mask, cache)  # (B, T, S, D)
+        return rearrange(self.latent_out(h[:, :, :self.num_spatial]), "B T s (p z) -> B T (s p) z", p=self.pack)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# shortcut forcing (§D.1)
+
+def sample_tau_d(B, T, k_max, bootstrap_frac=1.0, device=None):
+    """Per frame (diffusion forcing, §D): k ~ U{1, 2, 4, ..., K_max}, d = 1/k, tau ~ U{0, d, ..., 1 - d}. Only the
+    first n_boot clips (bootstrap_frac of B, rounded stochastically) draw k from the full set; the others use
+    d_min = 1/K_max only (flow matching). Returns tau, d (B, T) and n_boot."""
+    n_boot = int(bootstrap_frac * B + torch.rand(()).item())
+    top = int(math.log2(k_max))
+    k = 2.0 ** torch.randint(0, top + 1, (B, T), device=device)  # (B, T)
+    k[n_boot:] = k_max
+    tau = torch.floor(torch.rand(B, T, device=device) * k) / k  # (B, T) on the grid of its d
+    return tau, 1 / k, n_boot
+
+
+def shortcut_loss(f, z1, tau, d, actions, n_boot, k_max, z0=None):
+    """f(z_tilde, tau, d, actions) -> z1_hat, the network; z1 (B, T, L, Dz) clean latents; tau, d, n_boot from
+    sample_tau_d; actions (B, T, C) action-token inputs. Returns the per-frame losses times the ramp weight,
+    flow (B, T) and boot (n, T) (n = n_boot, or 0 where no frame bootstraps), and is_boot (B, T): which frames
+    take the bootstrap term (the others take flow)."""
+    z0 = torch.randn_like(z1) if z0 is None else z0  # noise (§D)
+    t = tau[..., None, None]  # (B, T, 1, 1)
+    z_tilde = (1 - t) * z0 + t * z1  # §D: z_tilde = (1 - tau) z0 + tau z1
+    z1_hat = f(z_tilde, tau, d, actions).float()  # §D x-prediction
+    w = 0.9 * tau + 0.1  # §D ramp weight w(tau)
+    is_boot = d > 1 / k_max  # (B, T); d == d_min: flow loss
+    flow = w * ((z1_hat - z1) ** 2).mean((-1, -2))  # §D.1 flow: ||z1_hat - z1||^2
+    n_boot = n_boot if is_boot[:n_boot].any() else 0  # no teacher passes without a bootstrap frame
+    boot = z1.new_zeros(0, z1.shape[1])
+    if n_boot:
+        zt, tb, dt, ib, a = z_tilde[:n_boot], tau[:n_boot], d[:n_boot], is_boot[:n_boot], actions[:n_boot]
+        half = torch.where(ib, dt / 2, 0)  # flow frames ride along in the teacher passes, unmoved
+        d_in = torch.where(ib, dt / 2, dt)
+        t, h = tb[..., None, None], half[..., None, None]
+        with torch.no_grad():  # §D.1 the target carries no gradient: sg(.)
+            b1 = (f(zt, tb, d_in, a).float() - zt) / (1 - t)  # §D.1 b1 = (f(z_tilde, tau, d/2) - z_tilde) / (1 - tau)
+            z_mid = zt + b1 * h  # §D.1 z_mid = z_tilde + b1 d/2
+            b2 = (f(z_mid, tb + half, d_in, a).float() - z_mid) / (1 - t - h)  # §D.1 b2 at tau + d/2
+            target = (b1 + b2) / 2  # §D.1 sg((b1 + b2) / 2)
+        v_hat = (z1_hat[:n_boot] - zt) / (1 - t)  # §D.1 (z1_hat - z_tilde) / (1 - tau)
+        boot = w[:n_boot] * (1 - tb) ** 2 * ((v_hat - target) ** 2).mean((-1, -2))  # §D.1 (1 - tau)^2 ||.||^2
+    return flow, boot, is_boot
+
+
+class ShortcutLoss(nn.Module):
+    """Mean over frames of the per-frame shortcut loss (flow or bootstrap), over one running RMS (§D, as §T).
+    One normalizer, not one per term: the (1 - tau)^2 factor already puts the bootstrap term in x-space scale,
+    and normalizing it on its own amplified the young teacher's noisy targets ~10x and stalled learning."""
+
+    def __init__(self, k_max):
+        super().__init__()
+        self.k_max = k_max
+        self.norm = RunningRMS()
+
+    def forward(self, f, z1, actions, bootstrap_frac):
+        """f the network; z1 (B, T, L, Dz) clean latents; actions (B, T, C) as in the data -> (loss, dict of terms)."""
+        tau, d, n_boot = sample_tau_d(*z1.shape[:2], self.k_max, bootstrap_frac, z1.device)
+        flow, boot, is_boot = shortcut_loss(f, z1, tau, d, prev_actions(actions), n_boot, self.k_max)
+        n_boot = len(boot)
+        per_frame = torch.cat((torch.where(is_boot[:n_boot], boot, flow[:n_boot]), flow[n_boot:]))  # (B, T)
+        n_bt = is_boot.sum().item()
+        terms = {"flow": (flow * ~is_boot).sum().item() / max(1, is_boot.numel() - n_bt),
+                 "boot": (boot * is_boot[:n_boot]).sum().item() / n_bt if n_bt else None, "n_boot": n_boot}
+        return self.norm(per_frame.mean()), terms
+
+
+# --------------------------------------------------------------------------------------------------------------
+# generation (§D.2)
+
+@torch.no_grad()
+def generate(model, context, actions, num_frames, K=4, generator=None, use_cache=True):
+    """context (B, C, L, Dz) clean latents, actions (B, C + F, ncomp) as in the data -> the next F = num_frames
+    frames' latents (B, F, L, Dz). Each frame: K steps of d = 1/K from tau = 0, z ~ N(0, I); the past is fed
+    re-noised to tau = 0.9. use_cache: past frames enter the KV cache once and each step runs only the new frame;
+    else every step re-runs the whole sequence (same noise, same result up to float error)."""
+    B, C, L, Dz = context.shape
+    n_max = model.transformer.max_frames
+    if model.k_max % K:
+        raise ValueError(f"K={K}: 1/K must be a multiple of d_min = 1/{model.k_max}; use K in 1, 2, 4, ..., "
+                         f"{model.k_max}")
+    if C + num_frames > n_max:
+        raise ValueError(f"{C} context + {num_frames} new frames is longer than the {n_max} frames this model was "
+                         f"trained on (max_frames); use a shorter context")
+    if actions.shape[:2] != (B, C + num_frames):
+        raise ValueError(f"actions {tuple(actions.shape)} must be (B, C + F, ncomp) = ({B}, {C + num_frames}, ...)")
+    randn = lambda *s: torch.randn(*s, generator=generator, device=context.device)
+    eps, z0 = randn(B, C + num_frames, L, Dz), randn(B, num_frames, L, Dz)  # drawn up front: both paths see the same
+    full = lambda n, v: torch.full((B, n), v, device=context.device)
+    a_in, d, d_min = prev_actions(actions), 1 / K, 1 / model.k_max
+    past = TAU_CTX * context + (1 - TAU_CTX) * eps[:, :C]  # §D.2 context re-noised to signal level 0.9
+    cache = KVCache() if use_cache else None
+    if use_cache:
+        model(past, full(C, TAU_CTX), full(C, d_min), a_in[:, :C], cache)
+    frames = []
+    for j, n in enumerate(range(C, C + num_frames)):
+        z = z0[:, j:j + 1]  # (B, 1, L, Dz) pure noise, tau = 0
+        for i in range(K):
+            tau = i * d
+            if use_cache:  # only the new frame's tokens, reading the cached past
+                z1_hat = model(z, full(1, tau), full(1, d), a_in[:, n:n + 1], cache.fork())
+            else:
+                z1_hat = model(torch.cat((past, z), 1), torch.cat((full(n, TAU_CTX), full(1, tau)), 1),
+                               torch.cat((full(n, d_min), full(1, d)), 1), a_in[:, :n + 1])[:, -1:]
+            z = z + d * (z1_hat.float() - z) / (1 - tau)  # §D.2 z <- z + d (f - z) / (1 - tau)
+        frames.append(z)
+        z_ctx = TAU_CTX * z + (1 - TAU_CTX) * eps[:, n:n + 1]  # the finished frame joins the past at tau = 0.9
+        past = torch.cat((past, z_ctx), 1)
+        if use_cache and n + 1 < C + num_frames:
+            model(z_ctx, full(1, TAU_CTX), full(1, d_min), a_in[:, n:n + 1], cache)
+    return torch.cat(frames, 1)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# checkpoints and videos, shared by train_dynamics.py and sample.py
+
+def load_dynamics(path, device="cpu"):
+    """A dynamics model from a train_dynamics checkpoint, in eval mode. Returns (model, checkpoint dict)."""
+    ckpt = load_checkpoint(path, "dynamics checkpoint")
+    model = Dynamics(**ckpt["model_args"])
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), ckpt
+
+
+def check_tokenizer(tok_ckpt, path, image_size, latent_shape=None):
+    """One clear line if a tokenizer checkpoint does not fit the data's image size or the expected latent shape."""
+    if tok_ckpt["image_size"] != image_size:
+        raise ConfigError(f"tokenizer '{path}' was trained on {tok_ckpt['image_size']}px frames but the data has "
+                          f"{image_size}px")
+    if latent_shape is not None and tuple(tok_ckpt["latent_shape"]) != tuple(latent_shape):
+        raise ConfigError(f"tokenizer '{path}' has latents {tuple(tok_ckpt['latent_shape'])} but the dynamics model "
+                          f"was trained on {tuple(latent_shape)}")
+
+
+def check_action_spec(data_spec, model_spec, data_dir):
+    """One clear line if the data's action spec is not the one the dynamics model was trained on."""
+    if data_spec != model_spec:
+        show = lambda spec: "[" + ", ".join(f"{c['name']}:{c['classes']}" for c in spec) + "]"
+        extra = " (same components, other values)" if show(data_spec) == show(model_spec) else ""
+        raise ConfigError(f"{data_dir} has actions {show(data_spec)} but the dynamics model was trained on "
+                          f"{show(model_spec)}{extra}")
+
+
+def side_by_side(real, gen, scale=2):
+    """real, gen (B, T, H, W, 3) in [0, 1] -> uint8 video (T, B*H*scale, 2*W*scale, 3): a row per clip,
+    real | generated."""
+    v = torch.stack((real, gen.clamp(0, 1)), 2).float()  # (B, T, 2, H, W, 3)
+    v = rearrange(v, "B T two H W c -> T (B H) (two W) c").repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+    return (v * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def write_video(path, frames, fps=4):
+    """uint8 (T, H, W, 3) -> mp4 (or gif by extension, or when ffmpeg fails). Returns the path written."""
+    if not path.endswith(".gif"):
+        try:
+            iio.imwrite(path, frames, fps=fps, macro_block_size=1)
+            return path
+        except Exception as e:  # no usable ffmpeg: fall back to a gif beside it
+            print(f"warning: could not write {path} ({e}); writing a gif instead")
+            path = path.rsplit(".", 1)[0] + ".gif"
+    iio.imwrite(path, np.asarray(frames), duration=1000 / fps, loop=0)
+    return path

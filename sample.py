@@ -1,0 +1,87 @@
+"""Rollouts of a trained dynamics model from dataset contexts: a video of real | generated, and frames/s.
+
+    python sample.py --dynamics_ckpt=out/dynamics/ckpt.pt --out=rollout.mp4
+    python sample.py --dynamics_ckpt=out/dynamics/ckpt.pt --actions=random --num_frames=24 --out=rollout.gif
+    python sample.py --dynamics_ckpt=out/dynamics/ckpt.pt --actions=0,3,3,5,5,5,1,1   # one per new frame
+
+actions: 'data' (the recorded ones), 'random' (uniform per component), or a comma-separated list of num_frames
+actions for a single-component action spec. The first new frame follows the last context frame and its action.
+"""
+import time
+
+import numpy as np
+import torch
+
+import common
+from data import FrameStore
+from dynamics import check_action_spec, check_tokenizer, generate, load_dynamics, side_by_side, write_video
+from tokenizer import load_tokenizer, to_float
+
+# ---------------------------------------------------------------------------------------------------- config
+dynamics_ckpt = "out/dynamics/ckpt.pt"
+tokenizer_ckpt = ""  # default: the tokenizer the dynamics model was trained on
+data_dir = ""  # default: the data it was trained on
+split = "val"
+out = "rollout.mp4"  # .mp4 or .gif
+actions = "data"  # 'data' | 'random' | '0,3,3,5,...'
+num_windows = 4  # rollouts, one per row
+context_frames = 8
+num_frames = 8
+sample_K = 4  # sampling steps per frame (K, §D.2)
+fps = 4
+seed = 0
+device = "auto"
+dtype = "bfloat16"
+threads = 0
+# -------------------------------------------------------------------------------------------------------------
+config = common.configure(globals())
+device = common.auto_device(device)
+if threads:
+    torch.set_num_threads(threads)
+ctx = common.autocast_ctx(device, dtype)
+sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+model, ckpt = load_dynamics(dynamics_ckpt, device)
+data_dir = data_dir or ckpt["data_dir"]
+store = FrameStore(data_dir)
+check_action_spec(store.action_spec, ckpt["action_spec"], data_dir)
+tok_path = tokenizer_ckpt or ckpt["tokenizer"]["path"]
+tok, tok_ckpt = load_tokenizer(tok_path, device)
+check_tokenizer(tok_ckpt, tok_path, store.image_size, ckpt["latent_shape"])
+C, F = context_frames, num_frames
+w = store.fixed_windows(num_windows, C + F, split, seed)
+a = torch.from_numpy(w["actions"])  # (N, C + F, ncomp); new frame C + j follows action C - 1 + j
+if actions == "random":
+    rng = np.random.default_rng(seed)
+    for c, comp in enumerate(store.action_spec):
+        a[:, C - 1:, c] = torch.from_numpy(rng.integers(0, comp["classes"], (num_windows, F + 1)))
+elif actions != "data":
+    try:
+        seq = [int(v) for v in actions.split(",")]
+    except ValueError:
+        raise common.ConfigError(f"actions={actions!r}: use 'data', 'random' or a comma-separated list of integers")
+    classes = [comp["classes"] for comp in store.action_spec]
+    if len(classes) != 1 or len(seq) != F or not all(0 <= v < classes[0] for v in seq):
+        raise common.ConfigError(f"actions={actions!r}: a list needs a single-component action spec (this one has "
+                                 f"{len(classes)}) and num_frames={F} values, each in 0..classes-1 ({classes})")
+    a[:, C - 1:C - 1 + F, 0] = torch.tensor(seq)
+frames, a = torch.from_numpy(w["frames"]).to(device), a.to(device)
+
+with torch.no_grad(), ctx:
+    z = tok.encode(frames[:, :C]).float()  # (N, C, L, Dz) the real context
+    sync()
+    t0 = time.time()
+    try:
+        z_gen = generate(model, z, a, F, sample_K, torch.Generator(device).manual_seed(seed))
+    except ValueError as e:  # a context longer than the model was trained on, or a K off the grid
+        raise common.ConfigError(str(e))
+    sync()
+    t1 = time.time()
+    video = tok.decode(torch.cat((z, z_gen), 1)).float()  # (N, C + F, H, W, 3), decoded after the context
+    sync()
+    t2 = time.time()
+n = num_windows * F
+print(f"generation: {n} frames in {t1 - t0:.2f}s = {n / (t1 - t0):.1f} frames/s (K={sample_K}, batch {num_windows}, "
+      f"{C} context frames); decode: {num_windows * (C + F) / (t2 - t1):.1f} frames/s (context and new frames)")
+path = write_video(out, side_by_side(to_float(frames), video), fps)
+print(f"wrote {path}: rows = {num_windows} rollouts, real | generated (first {C} frames: the context as reconstructed)")

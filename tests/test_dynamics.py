@@ -1,0 +1,306 @@
+"""Dynamics (§D): shortcut forcing by hand, causality, actions, cached generation, training, resume, bad input."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from common import ConfigError
+from conftest import run_script
+from dynamics import Dynamics, ShortcutLoss, check_tokenizer, generate, prev_actions, sample_tau_d, shortcut_loss
+
+TINY = dict(num_latents=8, latent_dim=8, pack=2, action_classes=(3, 2), dim=64, depth=4, n_head=4, n_kv_head=2,
+            time_every=2, num_registers=2, k_max=8, max_frames=12)
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    return Dynamics(**{**TINY, **kw}).eval()
+
+
+def inputs(B=2, T=6, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(B, T, 8, 8, generator=g)
+    tau = torch.randint(0, 8, (B, T), generator=g) / 8
+    d = 1 / 2.0 ** torch.randint(0, 4, (B, T), generator=g)
+    a = torch.stack((torch.randint(-1, 3, (B, T), generator=g), torch.randint(-1, 2, (B, T), generator=g)), -1)
+    return z, tau, d, a
+
+
+# ---------------------------------------------------------------------------------------------------- the loss
+
+def test_shortcut_loss_by_hand():
+    """f(z, tau, d) = theta z + tau + d on scalar latents; frame 0 flow (d = d_min), frame 1 bootstrap. Expected
+    values worked out by hand below; the gradient must come from the student only (sg on the target)."""
+    theta = torch.tensor(0.5, requires_grad=True)
+    calls = []
+
+    def f(z, tau, d, a):
+        calls.append(torch.is_grad_enabled())
+        return theta * z + tau[..., None, None] + d[..., None, None]
+
+    z1, z0 = torch.tensor([0.8, -0.4]).view(1, 2, 1, 1), torch.tensor([0.3, 1.2]).view(1, 2, 1, 1)
+    tau, d = torch.tensor([[0.25, 0.5]]), torch.tensor([[0.25, 0.5]])  # k_max = 4: d_min = 0.25
+    flow, boot, is_boot = shortcut_loss(f, z1, tau, d, torch.zeros(1, 2, 0, dtype=torch.long), 1, 4, z0)
+    # frame 0: z_tilde = .75*.3 + .25*.8 = .425; z1_hat = .5*.425 + .25 + .25 = .7125; w = .9*.25 + .1 = .325
+    assert flow[0, 0].item() == pytest.approx(0.325 * (0.7125 - 0.8) ** 2)
+    # frame 1: z_tilde = .5*1.2 - .5*.4 = .4; z1_hat = .2 + 1 = 1.2; b1 = (f(.4, .5, .25) - .4) / .5 = (.95 - .4) / .5
+    # = 1.1; z_mid = .4 + 1.1*.25 = .675; b2 = (f(.675, .75, .25) - .675) / .25 = (1.3375 - .675) / .25 = 2.65;
+    # target 1.875; v_hat = (1.2 - .4) / .5 = 1.6; loss = w (1 - tau)^2 (v_hat - target)^2, w = .55
+    assert boot[0, 1].item() == pytest.approx(0.55 * 0.25 * (1.6 - 1.875) ** 2)
+    assert is_boot.tolist() == [[False, True]] and calls == [True, False, False]  # teacher passes under no_grad
+    (flow[0, 0] + boot[0, 1]).backward()
+    # d/dtheta: flow .325*2*(.7125-.8)*.425; boot .55*.25*2*(1.6-1.875)*(.4/.5): the target contributes nothing
+    expected = 0.325 * 2 * (0.7125 - 0.8) * 0.425 + 0.55 * 0.25 * 2 * (1.6 - 1.875) * 0.8
+    assert theta.grad.item() == pytest.approx(expected)
+
+
+def test_d_min_is_flow_matching():
+    m = tiny()
+    z1, tau, _, a = inputs()
+    d = torch.full_like(tau, 1 / 8)
+    calls = []
+    f = lambda *x: calls.append(1) or m(*x)
+    flow, boot, is_boot = shortcut_loss(f, z1, tau, d, a, 2, 8, torch.zeros_like(z1))
+    z1_hat = m(tau[..., None, None] * z1, tau, d, a)
+    assert len(calls) == 1 and not is_boot.any() and boot.numel() == 0  # no teacher passes at d_min
+    assert torch.allclose(flow, (0.9 * tau + 0.1) * ((z1_hat - z1) ** 2).mean((-1, -2)))
+    crit = ShortcutLoss(8).train()
+    calls.clear()
+    loss, terms = crit(f, z1, a, bootstrap_frac=0.0)
+    assert len(calls) == 1 and terms["boot"] is None and terms["n_boot"] == 0
+
+
+def test_sample_tau_d_grid():
+    torch.manual_seed(0)
+    tau, d, n_boot = sample_tau_d(64, 16, 8, 0.25)
+    k = (1 / d).round()
+    assert set(k.unique().tolist()) <= {1, 2, 4, 8} and ((tau * k) == (tau * k).round()).all() and (tau < 1).all()
+    assert 14 <= n_boot <= 18 and (k[n_boot:] == 8).all() and len(k[:n_boot].unique()) == 4
+    assert sample_tau_d(8, 4, 8, 1.0)[2] == 8 and sample_tau_d(8, 4, 8, 0.0)[2] == 0
+
+
+# ---------------------------------------------------------------------------------------------------- the model
+
+@pytest.mark.parametrize("softcap", [0.0, 50.0])
+def test_block_causal(softcap):
+    m = tiny(softcap=softcap)
+    z, tau, d, a = inputs()
+    out = m(z, tau, d, a)
+    z2, tau2, d2, a2 = z.clone(), tau.clone(), d.clone(), a.clone()
+    z2[:, 3:] += 1
+    tau2[:, 3:], d2[:, 3:], a2[:, 3:] = 0.5, 1.0, 1
+    out2 = m(z2, tau2, d2, a2)
+    assert torch.equal(out[:, :3], out2[:, :3]) and (out[:, 3:] - out2[:, 3:]).abs().max() > 1e-3
+
+
+def test_actions():
+    m = tiny()
+    a = torch.tensor([[[-1, -1], [2, -1], [-1, 1], [0, 1]]])  # (1, 4, 2): unlabeled, partly, partly, fully labeled
+    tok = m.action_token(a)[0]
+    e0, e1 = m.action_embed.weight[:3], m.action_embed.weight[3:]  # component 0 (3-way), component 1 (2-way)
+    assert torch.equal(tok[0], m.action_base)  # unlabeled: the base embedding only
+    assert torch.allclose(tok[1], m.action_base + e0[2]) and torch.allclose(tok[2], m.action_base + e1[1])
+    assert torch.allclose(tok[3], m.action_base + e0[0] + e1[1])
+    assert m.action_base.abs().min() > 0 and m.registers.abs().min() > 0  # learned tokens: small, never zero (§P)
+    # frame t's token carries a_{t-1}: the action that led into it; frame 0 of a window gets none
+    assert prev_actions(a).tolist() == [[[-1, -1], [-1, -1], [2, -1], [-1, 1]]]
+    # an empty action spec (plain video) works and gives the base embedding only
+    m0 = tiny(action_classes=())
+    assert torch.equal(m0.action_token(torch.zeros(1, 2, 0, dtype=torch.long))[0, 1], m0.action_base)
+
+
+@pytest.mark.parametrize("softcap", [0.0, 50.0])
+def test_cached_equals_uncached(softcap):
+    m = tiny(softcap=softcap)
+    z, _, _, a = inputs(B=2, T=9)
+    run = lambda cache: generate(m, z[:, :4], a, 5, K=4, generator=torch.Generator().manual_seed(3), use_cache=cache)
+    cached, uncached = run(True), run(False)
+    assert cached.shape == (2, 5, 8, 8)
+    assert torch.allclose(cached, uncached, atol=1e-4), (cached - uncached).abs().max()
+    a2 = a.clone()
+    a2[:, 4:] = (a2[:, 4:] + 1) % 2
+    assert not torch.allclose(cached, generate(m, z[:, :4], a2, 5, generator=torch.Generator().manual_seed(3)))
+
+
+def test_generation_schedule():
+    """Cached: the context once at tau = 0.9 (d_min), then per new frame K steps of d = 1/K from tau = 0 on that frame
+    alone, then the finished frame, re-noised to 0.9 (d_min), appended; nothing is appended after the last one."""
+    m = tiny()
+    z, _, _, a = inputs(B=1, T=6)
+    seen, forward = [], m.forward
+    m.forward = lambda zz, tau, d, aa, cache=None: seen.append((zz, tau, d)) or forward(zz, tau, d, aa, cache)
+    out = generate(m, z[:, :4], a, 2, K=4, generator=torch.Generator().manual_seed(0))
+    got = [(zz.shape[1], *tau[0].tolist(), *d[0].tolist()) for zz, tau, d in seen]  # (frames, taus..., ds...)
+    steps = [(1, i / 4, 0.25) for i in range(4)]
+    expected = [(4, *[0.9] * 4, *[0.125] * 4)] + steps + [(1, 0.9, 0.125)] + steps
+    assert len(got) == len(expected) and all(g == pytest.approx(e) for g, e in zip(got, expected)), got
+    eps = torch.randn(1, 6, 8, 8, generator=torch.Generator().manual_seed(0))  # generate draws this first
+    assert torch.allclose(seen[0][0], 0.9 * z[:, :4] + 0.1 * eps[:, :4])  # the context, re-noised to 0.9
+    assert torch.allclose(seen[5][0], 0.9 * out[:, :1] + 0.1 * eps[:, 4:5])  # the finished frame, likewise
+
+
+def test_bad_generate_inputs():
+    m = tiny()
+    z, _, _, a = inputs(B=1, T=13)
+    with pytest.raises(ValueError, match="1/K must be a multiple of d_min"):
+        generate(m, z[:, :4], a[:, :8], 4, K=3)
+    with pytest.raises(ValueError, match="1/K must be a multiple of d_min"):
+        generate(m, z[:, :4], a[:, :8], 4, K=16)
+    with pytest.raises(ValueError, match="longer than the 12 frames this model was trained on"):
+        generate(m, z[:, :8], a, 5)
+    with pytest.raises(ValueError, match="longer than the 12 frames"):
+        m(z, *inputs(1, 13)[1:])  # a training window longer than max_frames: an error, not a silent crop
+
+
+def test_check_tokenizer():
+    tok = {"image_size": 16, "latent_shape": (8, 8)}
+    check_tokenizer(tok, "t.pt", 16, (8, 8))
+    with pytest.raises(ConfigError, match="trained on 16px frames but the data has 32px"):
+        check_tokenizer(tok, "t.pt", 32)
+    with pytest.raises(ConfigError, match=r"latents \(8, 8\) but the dynamics model was trained on \(16, 32\)"):
+        check_tokenizer(tok, "t.pt", 16, (16, 32))
+
+
+# ---------------------------------------------------------------------------------------------------- end to end
+
+def make_bars(path, episodes=40, length=40, size=16, seed=0):
+    """A frame store (data.py's format): a bar on a static gradient, in one of 4 rows (its colour tells the row);
+    actions 0 stay (p .5), 1 up, 2 down move it (wrapping). Repeating the last frame is right half the time."""
+    rng = np.random.default_rng(seed)
+    g = np.linspace(0, 0.4, size)
+    bg = np.stack([np.add.outer(g, g) / 2, np.add.outer(g, g[::-1]) / 2, np.full((size, size), 0.2)], -1)
+    colours, h = [[1, .2, .2], [.2, 1, .2], [.3, .3, 1], [1, 1, .2]], size // 4
+    frames, actions, eps = [], [], []
+    for _ in range(episodes):
+        row, a = rng.integers(0, 4), rng.choice(3, length, p=[0.5, 0.25, 0.25])
+        eps.append((len(frames), len(frames) + length))
+        for t in range(length):
+            f = bg.copy()
+            f[row * h:(row + 1) * h] = colours[row]
+            frames.append((f * 255).round().astype(np.uint8))
+            actions.append([a[t] if t < length - 1 else -1])
+            row = (row + [0, -1, 1][a[t]]) % 4
+    os.makedirs(path)
+    N, E = len(frames), len(eps)
+    for name, arr in [("frames", np.stack(frames)), ("actions", np.array(actions, np.int16)),
+                      ("rewards", np.zeros(N, np.float32)), ("episodes", np.array(eps, np.int64)),
+                      ("policies", np.zeros(E, np.int8)), ("epsilons", np.full(E, np.nan, np.float32))]:
+        np.save(os.path.join(path, f"{name}.npy"), arr)
+    json.dump({"source": "bars", "image_size": size, "fps": 10.0, "num_frames": N, "num_episodes": E,
+               "labeled_frac": 1.0, "action_spec": [{"name": "action", "classes": 3}]},
+              open(os.path.join(path, "meta.json"), "w"))
+    return str(path)
+
+
+def fails(*args):
+    """The one-line error (ConfigError's message) that running a script with these arguments stops with."""
+    with pytest.raises(SystemExit) as e:
+        run_script(*args)
+    return str(e.value.code)
+
+
+@pytest.fixture(scope="session")
+def bars(tmp_path_factory):
+    """A bars store and a tiny tokenizer trained on it (~10 s; it reaches ~45 dB)."""
+    tmp = tmp_path_factory.mktemp("bars")
+    data = make_bars(tmp / "data")
+    run_script("train_tokenizer.py", f"--data_dir={data}", f"--out_dir={tmp / 'tok'}", "--patch_size=4",
+               "--num_latents=8", "--latent_dim=8", "--dim=64", "--enc_depth=3", "--dec_depth=3", "--n_head=4",
+               "--n_kv_head=2", "--time_every=3", "--seq_len=2", "--batch_size=16", "--max_iters=150",
+               "--eval_interval=150", "--warmup_iters=20", "--lr=3e-3", "--drop_max=0.0", "--eval_windows=16",
+               "--compile=False", "--threads=2")
+    return tmp, data, str(tmp / "tok" / "ckpt.pt")
+
+
+DYN = ["--dim=64", "--depth=4", "--n_head=4", "--n_kv_head=2", "--time_every=2", "--num_registers=2", "--compile=False",
+       "--threads=2", "--log_interval=1000"]
+
+
+def metrics(out_dir):
+    return [json.loads(line) for line in open(os.path.join(out_dir, "metrics.jsonl"))]
+
+
+@pytest.mark.slow
+def test_training_beats_the_floor(bars):
+    """~450 steps on the bars: rollouts beat repeating the last frame, and shuffling the actions hurts. An
+    untrained model is far below the floor (~13 vs ~23 dB) and ignores actions (ratio ~1)."""
+    tmp, data, tok = bars
+    out = str(tmp / "dyn_train")
+    run_script("train_dynamics.py", f"--data_dir={data}", f"--tokenizer_ckpt={tok}", f"--out_dir={out}", *DYN,
+               "--dim=128", "--batch_size=32", "--seq_len=8", "--long_every=0", "--single_frame_frac=0.0",
+               "--context_frames=4", "--eval_frames=4", "--eval_windows=48", "--max_iters=450", "--eval_interval=450",
+               "--warmup_iters=20", "--lr=2e-3", "--min_lr_frac=1.0", "--bootstrap_start=100")
+    first, last = metrics(out)[0], metrics(out)[-1]
+    assert first["rollout_psnr"] < first["floor_psnr"] - 5
+    assert last["iter"] == 450 and len(last["rollout_psnr_steps"]) == 4 and last["ceiling_psnr"] > 40
+    assert last["rollout_psnr"] > last["floor_psnr"] + 3 and last["shuffle_ratio"] > 1.2, last
+    assert os.path.getsize(os.path.join(out, "rollout.mp4")) > 0
+
+
+def test_latent_cache(bars, capsys):
+    """latent_cache: every episode streamed once through the tokenizer, the same latents as encoding it whole; reused
+    by the next run while tokenizer and data are the same. (A 1-step tokenizer: its latents depend on the frame
+    before, unlike the trained one's, so chunks encoded without the cache would differ.)"""
+    tmp, data, _ = bars
+    tok, out = str(tmp / "tok_1step"), str(tmp / "dyn_cache")
+    run_script("train_tokenizer.py", f"--data_dir={data}", f"--out_dir={tok}", "--patch_size=4", "--num_latents=8",
+               "--latent_dim=8", "--dim=32", "--enc_depth=2", "--dec_depth=2", "--time_every=2", "--seq_len=2",
+               "--batch_size=2", "--max_iters=1", "--eval_windows=2", "--compile=False", "--dtype=float32")
+    args = ["train_dynamics.py", f"--data_dir={data}", f"--tokenizer_ckpt={tok}/ckpt.pt", f"--out_dir={out}", *DYN,
+            "--batch_size=2", "--seq_len=4", "--long_seq_len=8", "--context_frames=2", "--eval_frames=2",
+            "--eval_windows=4", "--max_iters=2", "--latent_cache=True", "--dtype=float32"]
+    capsys.readouterr()
+    run_script(*args)
+    assert "latent cache: encoded 1600 frames" in capsys.readouterr().out
+    from tokenizer import load_tokenizer
+    lat, model = np.load(os.path.join(out, "latents.npy")), load_tokenizer(f"{tok}/ckpt.pt")[0]
+    frames = torch.from_numpy(np.load(os.path.join(data, "frames.npy"))).view(40, 40, 16, 16, 3)  # (episode, t, ...)
+    whole = model.encode(frames)  # every episode in one piece
+    chunks = torch.cat([model.encode(frames[:, i:i + 8]) for i in range(0, 40, 8)], 1)  # in pieces, no cache
+    assert lat.dtype == np.float16 and torch.allclose(torch.from_numpy(lat).float(), whole.flatten(0, 1), atol=1e-3)
+    assert not torch.allclose(chunks, whole, atol=1e-2)  # the frame before matters: streaming is needed
+    mtime = os.path.getmtime(os.path.join(out, "latents.npy"))
+    run_script(*args, "--max_iters=3", "--init_from=resume")
+    assert "latent cache" not in capsys.readouterr().out and os.path.getmtime(os.path.join(out, "latents.npy")) == mtime
+
+
+def test_resume_matches_uninterrupted_run(bars, capsys):
+    tmp, data, tok = bars
+    common = [f"--data_dir={data}", f"--tokenizer_ckpt={tok}", *DYN, "--batch_size=2", "--seq_len=4",
+              "--long_seq_len=8", "--long_every=2", "--single_frame_frac=0.3", "--bootstrap_start=0",
+              "--bootstrap_frac=0.5", "--context_frames=2", "--eval_frames=2", "--eval_windows=4",
+              "--eval_interval=100",
+              "--min_lr_frac=1.0", "--warmup_iters=0", "--dtype=float32", "--action_label_frac=0.5"]
+    full, part = str(tmp / "dyn_full"), str(tmp / "dyn_part")
+    run_script("train_dynamics.py", *common, f"--out_dir={full}", "--max_iters=6")
+    run_script("train_dynamics.py", *common, f"--out_dir={part}", "--max_iters=3")
+    run_script("train_dynamics.py", *common, f"--out_dir={part}", "--max_iters=6", "--init_from=resume")
+    a, b = (torch.load(os.path.join(p, "ckpt.pt"), weights_only=False) for p in (full, part))
+    assert a["iter"] == b["iter"] == 6
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert metrics(full)[-1]["loss"] == metrics(part)[-1]["loss"]
+    assert b["tokenizer"]["path"] == os.path.abspath(tok) and tuple(b["latent_shape"]) == (8, 8)
+    assert len(b["labeled_episodes"]) == 20 and a["labeled_episodes"] == b["labeled_episodes"]  # half of 40, fixed
+
+    # bad input, one line each: a data action spec that differs from the checkpoint's; a context too long
+    other = str(tmp / "data_other_spec")
+    shutil.copytree(data, other)
+    meta = json.load(open(os.path.join(other, "meta.json")))
+    meta["action_spec"][0]["classes"] = 4
+    json.dump(meta, open(os.path.join(other, "meta.json"), "w"))
+    err = fails("train_dynamics.py", *common, f"--data_dir={other}", f"--out_dir={part}", "--init_from=resume")
+    assert err == f"error: {other} has actions [action:4] but the dynamics model was trained on [action:3]"
+    ckpt = os.path.join(part, "ckpt.pt")
+    err = fails("sample.py", f"--dynamics_ckpt={ckpt}", "--context_frames=6", "--num_frames=4")
+    assert err.startswith("error: 6 context + 4 new frames is longer than the 8 frames this model was trained on")
+    assert "must be a multiple of d_min" in fails("sample.py", f"--dynamics_ckpt={ckpt}", "--sample_K=3")
+
+    # sample.py: a rollout video from dataset contexts with a given action sequence, and frames/s
+    out = str(tmp / "sample.gif")
+    capsys.readouterr()
+    run_script("sample.py", f"--dynamics_ckpt={ckpt}", f"--out={out}", "--context_frames=2", "--num_frames=6",
+               "--actions=0,1,1,2,0,2", "--num_windows=2", "--dtype=float32")
+    assert "frames/s" in capsys.readouterr().out and os.path.getsize(out) > 0

@@ -1,0 +1,287 @@
+"""Train the dynamics model (§D) with shortcut forcing on the latents of a frozen tokenizer.
+
+    python train_dynamics.py --data_dir=data/crafter --tokenizer_ckpt=out/tokenizer/ckpt.pt --out_dir=out/dynamics
+    python train_dynamics.py config/dynamics_cpu.py           # a quick CPU run
+    torchrun --standalone --nproc_per_node=2 train_dynamics.py  # DDP
+
+Each batch is encoded on the fly by the frozen tokenizer (no_grad), or read from a latent cache (latent_cache:
+every episode streamed once through the tokenizer; on CPU the encoder costs about as much as the dynamics step).
+Steps alternate short windows (seq_len), long ones (every long_every-th step, long_seq_len) and single frames
+(single_frame_frac of steps), each with batch_size * seq_len frames.
+Eval (§E): C real context frames + true actions -> F generated frames; PSNR per step vs the floor (the last
+context frame, as the tokenizer reconstructs it) and the ceiling (the tokenizer's reconstruction of the true
+future), the action-shuffle ratio, and out_dir/rollout.mp4 (real | generated).
+"""
+import json
+import os
+import time
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import common
+from data import FrameStore
+from dynamics import (Dynamics, ShortcutLoss, check_action_spec, check_tokenizer, generate, side_by_side,
+                      write_video)
+from model import KVCache
+from tokenizer import load_tokenizer, psnr, to_float
+
+# ---------------------------------------------------------------------------------------------------- config
+data_dir = "data/crafter"
+tokenizer_ckpt = "out/tokenizer/ckpt.pt"
+out_dir = "out/dynamics"
+init_from = "scratch"  # 'scratch' | 'resume' (from out_dir/ckpt.pt)
+eval_interval = 500
+eval_windows = 32  # held-out windows of context_frames + eval_frames (rollouts are noisy: not too few)
+context_frames = 8  # C real frames given to the model
+eval_frames = 8  # F frames it generates
+eval_K = 4  # sampling steps per frame
+video_windows = 4  # rows of rollout.mp4
+log_interval = 10
+max_minutes = 0.0  # stop (with a final eval + checkpoint) after this wall-clock budget; 0 = no limit
+# data: every step holds batch_size * seq_len frames
+batch_size = 4  # windows per short step (per process)
+seq_len = 16
+long_seq_len = 64  # every long_every-th step: windows this long (fewer of them); also the model's max_frames
+long_every = 4  # 0 = never
+single_frame_frac = 0.3  # share of steps made of single frames (T=1), to sharpen per-frame quality (§D)
+action_label_frac = 1.0  # share of training episodes whose actions are kept; the others train as unlabeled video
+latent_cache = False  # encode the store once into out_dir/latents.npy (reused while tokenizer and data match)
+grad_accum = 1
+# model (latent shape and action spec come from the tokenizer and the data)
+pack = 2  # consecutive latents per spatial token (§D: 16x32 -> 8x64)
+dim = 256
+depth = 4
+n_head = 4
+n_kv_head = 4
+time_every = 4
+num_registers = 4
+softcap = 0.0
+k_max = 8  # d_min = 1 / k_max (nicklashansen's choice)
+# shortcut forcing
+bootstrap_frac = 0.25  # share of clips whose frames draw d from the full set (the others: flow at d_min)
+bootstrap_start = 1000  # flow-only warm-up iterations
+# optimizer
+lr = 1e-3
+min_lr_frac = 0.1
+warmup_iters = 200
+max_iters = 20000
+weight_decay = 0.05
+beta1, beta2 = 0.9, 0.95
+grad_clip = 1.0
+# system
+device = "auto"
+dtype = "bfloat16"
+compile = True
+seed = 1337
+threads = 0  # torch CPU threads; 0 = torch's default
+# -------------------------------------------------------------------------------------------------------------
+config = common.configure(globals())
+
+ddp, rank, local_rank, world, device = common.setup_ddp(common.auto_device(device))
+master = rank == 0
+if threads:
+    torch.set_num_threads(threads)
+torch.manual_seed(seed + rank)
+rng = np.random.default_rng(seed + rank)
+ctx = common.autocast_ctx(device, dtype)
+peak = common.matmul_peak_flops(device, dtype)  # before a resumed RNG state is restored: it draws random numbers
+C, F = context_frames, eval_frames
+max_frames = max(seq_len, long_seq_len if long_every else 1)
+if C < 1 or F < 1 or C + F > max_frames:
+    raise common.ConfigError(f"context_frames + eval_frames = {C + F} must be in 2..{max_frames} (the longest "
+                             f"window trained on)")
+if not 0 <= action_label_frac <= 1 or not 0 <= bootstrap_frac <= 1 or not 0 <= single_frame_frac <= 1:
+    raise common.ConfigError("action_label_frac, bootstrap_frac and single_frame_frac must be in [0, 1]")
+
+store = FrameStore(data_dir)
+ckpt_path = os.path.join(out_dir, "ckpt.pt")
+ckpt, it = None, 0
+if init_from == "resume":
+    ckpt = common.load_checkpoint(ckpt_path, "checkpoint to resume")
+    check_action_spec(store.action_spec, ckpt["action_spec"], data_dir)
+    it = ckpt["iter"]
+elif init_from != "scratch":
+    raise common.ConfigError(f"init_from={init_from!r}: use 'scratch' or 'resume'")
+tok, tok_ckpt = load_tokenizer(tokenizer_ckpt, device)
+check_tokenizer(tok_ckpt, tokenizer_ckpt, store.image_size, ckpt and ckpt["latent_shape"])
+L, Dz = tok_ckpt["latent_shape"]
+model_args = dict(num_latents=L, latent_dim=Dz, pack=pack, action_classes=[c["classes"] for c in store.action_spec],
+                  dim=dim, depth=depth, n_head=n_head, n_kv_head=n_kv_head, time_every=time_every,
+                  num_registers=num_registers, k_max=k_max, softcap=softcap, max_frames=max_frames)
+model_args = ckpt["model_args"] if ckpt else model_args
+model = Dynamics(**model_args).to(device)
+criterion = ShortcutLoss(model.k_max).to(device)
+decay = [p for p in model.parameters() if p.dim() >= 2]
+no_decay = [p for p in model.parameters() if p.dim() < 2]
+groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0}]
+optimizer = torch.optim.AdamW(groups, lr=lr, betas=(beta1, beta2), fused=device.startswith("cuda"))
+if ckpt is not None:
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    criterion.load_state_dict(ckpt["criterion"])
+    if master:  # the data and noise RNGs continue exactly (other DDP ranks reseed from the iteration)
+        rng.bit_generator.state = ckpt["rng"]["numpy"]
+        torch.set_rng_state(ckpt["rng"]["torch"])
+    else:
+        rng = np.random.default_rng([seed, rank, it])
+    ckpt = None
+raw_model = model
+if compile:
+    model = torch.compile(model)
+if ddp:
+    model = DDP(model, device_ids=[local_rank] if device.startswith("cuda") else None)
+# a deterministic subset of episodes keeps its action labels; the rest are unlabeled video (-1)
+E = len(store.episodes)
+labeled = np.zeros(E, bool)
+labeled[np.random.default_rng(seed).permutation(E)[:round(action_label_frac * E)]] = True
+frames_per_step = batch_size * seq_len
+tokens_per_frame = model_args["num_latents"] // model_args["pack"] + model_args["num_registers"] + 2
+if master:
+    print(f"dynamics: {sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M params, latents {L}x{Dz} -> "
+          f"{tokens_per_frame} tokens/frame, {labeled.mean():.0%} of episodes labeled, device {device} {dtype}, "
+          f"matmul peak {peak / 1e12:.2f} TFLOP/s")
+val = store.fixed_windows(eval_windows, C + F, "val")
+
+
+def encode_store(path):
+    """Latents of every frame, float16 (N, L, Dz) .npy: each episode streamed through the causal tokenizer with a KV
+    cache (its sliding time window sees the frames before, as inside a long window). Written atomically."""
+    lat = np.lib.format.open_memmap(path + ".tmp", "w+", np.float16, (len(store), L, Dz))
+    for start, end in store.episodes:
+        cache = KVCache()
+        for i in range(start, end, frames_per_step):
+            x = torch.from_numpy(np.array(store.frames[i:min(end, i + frames_per_step)]))[None].to(device)
+            with torch.no_grad(), ctx:
+                lat[i:i + x.shape[1]] = tok.encode(x, cache=cache)[0].float().cpu().numpy()
+    lat.flush()
+    os.replace(path + ".tmp", path)
+
+
+def cache_key(path):
+    """What the latent cache at path was made from (tokenizer, data), or None."""
+    try:
+        return json.load(open(path + ".json"))
+    except (OSError, ValueError):
+        return None
+
+
+latents = None
+if latent_cache:
+    if not tok.encoder.time_window:
+        raise common.ConfigError("latent_cache needs a tokenizer with a sliding time window (time_window > 0)")
+    path, key = os.path.join(out_dir, "latents.npy"), {"tokenizer": os.path.abspath(tokenizer_ckpt),
+                                                       "tokenizer_iter": tok_ckpt["iter"],
+                                                       "data_dir": os.path.abspath(data_dir), "frames": len(store)}
+    if master and cache_key(path) != key:
+        t1 = time.time()
+        os.makedirs(out_dir, exist_ok=True)
+        if os.path.exists(path + ".json"):
+            os.remove(path + ".json")  # the key is written last: present and equal means complete
+        encode_store(path)
+        json.dump(key, open(path + ".json", "w"))
+        print(f"latent cache: encoded {len(store)} frames in {time.time() - t1:.0f}s into {path}")
+    if ddp:
+        torch.distributed.barrier()
+    latents = np.load(path, mmap_mode="r")
+
+
+def get_batch(it):
+    """Latents (n, T, L, Dz) of frames_per_step frames from the frozen tokenizer, and their actions (n, T, ncomp)."""
+    T = 1 if rng.random() < single_frame_frac else long_seq_len if long_every and it % long_every == long_every - 1 \
+        else seq_len
+    b = store.sample(max(1, frames_per_step // T), T, "train", rng)
+    actions = np.where(labeled[b["episode"]][:, None, None], b["actions"], -1)  # hidden labels -> unlabeled
+    actions = torch.from_numpy(actions).to(device)
+    if latents is not None:
+        return torch.from_numpy(latents[b["start"][:, None] + np.arange(T)]).to(device).float(), actions
+    with torch.no_grad(), ctx:
+        return tok.encode(torch.from_numpy(b["frames"]).to(device)).float(), actions
+
+
+@torch.no_grad()
+def evaluate():
+    """Rollouts on held-out windows (§E): metrics, and rollout.mp4 of real | (context recon, generated)."""
+    raw_model.eval()
+    frames, actions = torch.from_numpy(val["frames"]).to(device), torch.from_numpy(val["actions"]).to(device)
+    x = to_float(frames[:, C:])  # (N, F, H, W, 3) the real future
+    gen = {}
+    with ctx:
+        z = tok.encode(frames).float()  # (N, C + F, L, Dz)
+        recon = tok.decode(z).float()  # the tokenizer's reconstruction of every frame
+        for name, a in (("true", actions), ("shuffled", actions.roll(len(actions) // 2, 0))):
+            g = torch.Generator(device).manual_seed(seed)  # the same noise for both
+            z_gen = generate(raw_model, z[:, :C], a, F, eval_K, g)
+            gen[name] = tok.decode(torch.cat((z[:, :C], z_gen), 1)).float()[:, C:]  # decoded after the context
+    raw_model.train()
+    mse = lambda y: ((y.clamp(0, 1) - x) ** 2).mean().item()
+    steps = {"rollout": psnr(gen["true"], x), "floor": psnr(recon[:, C - 1:C].expand_as(x), x),
+             "ceiling": psnr(recon[:, C:], x)}  # each (N, F)
+    n = video_windows
+    video = side_by_side(to_float(frames[:n]), torch.cat((recon[:n, :C], gen["true"][:n]), 1))
+    write_video(os.path.join(out_dir, "rollout.mp4"), video)
+    return {**{f"{k}_psnr": v.mean().item() for k, v in steps.items()},
+            "shuffle_ratio": mse(gen["shuffled"]) / mse(gen["true"]),
+            **{f"{k}_psnr_steps": [round(p, 3) for p in v.mean(0).tolist()] for k, v in steps.items()}}
+
+
+def save(it):
+    common.atomic_save({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "criterion": criterion.state_dict(), "iter": it, "config": config, "model_args": model_args,
+                        "latent_shape": (L, Dz), "image_size": store.image_size, "action_spec": store.action_spec,
+                        "data_dir": os.path.abspath(data_dir), "labeled_episodes": np.flatnonzero(labeled).tolist(),
+                        "tokenizer": {"path": os.path.abspath(tokenizer_ckpt), "config": tok_ckpt["config"],
+                                      "model_args": tok_ckpt["model_args"], "latent_shape": (L, Dz)},
+                        "rng": {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}}, ckpt_path)
+
+
+if master:
+    os.makedirs(out_dir, exist_ok=True)
+t_start = t0 = time.time()
+start_it, loss_val, t_enc = it, None, 0.0
+while True:
+    last = it >= max_iters or common.rank0_decides(max_minutes > 0 and time.time() - t_start > 60 * max_minutes,
+                                                   ddp, device)
+    if last and it == start_it and init_from == "resume":
+        print(f"{ckpt_path} is already at iter {it} >= max_iters={max_iters}: nothing to do")
+        break
+    if master and ((it % eval_interval == 0 and (it > start_it or it == 0)) or last):
+        m = evaluate()
+        print(f"iter {it}: rollout {m['rollout_psnr']:.2f} dB, floor {m['floor_psnr']:.2f}, ceiling "
+              f"{m['ceiling_psnr']:.2f}, shuffle_ratio {m['shuffle_ratio']:.3f}")
+        common.log_metrics(out_dir, iter=it, loss=loss_val, **m, minutes=(time.time() - t_start) / 60)
+        if it > start_it:
+            save(it)
+    if last:
+        break
+    for g in optimizer.param_groups:
+        g["lr"] = common.lr_at(it, lr, warmup_iters, max_iters, min_lr_frac)
+    frac = bootstrap_frac if it >= bootstrap_start else 0.0
+    for micro in range(grad_accum):
+        t1 = time.time()
+        z1, actions = get_batch(it)
+        t_enc += time.time() - t1
+        if ddp:
+            model.require_backward_grad_sync = micro == grad_accum - 1
+        with ctx:
+            loss, terms = criterion(model, z1, actions, frac)
+        if not torch.isfinite(loss):
+            raise SystemExit(f"error: loss is {loss.item()} at iter {it}; stopping (last good checkpoint: {ckpt_path})")
+        (loss / grad_accum).backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    it += 1
+    loss_val = loss.item()
+    if master and it % log_interval == 0:
+        dt = (time.time() - t0) / log_interval
+        t0 = time.time()
+        passes = 3 + 2 * terms["n_boot"] / len(z1)  # forward + backward, and the two teacher forwards
+        mfu = passes * common.linear_flops(raw_model, frames_per_step * tokens_per_frame) * grad_accum / dt / peak
+        boot = f" boot {terms['boot']:.5f}" if terms["boot"] is not None else ""
+        print(f"iter {it}: loss {loss_val:.4f} flow {terms['flow']:.5f}{boot} grad {grad_norm:.3f} "
+              f"{dt * 1000:.0f} ms/iter (encode {t_enc / log_interval * 1000:.0f}) mfu {mfu * 100:.1f}%")
+        t_enc = 0.0
+if ddp:
+    torch.distributed.destroy_process_group()
