@@ -82,7 +82,44 @@ def bench_tokenizer():
                 tokenizer_mfu=flops / s / common.matmul_peak_flops(device, dtype))
 
 
-STAGES = {"tokenizer": bench_tokenizer}
+def bench_dynamics():
+    """Training steps on pre-encoded latents (flow only / bootstrap on every clip), then K=4 generation of 8 frames
+    after 4 context frames at batch 1, with and without the KV cache, and cached + decoded to pixels."""
+    from dynamics import Dynamics, ShortcutLoss, generate
+    from tokenizer import Tokenizer
+    torch.manual_seed(0)
+    model = Dynamics(num_latents=16, latent_dim=32, action_classes=(17,), dim=256, depth=4, n_head=4, n_kv_head=4,
+                     time_every=4, max_frames=seq_len).to(device)
+    criterion, opt = ShortcutLoss(model.k_max).to(device), torch.optim.AdamW(model.parameters(), lr=3e-4)
+    fwd = torch.compile(model) if compile else model
+    z1 = torch.rand(batch_size, seq_len, 16, 32, device=device) * 2 - 1
+    actions = torch.randint(0, 17, (batch_size, seq_len, 1), device=device)
+    out = dict(dynamics_params=sum(p.numel() for p in model.parameters()))
+    for name, frac in (("flow", 0.0), ("shortcut", 1.0)):
+        def step():
+            with ctx:
+                loss, _ = criterion(fwd, z1, actions, frac)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        out[f"dynamics_{name}_step_s"] = median_time(step)
+    model.eval()
+    tok = Tokenizer(**MATCHED, time_window=seq_len).to(device).eval()
+    ctx_z, gen_actions = z1[:1, :4], actions[:1, :12]
+
+    def gen(use_cache, decode=False):
+        with torch.no_grad(), ctx:
+            z = generate(model, ctx_z, gen_actions, 8, K=4, use_cache=use_cache)
+            return tok.decode(z) if decode else z
+    for name, kw in (("cached", dict(use_cache=True)), ("uncached", dict(use_cache=False)),
+                     ("cached_decoded", dict(use_cache=True, decode=True))):
+        out[f"gen_frames_per_s_{name}"] = 8 / median_time(lambda: gen(**kw))
+    flops = 3 * common.linear_flops(model, batch_size * seq_len * (8 + 4 + 2))
+    out["dynamics_flow_mfu"] = flops / out["dynamics_flow_step_s"] / common.matmul_peak_flops(device, dtype)
+    return out
+
+
+STAGES = {"tokenizer": bench_tokenizer, "dynamics": bench_dynamics}
 
 
 def main():

@@ -139,6 +139,34 @@ def load_checkpoint(path, what="checkpoint"):
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def make_optimizer(model, lr, weight_decay, betas, device):
+    """AdamW, with weight decay on matrices only (not on norms' gains or other vectors)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device.startswith("cuda"))
+
+
+def training_state(model, optimizer, criterion, it, rng):
+    """What a resumable checkpoint holds beyond each stage's own metadata (config, shapes, specs)."""
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "criterion": criterion.state_dict(),
+            "iter": it, "rng": {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}}
+
+
+def restore_training_state(ckpt, model, optimizer, criterion, rng, rank, seed):
+    """Load training_state(); rank 0's data and noise RNGs continue exactly, other DDP ranks reseed from the
+    iteration. Returns the numpy RNG to use."""
+    import numpy as np
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    criterion.load_state_dict(ckpt["criterion"])
+    if rank != 0:
+        return np.random.default_rng([seed, rank, ckpt["iter"]])
+    rng.bit_generator.state = ckpt["rng"]["numpy"]
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    return rng
+
+
 def lr_at(it, lr, warmup_iters, max_iters, min_lr_frac=0.1):
     """Linear warm-up, then cosine decay to min_lr_frac * lr at max_iters."""
     if it < warmup_iters:

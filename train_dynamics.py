@@ -113,19 +113,9 @@ model_args = dict(num_latents=L, latent_dim=Dz, pack=pack, action_classes=[c["cl
 model_args = ckpt["model_args"] if ckpt else model_args
 model = Dynamics(**model_args).to(device)
 criterion = ShortcutLoss(model.k_max).to(device)
-decay = [p for p in model.parameters() if p.dim() >= 2]
-no_decay = [p for p in model.parameters() if p.dim() < 2]
-groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0}]
-optimizer = torch.optim.AdamW(groups, lr=lr, betas=(beta1, beta2), fused=device.startswith("cuda"))
+optimizer = common.make_optimizer(model, lr, weight_decay, (beta1, beta2), device)
 if ckpt is not None:
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    criterion.load_state_dict(ckpt["criterion"])
-    if master:  # the data and noise RNGs continue exactly (other DDP ranks reseed from the iteration)
-        rng.bit_generator.state = ckpt["rng"]["numpy"]
-        torch.set_rng_state(ckpt["rng"]["torch"])
-    else:
-        rng = np.random.default_rng([seed, rank, it])
+    rng = common.restore_training_state(ckpt, model, optimizer, criterion, rng, rank, seed)
     ckpt = None
 raw_model = model
 if compile:
@@ -227,13 +217,11 @@ def evaluate():
 
 
 def save(it):
-    common.atomic_save({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "criterion": criterion.state_dict(), "iter": it, "config": config, "model_args": model_args,
-                        "latent_shape": (L, Dz), "image_size": store.image_size, "action_spec": store.action_spec,
+    common.atomic_save({**common.training_state(raw_model, optimizer, criterion, it, rng), "config": config,
+                        "model_args": model_args, "latent_shape": (L, Dz), "image_size": store.image_size, "action_spec": store.action_spec,
                         "data_dir": os.path.abspath(data_dir), "labeled_episodes": np.flatnonzero(labeled).tolist(),
                         "tokenizer": {"path": os.path.abspath(tokenizer_ckpt), "config": tok_ckpt["config"],
-                                      "model_args": tok_ckpt["model_args"], "latent_shape": (L, Dz)},
-                        "rng": {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}}, ckpt_path)
+                                      "model_args": tok_ckpt["model_args"], "latent_shape": (L, Dz)}}, ckpt_path)
 
 
 if master:

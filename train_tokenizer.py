@@ -92,19 +92,9 @@ if lpips_vgg_path or lpips_lin_path:
 elif master:
     print("no LPIPS weights configured (lpips_vgg_path, lpips_lin_path): training on MSE alone")
 criterion = TokenizerLoss(lpips, lpips_weight, lpips_frames).to(device)
-decay = [p for p in model.parameters() if p.dim() >= 2]
-no_decay = [p for p in model.parameters() if p.dim() < 2]
-optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0}],
-                              lr=lr, betas=(beta1, beta2), fused=device.startswith("cuda"))
+optimizer = common.make_optimizer(model, lr, weight_decay, (beta1, beta2), device)
 if ckpt is not None:
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    criterion.load_state_dict(ckpt["criterion"])
-    if master:  # the data and masking RNGs continue exactly (other DDP ranks reseed from the iteration)
-        rng.bit_generator.state = ckpt["rng"]["numpy"]
-        torch.set_rng_state(ckpt["rng"]["torch"])
-    else:
-        rng = np.random.default_rng([seed, rank, it])
+    rng = common.restore_training_state(ckpt, model, optimizer, criterion, rng, rank, seed)
     ckpt = None
 raw_model = model
 if compile:
@@ -139,11 +129,10 @@ def evaluate():
 
 
 def save(it):
-    common.atomic_save({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "criterion": criterion.state_dict(), "iter": it, "config": config, "model_args": model_args,
-                        "latent_shape": (num_latents, latent_dim), "image_size": store.image_size,
-                        "data_dir": os.path.abspath(data_dir), "action_spec": store.action_spec,
-                        "rng": {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}}, ckpt_path)
+    common.atomic_save({**common.training_state(raw_model, optimizer, criterion, it, rng), "config": config,
+                        "model_args": model_args, "latent_shape": (num_latents, latent_dim),
+                        "image_size": store.image_size, "data_dir": os.path.abspath(data_dir),
+                        "action_spec": store.action_spec}, ckpt_path)
 
 
 if master:
