@@ -483,7 +483,7 @@ def _run_jobs(cfg, plan, partial):
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
     pool = ctx.Pool(cfg["num_workers"], _init_worker, (cfg, plan, partial)) if cfg["num_workers"] > 1 else None
     bar = tqdm(total=None if target == float("inf") else target, unit="frame", desc=cfg["source"],
-               initial=int(sum(lens.values())))
+               initial=int(sum(lens.values())), mininterval=0.1 if sys.stderr.isatty() else 30)  # short logs
     try:
         while True:
             while K < n_jobs and K in lens and total < target:
