@@ -229,8 +229,8 @@ if master:
 t_start = t0 = time.time()
 start_it, loss_val, t_enc = it, None, 0.0
 while True:
-    last = it >= max_iters or common.rank0_decides(max_minutes > 0 and time.time() - t_start > 60 * max_minutes,
-                                                   ddp, device)
+    last = it >= max_iters or (max_minutes > 0 and  # no per-step broadcast without a wall-clock budget
+                               common.rank0_decides(time.time() - t_start > 60 * max_minutes, ddp, device))
     if last and it == start_it and init_from == "resume":
         print(f"{ckpt_path} is already at iter {it} >= max_iters={max_iters}: nothing to do")
         break
