@@ -139,12 +139,45 @@ def load_checkpoint(path, what="checkpoint"):
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def make_optimizer(model, lr, weight_decay, betas, device):
-    """AdamW, with weight decay on matrices only (not on norms' gains or other vectors)."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+def make_optimizer(model, lr, weight_decay, betas, device, muon=False):
+    """AdamW, with weight decay on matrices only (not on norms' gains or other vectors). muon=True: the
+    transformer blocks' matrices use Muon instead (orthogonalized momentum; lr scaled to match AdamW's RMS)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    hidden = [p for n, p in named if muon and ".blocks." in n and p.dim() == 2]
+    ids = {id(p) for p in hidden}
+    decay = [p for n, p in named if p.dim() >= 2 and id(p) not in ids]
+    no_decay = [p for n, p in named if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device.startswith("cuda"))
+    adamw = torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device.startswith("cuda"))
+    if not hidden:
+        return adamw
+    return Optimizers(torch.optim.Muon(hidden, lr=lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw"), adamw)
+
+
+class Optimizers:
+    """Several optimizers stepped as one (the trainers set lr on `param_groups`, step, and checkpoint it)."""
+
+    def __init__(self, *opts):
+        self.opts = opts
+
+    @property
+    def param_groups(self):  # looked up each time: load_state_dict replaces the optimizers' group dicts
+        return [g for o in self.opts for g in o.param_groups]
+
+    def step(self):
+        for o in self.opts:
+            o.step()
+
+    def zero_grad(self, set_to_none=True):
+        for o in self.opts:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self):
+        return [o.state_dict() for o in self.opts]
+
+    def load_state_dict(self, states):
+        for o, s in zip(self.opts, states):
+            o.load_state_dict(s)
 
 
 def training_state(model, optimizer, criterion, it, rng):

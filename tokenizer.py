@@ -23,9 +23,20 @@ def to_float(frames, device=None):
     return frames.to(device, non_blocking=True).float().div_(255) if frames.dtype == torch.uint8 else frames.to(device)
 
 
+def region_of_patch(n, L):
+    """(n*n,) index of the latent whose region holds each patch: the n x n patch grid cut into a sqrt(L) x sqrt(L)
+    grid of regions. Patches and queries still attend to all patches/queries, so every token sees the whole frame;
+    this locality only routes each region through its own latent, which learns much faster (README, tokenizer)."""
+    g = math.isqrt(L)
+    if g * g != L or n % g:
+        raise ValueError(f"local_latents needs a square number of latents tiling the {n}x{n} patch grid, got {L}")
+    rows, cols = torch.arange(n * n) // n, torch.arange(n * n) % n
+    return (rows // (n // g)) * g + cols // (n // g)
+
+
 class Tokenizer(nn.Module):
     def __init__(self, image_size=64, patch_size=8, num_latents=16, latent_dim=32, dim=256, enc_depth=4, dec_depth=4,
-                 n_head=4, n_kv_head=4, time_every=4, softcap=0.0, max_frames=256, time_window=0):
+                 n_head=4, n_kv_head=4, time_every=4, softcap=0.0, max_frames=256, time_window=0, local_latents=True):
         super().__init__()
         assert image_size % patch_size == 0, f"image_size {image_size} must be a multiple of patch_size {patch_size}"
         self.image_size, self.patch_size = image_size, patch_size
@@ -52,6 +63,10 @@ class Tokenizer(nn.Module):
         self.register_buffer("enc_mask", is_lat[:, None] | ~is_lat[None, :], persistent=False)
         is_q = torch.arange(L + N) >= L
         self.register_buffer("dec_mask", is_q[:, None] | ~is_q[None, :], persistent=False)
+        if local_latents:  # our default, not the paper's: latent i and the patches of region i read each other only
+            own = region_of_patch(image_size // patch_size, L)[:, None] == torch.arange(L)  # (N, L)
+            self.enc_mask[N:, :N] = own.T  # encoder: latent reads the patches of its region (and all latents)
+            self.dec_mask[L:, :L] = own  # decoder: patch query reads its region's latent (and all queries)
 
     def encode(self, x, drop_prob=None, cache=None):
         """x (B, T, H, W, 3) float in [0, 1] or uint8 -> latents (B, T, L, Dz) in [-1, 1].

@@ -12,6 +12,7 @@ Eval (§E): C real context frames + true actions -> F generated frames; PSNR per
 context frame, as the tokenizer reconstructs it) and the ceiling (the tokenizer's reconstruction of the true
 future), the action-shuffle ratio, and out_dir/rollout.mp4 (real | generated).
 """
+import hashlib
 import json
 import os
 import time
@@ -47,7 +48,8 @@ long_seq_len = 64  # every long_every-th step: windows this long (fewer of them)
 long_every = 4  # 0 = never
 single_frame_frac = 0.3  # share of steps made of single frames (T=1), to sharpen per-frame quality (§D)
 action_label_frac = 1.0  # share of training episodes whose actions are kept; the others train as unlabeled video
-latent_cache = False  # encode the store once into out_dir/latents.npy (reused while tokenizer and data match)
+latent_cache = False  # encode the store once into latents_*.npy beside the tokenizer checkpoint (shared by every
+                      # dynamics run on that tokenizer and data; rebuilt when either changes)
 grad_accum = 1
 # model (latent shape and action spec come from the tokenizer and the data)
 pack = 2  # consecutive latents per spatial token (§D: 16x32 -> 8x64)
@@ -70,6 +72,7 @@ max_iters = 20000
 weight_decay = 0.05
 beta1, beta2 = 0.9, 0.95
 grad_clip = 1.0
+muon = False  # Muon for the transformer's matrices, AdamW for the rest
 # system
 device = "auto"
 dtype = "bfloat16"
@@ -113,7 +116,7 @@ model_args = dict(num_latents=L, latent_dim=Dz, pack=pack, action_classes=[c["cl
 model_args = ckpt["model_args"] if ckpt else model_args
 model = Dynamics(**model_args).to(device)
 criterion = ShortcutLoss(model.k_max).to(device)
-optimizer = common.make_optimizer(model, lr, weight_decay, (beta1, beta2), device)
+optimizer = common.make_optimizer(model, lr, weight_decay, (beta1, beta2), device, muon)
 if ckpt is not None:
     rng = common.restore_training_state(ckpt, model, optimizer, criterion, rng, rank, seed)
     ckpt = None
@@ -161,12 +164,12 @@ latents = None
 if latent_cache:
     if not tok.encoder.time_window:
         raise common.ConfigError("latent_cache needs a tokenizer with a sliding time window (time_window > 0)")
-    path, key = os.path.join(out_dir, "latents.npy"), {"tokenizer": os.path.abspath(tokenizer_ckpt),
-                                                       "tokenizer_iter": tok_ckpt["iter"],
-                                                       "data_dir": os.path.abspath(data_dir), "frames": len(store)}
+    name = hashlib.sha1(os.path.abspath(data_dir).encode()).hexdigest()[:8]
+    path = os.path.join(os.path.dirname(tokenizer_ckpt), f"latents_{name}.npy")
+    key = {"tokenizer": os.path.abspath(tokenizer_ckpt), "tokenizer_mtime": os.path.getmtime(tokenizer_ckpt),
+           "data_dir": os.path.abspath(data_dir), "frames": len(store)}
     if master and cache_key(path) != key:
         t1 = time.time()
-        os.makedirs(out_dir, exist_ok=True)
         if os.path.exists(path + ".json"):
             os.remove(path + ".json")  # the key is written last: present and equal means complete
         encode_store(path)

@@ -38,6 +38,7 @@ dec_depth = 4
 n_head = 4
 n_kv_head = 4
 time_every = 4
+local_latents = True  # each latent reads its own region's patches (faster learning; False = the paper's §T)
 softcap = 0.0  # > 0: logit soft-capping (explicit attention); 0: fused SDPA
 drop_max = 0.9  # MAE drop probability p ~ U(0, drop_max) per frame
 # loss: MSE + lpips_weight * LPIPS; with no weight files configured, MSE only
@@ -53,6 +54,7 @@ max_iters = 20000
 weight_decay = 0.05
 beta1, beta2 = 0.9, 0.95
 grad_clip = 1.0
+muon = True  # Muon for the transformer's matrices, AdamW for the rest (False = AdamW for all)
 # system
 device = "auto"
 dtype = "bfloat16"
@@ -73,7 +75,7 @@ ctx = common.autocast_ctx(device, dtype)
 store = FrameStore(data_dir)
 model_args = dict(image_size=store.image_size, patch_size=patch_size, num_latents=num_latents, latent_dim=latent_dim,
                   dim=dim, enc_depth=enc_depth, dec_depth=dec_depth, n_head=n_head, n_kv_head=n_kv_head,
-                  time_every=time_every, softcap=softcap, time_window=seq_len)
+                  time_every=time_every, softcap=softcap, time_window=seq_len, local_latents=local_latents)
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
 ckpt, it = None, 0
 if init_from == "resume":
@@ -92,7 +94,7 @@ if lpips_vgg_path or lpips_lin_path:
 elif master:
     print("no LPIPS weights configured (lpips_vgg_path, lpips_lin_path): training on MSE alone")
 criterion = TokenizerLoss(lpips, lpips_weight, lpips_frames).to(device)
-optimizer = common.make_optimizer(model, lr, weight_decay, (beta1, beta2), device)
+optimizer = common.make_optimizer(model, lr, weight_decay, (beta1, beta2), device, muon)
 if ckpt is not None:
     rng = common.restore_training_state(ckpt, model, optimizer, criterion, rng, rank, seed)
     ckpt = None

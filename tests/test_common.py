@@ -1,4 +1,5 @@
 """The configurator and the small shared pieces of common.py."""
+import copy
 import math
 
 import pytest
@@ -73,3 +74,43 @@ def test_running_rms_normalizes_with_a_floor():
         out = tiny(torch.tensor(1e-6))
     assert out.item() == pytest.approx(1e-3)  # divided by the floor, not blown up to 1
     assert not math.isnan(RunningRMS()(torch.tensor(0.0)).item())
+
+
+def test_muon_optimizer_groups_and_state():
+    """muon=True: the transformer's matrices go to Muon, everything else to AdamW, each parameter exactly once; the
+    pair steps, zeroes and checkpoints like one optimizer (a fresh copy loaded from its state continues the same)."""
+    from tokenizer import Tokenizer
+
+    def build():
+        torch.manual_seed(0)
+        m = Tokenizer(image_size=16, patch_size=8, num_latents=4, latent_dim=4, dim=32, enc_depth=2, dec_depth=2,
+                      n_head=2, n_kv_head=1, time_every=2)
+        return m, common.make_optimizer(m, 1e-2, 0.05, (0.9, 0.95), "cpu", muon=True)
+
+    def step(m, opt):
+        loss = m(torch.rand(2, 1, 16, 16, 3, generator=g), drop_max=0.0).square().mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    m, opt = build()
+    muon, adamw = opt.opts
+    ids = lambda o: [id(p) for grp in o.param_groups for p in grp["params"]]
+    names = {id(p): n for n, p in m.named_parameters()}
+    assert sorted(ids(muon) + ids(adamw)) == sorted(names) and not set(ids(muon)) & set(ids(adamw))
+    assert all(".blocks." in names[i] for i in ids(muon)) and len(ids(muon)) == 4 * 5  # wq, wkv, wo, w12, w3 per block
+    assert "to_pixels.weight" in {names[i] for i in ids(adamw)}
+    g = torch.Generator().manual_seed(1)
+    step(m, opt)
+    m2, opt2 = build()
+    m2.load_state_dict(m.state_dict())
+    opt2.load_state_dict(copy.deepcopy(opt.state_dict()))  # as from a file: no buffers shared with opt
+    for _ in range(2):
+        for o in (opt, opt2):  # the trainers set the schedule's lr through param_groups, also after a load
+            for grp in o.param_groups:
+                grp["lr"] *= 0.5
+        state = torch.get_rng_state(), g.get_state()
+        step(m, opt)
+        torch.set_rng_state(state[0]), g.set_state(state[1])
+        step(m2, opt2)
+    assert all(torch.equal(a, b) for a, b in zip(m.parameters(), m2.parameters()))

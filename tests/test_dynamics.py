@@ -1,4 +1,5 @@
 """Dynamics (§D): shortcut forcing by hand, causality, actions, cached generation, training, resume, bad input."""
+import glob
 import json
 import os
 import shutil
@@ -208,7 +209,7 @@ def bars(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bars")
     data = make_bars(tmp / "data")
     run_script("train_tokenizer.py", f"--data_dir={data}", f"--out_dir={tmp / 'tok'}", "--patch_size=4",
-               "--num_latents=8", "--latent_dim=8", "--dim=64", "--enc_depth=3", "--dec_depth=3", "--n_head=4",
+               "--num_latents=8", "--local_latents=False", "--latent_dim=8", "--dim=64", "--enc_depth=3", "--dec_depth=3", "--n_head=4",
                "--n_kv_head=2", "--time_every=3", "--seq_len=2", "--batch_size=16", "--max_iters=150",
                "--eval_interval=150", "--warmup_iters=20", "--lr=3e-3", "--drop_max=0.0", "--eval_windows=16",
                "--compile=False", "--threads=2")
@@ -247,7 +248,7 @@ def test_latent_cache(bars, capsys):
     tmp, data, _ = bars
     tok, out = str(tmp / "tok_1step"), str(tmp / "dyn_cache")
     run_script("train_tokenizer.py", f"--data_dir={data}", f"--out_dir={tok}", "--patch_size=4", "--num_latents=8",
-               "--latent_dim=8", "--dim=32", "--enc_depth=2", "--dec_depth=2", "--time_every=2", "--seq_len=2",
+               "--local_latents=False", "--latent_dim=8", "--dim=32", "--enc_depth=2", "--dec_depth=2", "--time_every=2", "--seq_len=2",
                "--batch_size=2", "--max_iters=1", "--eval_windows=2", "--compile=False", "--dtype=float32")
     args = ["train_dynamics.py", f"--data_dir={data}", f"--tokenizer_ckpt={tok}/ckpt.pt", f"--out_dir={out}", *DYN,
             "--batch_size=2", "--seq_len=4", "--long_seq_len=8", "--context_frames=2", "--eval_frames=2",
@@ -256,15 +257,17 @@ def test_latent_cache(bars, capsys):
     run_script(*args)
     assert "latent cache: encoded 1600 frames" in capsys.readouterr().out
     from tokenizer import load_tokenizer
-    lat, model = np.load(os.path.join(out, "latents.npy")), load_tokenizer(f"{tok}/ckpt.pt")[0]
+    cache = glob.glob(f"{tok}/latents_*.npy")  # beside the tokenizer: every dynamics run on it shares the cache
+    lat, model = np.load(cache[0]), load_tokenizer(f"{tok}/ckpt.pt")[0]
     frames = torch.from_numpy(np.load(os.path.join(data, "frames.npy"))).view(40, 40, 16, 16, 3)  # (episode, t, ...)
     whole = model.encode(frames)  # every episode in one piece
     chunks = torch.cat([model.encode(frames[:, i:i + 8]) for i in range(0, 40, 8)], 1)  # in pieces, no cache
     assert lat.dtype == np.float16 and torch.allclose(torch.from_numpy(lat).float(), whole.flatten(0, 1), atol=1e-3)
     assert not torch.allclose(chunks, whole, atol=1e-2)  # the frame before matters: streaming is needed
-    mtime = os.path.getmtime(os.path.join(out, "latents.npy"))
+    mtime = os.path.getmtime(cache[0])
     run_script(*args, "--max_iters=3", "--init_from=resume")
-    assert "latent cache" not in capsys.readouterr().out and os.path.getmtime(os.path.join(out, "latents.npy")) == mtime
+    run_script(*args, f"--out_dir={out}_2")  # another run on the same tokenizer and data
+    assert "latent cache" not in capsys.readouterr().out and os.path.getmtime(cache[0]) == mtime
 
 
 def test_resume_matches_uninterrupted_run(bars, capsys):

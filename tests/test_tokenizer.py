@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from model import KVCache
-from tokenizer import LPIPS, VGG16_CFG, Tokenizer, TokenizerLoss, psnr, ssim
+from tokenizer import LPIPS, VGG16_CFG, Tokenizer, TokenizerLoss, psnr, region_of_patch, ssim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(image_size=32, patch_size=8, num_latents=8, latent_dim=16, dim=64, enc_depth=4, dec_depth=4, n_head=4,
+TINY = dict(image_size=32, patch_size=8, num_latents=4, latent_dim=16, dim=64, enc_depth=4, dec_depth=4, n_head=4,
             n_kv_head=2, time_every=2)
 
 
@@ -25,7 +25,7 @@ def test_shapes():
     m = tiny()
     x = torch.randint(0, 256, (2, 3, 32, 32, 3), dtype=torch.uint8)
     z = m.encode(x)
-    assert z.shape == (2, 3, 8, 16) and z.abs().max() <= 1  # tanh bottleneck
+    assert z.shape == (2, 3, 4, 16) and z.abs().max() <= 1  # tanh bottleneck
     assert m.decode(z).shape == (2, 3, 32, 32, 3)
 
 
@@ -54,6 +54,28 @@ def test_frame_by_frame_equals_whole_clip(window):
     cache = KVCache()
     r_step = torch.cat([m.decode(z[:, t:t + 1], cache=cache) for t in range(5)], dim=1)
     assert torch.allclose(m.decode(z), r_step, atol=1e-5)
+
+
+def test_local_latents():
+    """Our default routing: latent i and the patches of region i read each other only; the paper's full pattern
+    with local_latents=False. One space layer each, so each latent sees exactly its region's patches."""
+    assert torch.equal(region_of_patch(8, 16).view(8, 8), torch.arange(16).view(4, 4).repeat_interleave(2, 0)
+                       .repeat_interleave(2, 1))  # 16 latents tile an 8x8 patch grid in 2x2 blocks
+    with pytest.raises(ValueError, match="square number of latents"):
+        Tokenizer(image_size=32, patch_size=8, num_latents=8)
+    one = dict(enc_depth=1, dec_depth=1, time_every=2)
+    m, full = tiny(**one), tiny(local_latents=False, **one)
+    x = torch.rand(1, 1, 32, 32, 3)
+    x2 = x.clone()
+    x2[:, :, :16, :16] = torch.rand(16, 16, 3)  # region 0 of the 2x2 grid (patches 0, 1, 4, 5)
+    changed = (m.encode(x2) - m.encode(x)).abs().amax(-1)[0, 0]  # (L,)
+    assert changed[0] > 1e-3 and changed[1:].max() == 0
+    assert (full.encode(x2) - full.encode(x)).abs().amax(-1)[0, 0].min() > 1e-3  # every latent reads every patch
+    z = torch.rand(1, 1, 4, 16) * 2 - 1
+    z2 = z.clone()
+    z2[..., 3, :] = 0  # latent 3: only region 3 (the bottom-right 16x16 pixels) of the decoding changes
+    d = (m.decode(z2) - m.decode(z)).abs()[0, 0].amax(-1)  # (H, W)
+    assert d[16:, 16:].min() > 0 and d[:16].max() == 0 and d[:, :16].max() == 0
 
 
 def test_mae_masking_replaces_patches():
