@@ -87,7 +87,10 @@ if init_from == "resume":
 elif init_from != "scratch":
     raise common.ConfigError(f"init_from={init_from!r}: use 'scratch' or 'resume'")
 
-model = Tokenizer(**model_args).to(device)
+try:
+    model = Tokenizer(**model_args).to(device)
+except ValueError as e:  # e.g. latents that do not tile the patch grid
+    raise common.ConfigError(str(e))
 lpips = None
 if lpips_vgg_path or lpips_lin_path:
     lpips = LPIPS(lpips_vgg_path, lpips_lin_path).to(device)  # a missing file is a clear error

@@ -204,6 +204,8 @@ def test_train_bad_inputs(tiny_store, tmp_path, monkeypatch):
         run_script("train_tokenizer.py", *args, f"--data_dir={tmp_path}")
     with pytest.raises(SystemExit, match="batch_size=100000 but split 'train' has only"):
         run_script("train_tokenizer.py", *args, "--batch_size=100000")
+    with pytest.raises(SystemExit, match="square number of latents"):
+        run_script("train_tokenizer.py", *args, "--num_latents=8")
     with pytest.raises(SystemExit, match="unknown config key 'lerning_rate'; did you mean"):
         run_script("train_tokenizer.py", *args, "--lerning_rate=1")
     with pytest.raises(SystemExit, match="does not exist"):
