@@ -143,9 +143,9 @@ def make_optimizer(model, lr, weight_decay, betas, device, muon=False):
     """AdamW, with weight decay on matrices only (not on norms' gains or other vectors). muon=True: the
     transformer blocks' matrices use Muon instead (orthogonalized momentum; lr scaled to match AdamW's RMS)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    hidden = [p for n, p in named if muon and ".blocks." in n and p.dim() == 2]
-    ids = {id(p) for p in hidden}
-    decay = [p for n, p in named if p.dim() >= 2 and id(p) not in ids]
+    is_hidden = lambda n, p: muon and ".blocks." in n and p.dim() == 2
+    hidden = [p for n, p in named if is_hidden(n, p)]
+    decay = [p for n, p in named if p.dim() >= 2 and not is_hidden(n, p)]
     no_decay = [p for n, p in named if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     adamw = torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device.startswith("cuda"))
