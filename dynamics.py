@@ -96,16 +96,18 @@ class Dynamics(nn.Module):
 # --------------------------------------------------------------------------------------------------------------
 # shortcut forcing (§D.1)
 
-def sample_tau_d(B, T, k_max, bootstrap_frac=1.0, device=None):
+def sample_tau_d(B, T, k_max, bootstrap_frac=1.0, device=None, context_frac=0.0):
     """Per frame (diffusion forcing, §D): k ~ U{1, 2, 4, ..., K_max}, d = 1/k, tau ~ U{0, d, ..., 1 - d}. Only the
     first n_boot clips (bootstrap_frac of B, rounded stochastically) draw k from the full set; the others use
-    d_min = 1/K_max only (flow matching). Returns tau, d (B, T) and n_boot."""
+    d_min = 1/K_max only (flow matching). context_frac of the frames are instead fed as generation feeds its
+    context (tau = TAU_CTX, d = d_min). Returns tau, d (B, T) and n_boot."""
     n_boot = int(bootstrap_frac * B + torch.rand(()).item())
     top = int(math.log2(k_max))
     k = 2.0 ** torch.randint(0, top + 1, (B, T), device=device)  # (B, T)
     k[n_boot:] = k_max
     tau = torch.floor(torch.rand(B, T, device=device) * k) / k  # (B, T) on the grid of its d
-    return tau, 1 / k, n_boot
+    ctx = torch.rand(B, T, device=device) < context_frac
+    return tau.masked_fill(ctx, TAU_CTX), (1 / k).masked_fill(ctx, 1 / k_max), n_boot
 
 
 def shortcut_loss(f, z1, tau, d, actions, n_boot, k_max, z0=None):
@@ -142,14 +144,14 @@ class ShortcutLoss(nn.Module):
     One normalizer, not one per term: the (1 - tau)^2 factor already puts the bootstrap term in x-space scale,
     and normalizing it on its own amplified the young teacher's noisy targets ~10x and stalled learning."""
 
-    def __init__(self, k_max):
+    def __init__(self, k_max, context_frac=0.0):
         super().__init__()
-        self.k_max = k_max
+        self.k_max, self.context_frac = k_max, context_frac
         self.norm = RunningRMS()
 
     def forward(self, f, z1, actions, bootstrap_frac):
         """f the network; z1 (B, T, L, Dz) clean latents; actions (B, T, C) as in the data -> (loss, dict of terms)."""
-        tau, d, n_boot = sample_tau_d(*z1.shape[:2], self.k_max, bootstrap_frac, z1.device)
+        tau, d, n_boot = sample_tau_d(*z1.shape[:2], self.k_max, bootstrap_frac, z1.device, self.context_frac)
         flow, boot, is_boot = shortcut_loss(f, z1, tau, d, prev_actions(actions), n_boot, self.k_max)
         n_boot = len(boot)
         per_frame = torch.cat((torch.where(is_boot[:n_boot], boot, flow[:n_boot]), flow[n_boot:]))  # (B, T)

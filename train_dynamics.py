@@ -64,6 +64,7 @@ k_max = 8  # d_min = 1 / k_max (nicklashansen's choice)
 # shortcut forcing
 bootstrap_frac = 0.25  # share of clips whose frames draw d from the full set (the others: flow at d_min)
 bootstrap_start = 1000  # flow-only warm-up iterations
+context_frac = 0.0  # share of frames fed as generation feeds context (tau = 0.9), not at a drawn tau
 # optimizer
 lr = 1e-3
 min_lr_frac = 0.1
@@ -115,7 +116,7 @@ model_args = dict(num_latents=L, latent_dim=Dz, pack=pack, action_classes=[c["cl
                   num_registers=num_registers, k_max=k_max, softcap=softcap, max_frames=max_frames)
 model_args = ckpt["model_args"] if ckpt else model_args
 model = Dynamics(**model_args).to(device)
-criterion = ShortcutLoss(model.k_max).to(device)
+criterion = ShortcutLoss(model.k_max, context_frac).to(device)
 optimizer = common.make_optimizer(model, lr, weight_decay, (beta1, beta2), device, muon)
 if ckpt is not None:
     rng = common.restore_training_state(ckpt, model, optimizer, criterion, rng, rank, seed)

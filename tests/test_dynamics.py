@@ -10,7 +10,7 @@ import torch
 
 from common import ConfigError
 from conftest import run_script
-from dynamics import Dynamics, ShortcutLoss, check_tokenizer, generate, prev_actions, sample_tau_d, shortcut_loss
+from dynamics import TAU_CTX, Dynamics, ShortcutLoss, check_tokenizer, generate, prev_actions, sample_tau_d, shortcut_loss
 
 TINY = dict(num_latents=8, latent_dim=8, pack=2, action_classes=(3, 2), dim=64, depth=4, n_head=4, n_kv_head=2,
             time_every=2, num_registers=2, k_max=8, max_frames=12)
@@ -81,6 +81,9 @@ def test_sample_tau_d_grid():
     assert set(k.unique().tolist()) <= {1, 2, 4, 8} and ((tau * k) == (tau * k).round()).all() and (tau < 1).all()
     assert 14 <= n_boot <= 18 and (k[n_boot:] == 8).all() and len(k[:n_boot].unique()) == 4
     assert sample_tau_d(8, 4, 8, 1.0)[2] == 8 and sample_tau_d(8, 4, 8, 0.0)[2] == 0
+    tau, d, _ = sample_tau_d(64, 16, 8, 1.0, context_frac=0.5)  # context frames: as generation feeds them
+    ctx = tau == TAU_CTX
+    assert 0.4 < ctx.float().mean() < 0.6 and (d[ctx] == 1 / 8).all() and ((tau[~ctx] * 8) % 1 == 0).all()
 
 
 # ---------------------------------------------------------------------------------------------------- the model
