@@ -106,8 +106,10 @@ def sample_tau_d(B, T, k_max, bootstrap_frac=1.0, device=None, context_frac=0.0)
     k = 2.0 ** torch.randint(0, top + 1, (B, T), device=device)  # (B, T)
     k[n_boot:] = k_max
     tau = torch.floor(torch.rand(B, T, device=device) * k) / k  # (B, T) on the grid of its d
-    ctx = torch.rand(B, T, device=device) < context_frac
-    return tau.masked_fill(ctx, TAU_CTX), (1 / k).masked_fill(ctx, 1 / k_max), n_boot
+    if context_frac:
+        ctx = torch.rand(B, T, device=device) < context_frac  # (B, T)
+        tau, k = tau.masked_fill(ctx, TAU_CTX), k.masked_fill(ctx, k_max)
+    return tau, 1 / k, n_boot
 
 
 def shortcut_loss(f, z1, tau, d, actions, n_boot, k_max, z0=None):
