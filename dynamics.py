@@ -34,19 +34,6 @@ def space_mask(num_world, num_agent=0):
     return is_agent[:, None] | ~is_agent[None, :]
 
 
-def grid_positions(num_latents, pack, S):
-    """(S, 2) (row, column) of each token slot: spatial token j packs latents j*pack.. of a sqrt(L) x sqrt(L) grid
-    in raster order (the tokenizer's regions); registers, shortcut and action tokens sit at (-1, -1)."""
-    g = math.isqrt(num_latents)
-    if g * g != num_latents or g % pack:
-        raise ValueError(f"space_rope needs a square latent grid whose rows split into packs of {pack}, "
-                         f"got {num_latents} latents")
-    first = torch.arange(0, num_latents, pack)  # first latent of each spatial token
-    pos = torch.full((S, 2), -1)
-    pos[:len(first)] = torch.stack((first // g, first % g // pack), 1)
-    return pos
-
-
 def prev_actions(actions):
     """Data actions (B, T, C) (a_t leads from frame t to t+1) -> action-token inputs: frame t gets a_{t-1}, frame 0
     of a window gets none (-1, the base embedding only)."""
@@ -55,8 +42,7 @@ def prev_actions(actions):
 
 class Dynamics(nn.Module):
     def __init__(self, num_latents=16, latent_dim=32, pack=2, action_classes=(17,), dim=256, depth=4, n_head=4,
-                 n_kv_head=4, time_every=4, num_registers=4, k_max=8, softcap=0.0, max_frames=64, n_fourier=64,
-                 space_rope=False):
+                 n_kv_head=4, time_every=4, num_registers=4, k_max=8, softcap=0.0, max_frames=64, n_fourier=64):
         super().__init__()
         if num_latents % pack:
             raise ValueError(f"num_latents={num_latents} must be a multiple of pack={pack}")
@@ -82,10 +68,6 @@ class Dynamics(nn.Module):
         nn.init.normal_(self.d_embed.weight, std=0.02)
         nn.init.normal_(self.action_embed.weight, std=0.02)
         self.register_buffer("space_mask", space_mask(S), persistent=False)  # None: all slots read all slots
-        # space_rope (ours, not §D): spatial tokens at their (row, column) on the latent grid, the other slots at
-        # (-1, -1), so that "read the neighbor in the direction of the move" is one rotation, not a pair of slots
-        self.register_buffer("space_pos", grid_positions(num_latents, pack, S) if space_rope else None,
-                             persistent=False)
 
     def level(self, d):
         """Step sizes d (B, T) on the grid {1, 1/2, ..., 1/k_max} -> embedding index log2(1/d)."""
@@ -107,7 +89,7 @@ class Dynamics(nn.Module):
         shortcut = self.tau_embed(torch.cat((ang.sin(), ang.cos()), -1)) + self.d_embed(self.level(d))  # (B, T, D)
         action = self.action_token(actions)  # (B, T, D)
         x = torch.cat((spatial, self.registers.expand(B, T, -1, -1), shortcut[:, :, None], action[:, :, None]), 2)
-        h = self.transformer(x + self.slot_embed, self.space_mask, cache, self.space_pos)  # (B, T, S, D)
+        h = self.transformer(x + self.slot_embed, self.space_mask, cache)  # (B, T, S, D)
         return rearrange(self.latent_out(h[:, :, :self.num_spatial]), "B T s (p z) -> B T (s p) z", p=self.pack)
 
 

@@ -27,12 +27,6 @@ def rope(x, pos, base=10000.0):
     return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
 
 
-def rope2d(x, pos):
-    """2-D RoPE: the first half of the head dim rotated by row, the second by column; pos (n, 2) integer."""
-    h = x.shape[-1] // 2
-    return torch.cat((rope(x[..., :h], pos[:, 0]), rope(x[..., h:], pos[:, 1])), -1)
-
-
 class RMSNorm(nn.RMSNorm):
     """RMSNorm in the input's dtype (under bf16 autocast the fused kernel needs weight and input alike)."""
 
@@ -52,15 +46,12 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(self.hd)
 
     def forward(self, x, mask=None, pos=None, past_kv=None, is_causal=False):
-        """x (N, n, D) sequences; mask (n, n_total) bool, True = may attend (or is_causal); pos (n_total,) for RoPE
-        over time, or (n, 2) row/column positions for 2-D RoPE within a frame;
+        """x (N, n, D) sequences; mask (n, n_total) bool, True = may attend (or is_causal); pos (n_total,) for RoPE;
         past_kv: (k, v) of earlier positions, each (N, Hkv, n_past, hd). Returns (out (N, n, D), (k, v))."""
         q = rearrange(self.wq(x), "N n (h d) -> N h n d", h=self.n_head)
         k, v = rearrange(self.wkv(x), "N n (two h d) -> two N h n d", two=2, h=self.n_kv_head)
         q, k = self.q_norm(q), self.k_norm(k)
-        if pos is not None and pos.dim() == 2:  # (n, 2) grid positions within a frame
-            q, k = rope2d(q, pos), rope2d(k, pos)
-        elif pos is not None:
+        if pos is not None:
             n_past = 0 if past_kv is None else past_kv[0].shape[2]
             q, k = rope(q, pos[n_past:]), rope(k, pos[n_past:])
         if past_kv is not None:
@@ -101,9 +92,8 @@ class Block(nn.Module):
         self.attn = Attention(dim, n_head, n_kv_head, softcap)
         self.mlp = SwiGLU(dim, int(mlp_ratio * dim * 2 / 3 / 32 + 0.5) * 32)
 
-    def forward(self, x, space_mask, past_kv=None, offset=0, window=0, space_pos=None):
-        """x (B, T, S, D): T new frames, the first at absolute frame index `offset`. space_pos (S, 2): the slots'
-        row/column positions for 2-D RoPE in space layers (None: slots are told apart by learned embeddings only).
+    def forward(self, x, space_mask, past_kv=None, offset=0, window=0):
+        """x (B, T, S, D): T new frames, the first at absolute frame index `offset`.
         past_kv (time layers): cached (k, v) of the frames before; window > 0: attend to the last `window` frames."""
         B, T, S, _ = x.shape
         h = self.norm1(x)
@@ -121,7 +111,7 @@ class Block(nn.Module):
             h = rearrange(h, "(B S) T D -> B T S D", B=B)
         else:  # within a frame, under the token-group mask
             h = rearrange(h, "B T S D -> (B T) S D")
-            h, _ = self.attn(h, space_mask, space_pos)
+            h, _ = self.attn(h, space_mask)
             h = rearrange(h, "(B T) S D -> B T S D", B=B)
         x = x + h
         return x + self.mlp(self.norm2(x)), kv
@@ -141,9 +131,9 @@ class Transformer(nn.Module):
             for i in range(depth))
         self.norm = RMSNorm(dim)
 
-    def forward(self, x, space_mask=None, cache=None, space_pos=None):
+    def forward(self, x, space_mask=None, cache=None):
         """x (B, T, S, D) -> (B, T, S, D). space_mask: (S, S) bool (True = row may read column), or a list with one
-        mask per block. space_pos: (S, 2) slot positions for 2-D RoPE in the space layers, or None. cache: a KVCache; x are then the frames that follow the cached ones, and their
+        mask per block. cache: a KVCache; x are then the frames that follow the cached ones, and their
         time-layer keys/values are appended to it."""
         offset = 0 if cache is None else cache.length
         if not self.time_window and offset + x.shape[1] > self.max_frames:
@@ -152,7 +142,7 @@ class Transformer(nn.Module):
         masks = space_mask if isinstance(space_mask, (list, tuple)) else [space_mask] * len(self.blocks)
         for i, (block, mask) in enumerate(zip(self.blocks, masks)):
             past = None if cache is None or not block.is_time else cache.get(i)
-            x, kv = block(x, mask, past, offset, self.time_window, space_pos)
+            x, kv = block(x, mask, past, offset, self.time_window)
             if cache is not None and block.is_time:
                 keep = self.time_window - 1 if self.time_window else None  # the next frame reads only these
                 cache.put(i, kv if keep is None else (kv[0][:, :, -keep:], kv[1][:, :, -keep:]) if keep else None)

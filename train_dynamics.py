@@ -61,7 +61,6 @@ time_every = 4
 num_registers = 4
 softcap = 0.0
 k_max = 8  # d_min = 1 / k_max (nicklashansen's choice)
-space_rope = False  # 2-D RoPE over the latent grid in space layers (ours; False: learned slot embeddings only)
 # shortcut forcing
 bootstrap_frac = 0.25  # share of clips whose frames draw d from the full set (the others: flow at d_min)
 bootstrap_start = 1000  # flow-only warm-up iterations
@@ -114,8 +113,7 @@ check_tokenizer(tok_ckpt, tokenizer_ckpt, store.image_size, ckpt and ckpt["laten
 L, Dz = tok_ckpt["latent_shape"]
 model_args = dict(num_latents=L, latent_dim=Dz, pack=pack, action_classes=[c["classes"] for c in store.action_spec],
                   dim=dim, depth=depth, n_head=n_head, n_kv_head=n_kv_head, time_every=time_every,
-                  num_registers=num_registers, k_max=k_max, softcap=softcap, max_frames=max_frames,
-                  space_rope=space_rope)
+                  num_registers=num_registers, k_max=k_max, softcap=softcap, max_frames=max_frames)
 model_args = ckpt["model_args"] if ckpt else model_args
 model = Dynamics(**model_args).to(device)
 criterion = ShortcutLoss(model.k_max, context_frac).to(device)

@@ -10,9 +10,7 @@ import torch
 
 from common import ConfigError
 from conftest import run_script
-from dynamics import (TAU_CTX, Dynamics, ShortcutLoss, check_tokenizer, generate, grid_positions, prev_actions,
-                      sample_tau_d, shortcut_loss)
-from model import rope2d
+from dynamics import TAU_CTX, Dynamics, ShortcutLoss, check_tokenizer, generate, prev_actions, sample_tau_d, shortcut_loss
 
 TINY = dict(num_latents=8, latent_dim=8, pack=2, action_classes=(3, 2), dim=64, depth=4, n_head=4, n_kv_head=2,
             time_every=2, num_registers=2, k_max=8, max_frames=12)
@@ -118,28 +116,13 @@ def test_actions():
     assert torch.equal(m0.action_token(torch.zeros(1, 2, 0, dtype=torch.long))[0, 1], m0.action_base)
 
 
-def test_space_rope():
-    """2-D RoPE positions: spatial tokens at their (row, packed column) of the latent grid, other slots at (-1, -1);
-    the rotated q.k depends only on the offset between two positions (what makes "read the left neighbor" one rule)."""
-    pos = grid_positions(16, 2, 8 + 3)  # 4x4 latents, pairs per token: a 4x2 token grid, then 3 other slots
-    assert pos[:8].tolist() == [[r, c] for r in range(4) for c in range(2)] and (pos[8:] == -1).all()
-    with pytest.raises(ValueError, match="square latent grid"):
-        grid_positions(8, 2, 10)
-    q, k = torch.randn(2, 16), torch.randn(2, 16)
-    dot = lambda p1, p2: (rope2d(q[:1], torch.tensor([p1])) * rope2d(k[:1], torch.tensor([p2]))).sum()
-    assert torch.allclose(dot([0, 0], [1, 2]), dot([3, 1], [4, 3]), atol=1e-5)
-    assert not torch.allclose(dot([0, 0], [1, 2]), dot([0, 0], [2, 1]), atol=1e-3)
-
-
-@pytest.mark.parametrize("softcap,space_rope", [(0.0, False), (50.0, False), (0.0, True)])
-def test_cached_equals_uncached(softcap, space_rope):
-    L, Dz = (16, 4) if space_rope else (8, 8)  # space_rope needs a square latent grid
-    m = tiny(softcap=softcap, space_rope=space_rope, num_latents=L, latent_dim=Dz)
+@pytest.mark.parametrize("softcap", [0.0, 50.0])
+def test_cached_equals_uncached(softcap):
+    m = tiny(softcap=softcap)
     z, _, _, a = inputs(B=2, T=9)
-    z = z.reshape(2, 9, L, Dz)
     run = lambda cache: generate(m, z[:, :4], a, 5, K=4, generator=torch.Generator().manual_seed(3), use_cache=cache)
     cached, uncached = run(True), run(False)
-    assert cached.shape == (2, 5, L, Dz)
+    assert cached.shape == (2, 5, 8, 8)
     assert torch.allclose(cached, uncached, atol=1e-4), (cached - uncached).abs().max()
     a2 = a.clone()
     a2[:, 4:] = (a2[:, 4:] + 1) % 2
