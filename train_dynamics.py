@@ -96,8 +96,8 @@ max_frames = max(seq_len, long_seq_len if long_every else 1)
 if C < 1 or F < 1 or C + F > max_frames:
     raise common.ConfigError(f"context_frames + eval_frames = {C + F} must be in 2..{max_frames} (the longest "
                              f"window trained on)")
-if not 0 <= action_label_frac <= 1 or not 0 <= bootstrap_frac <= 1 or not 0 <= single_frame_frac <= 1:
-    raise common.ConfigError("action_label_frac, bootstrap_frac and single_frame_frac must be in [0, 1]")
+if not all(0 <= f <= 1 for f in (action_label_frac, bootstrap_frac, single_frame_frac, context_frac)):
+    raise common.ConfigError("action_label_frac, bootstrap_frac, single_frame_frac and context_frac must be in [0, 1]")
 
 store = FrameStore(data_dir)
 ckpt_path = os.path.join(out_dir, "ckpt.pt")

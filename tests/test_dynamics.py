@@ -303,6 +303,7 @@ def test_resume_matches_uninterrupted_run(bars, capsys):
     err = fails("sample.py", f"--dynamics_ckpt={ckpt}", "--context_frames=6", "--num_frames=4")
     assert err.startswith("error: 6 context + 4 new frames is longer than the 8 frames this model was trained on")
     assert "must be a multiple of d_min" in fails("sample.py", f"--dynamics_ckpt={ckpt}", "--sample_K=3")
+    assert "context_frac must be in [0, 1]" in fails("train_dynamics.py", *common, "--context_frac=1.5")
 
     # sample.py: a rollout video from dataset contexts with a given action sequence, and frames/s
     out = str(tmp / "sample.gif")
