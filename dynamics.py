@@ -8,6 +8,7 @@ Per frame, S = S_z + S_r + 2 token slots of the shared transformer (model.py), a
     [ S_z spatial (`pack` consecutive latents concatenated -> linear) | S_r registers | shortcut (tau, d) | action ]
 x-prediction: spatial outputs -> linear -> clean latents z1_hat. Block-causal in time, and the action token of
 frame t carries a_{t-1} (the action that led into frame t), so frame t+1 is predicted from frames <= t and a_t.
+The model works on latents / latent_std (train_dynamics measures it): unit scale, like the noise z0 it mixes with.
 """
 import math
 
@@ -42,13 +43,15 @@ def prev_actions(actions):
 
 class Dynamics(nn.Module):
     def __init__(self, num_latents=16, latent_dim=32, pack=2, action_classes=(17,), dim=256, depth=4, n_head=4,
-                 n_kv_head=4, time_every=4, num_registers=4, k_max=8, softcap=0.0, max_frames=64, n_fourier=64):
+                 n_kv_head=4, time_every=4, num_registers=4, k_max=8, softcap=0.0, max_frames=64, n_fourier=64,
+                 latent_std=1.0):
         super().__init__()
         if num_latents % pack:
             raise ValueError(f"num_latents={num_latents} must be a multiple of pack={pack}")
         if k_max < 1 or k_max & (k_max - 1):
             raise ValueError(f"k_max={k_max} must be a power of 2")
         self.pack, self.k_max = pack, k_max
+        self.latent_std = latent_std  # the model works on latents / latent_std (unit scale, like the noise z0)
         self.num_spatial = num_latents // pack
         S = self.num_spatial + num_registers + 2
         self.latent_in = nn.Linear(pack * latent_dim, dim, bias=False)
@@ -173,6 +176,7 @@ def generate(model, context, actions, num_frames, K=4, generator=None, use_cache
     re-noised to tau = 0.9. use_cache: past frames enter the KV cache once and each step runs only the new frame;
     else every step re-runs the whole sequence (same noise, same result up to float error)."""
     B, C, L, Dz = context.shape
+    context = context / model.latent_std  # the model's unit-scale latents
     n_max = model.transformer.max_frames
     if model.k_max % K:
         raise ValueError(f"K={K}: 1/K must be a multiple of d_min = 1/{model.k_max}; use K in 1, 2, 4, ..., "
@@ -206,7 +210,7 @@ def generate(model, context, actions, num_frames, K=4, generator=None, use_cache
         past = torch.cat((past, z_ctx), 1)
         if use_cache and n + 1 < C + num_frames:
             model(z_ctx, full(1, TAU_CTX), full(1, d_min), a_in[:, n:n + 1], cache)
-    return torch.cat(frames, 1)
+    return torch.cat(frames, 1) * model.latent_std
 
 
 # --------------------------------------------------------------------------------------------------------------

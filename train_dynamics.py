@@ -48,6 +48,7 @@ long_seq_len = 64  # every long_every-th step: windows this long (fewer of them)
 long_every = 4  # 0 = never
 single_frame_frac = 0.3  # share of steps made of single frames (T=1), to sharpen per-frame quality (§D)
 action_label_frac = 1.0  # share of training episodes whose actions are kept; the others train as unlabeled video
+latent_norm = True  # divide latents by their std (measured at the start) so that they match the unit noise (§D)
 latent_cache = False  # encode the store once into latents_*.npy beside the tokenizer checkpoint (shared by every
                       # dynamics run on that tokenizer and data; rebuilt when either changes)
 grad_accum = 1
@@ -111,31 +112,11 @@ elif init_from != "scratch":
 tok, tok_ckpt = load_tokenizer(tokenizer_ckpt, device)
 check_tokenizer(tok_ckpt, tokenizer_ckpt, store.image_size, ckpt and ckpt["latent_shape"])
 L, Dz = tok_ckpt["latent_shape"]
-model_args = dict(num_latents=L, latent_dim=Dz, pack=pack, action_classes=[c["classes"] for c in store.action_spec],
-                  dim=dim, depth=depth, n_head=n_head, n_kv_head=n_kv_head, time_every=time_every,
-                  num_registers=num_registers, k_max=k_max, softcap=softcap, max_frames=max_frames)
-model_args = ckpt["model_args"] if ckpt else model_args
-model = Dynamics(**model_args).to(device)
-criterion = ShortcutLoss(model.k_max, context_frac).to(device)
-optimizer = common.make_optimizer(model, lr, weight_decay, (beta1, beta2), device, muon)
-if ckpt is not None:
-    rng = common.restore_training_state(ckpt, model, optimizer, criterion, rng, rank, seed)
-    ckpt = None
-raw_model = model
-if compile:
-    model = torch.compile(model)
-if ddp:
-    model = DDP(model, device_ids=[local_rank] if device.startswith("cuda") else None)
 # a deterministic subset of episodes keeps its action labels; the rest are unlabeled video (-1)
 E = len(store.episodes)
 labeled = np.zeros(E, bool)
 labeled[np.random.default_rng(seed).permutation(E)[:round(action_label_frac * E)]] = True
 frames_per_step = batch_size * seq_len
-tokens_per_frame = model_args["num_latents"] // model_args["pack"] + model_args["num_registers"] + 2
-if master:
-    print(f"dynamics: {sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M params, latents {L}x{Dz} -> "
-          f"{tokens_per_frame} tokens/frame, {labeled.mean():.0%} of episodes labeled, device {device} {dtype}, "
-          f"matmul peak {peak / 1e12:.2f} TFLOP/s")
 val = store.fixed_windows(eval_windows, C + F, "val")
 
 
@@ -181,17 +162,49 @@ if latent_cache:
     latents = np.load(path, mmap_mode="r")
 
 
+def latents_of(b):
+    """Latents (n, T, L, Dz) of sampled windows b (store.sample): from the cache, or encoded by the frozen tokenizer."""
+    if latents is not None:
+        return torch.from_numpy(latents[b["start"][:, None] + np.arange(b["actions"].shape[1])]).to(device).float()
+    with torch.no_grad(), ctx:
+        return tok.encode(torch.from_numpy(b["frames"]).to(device)).float()
+
+
+def latent_std():
+    """The std of the tokenizer's latents over 16 training windows. The tanh latents are narrower than the unit
+    noise z0 (std ~0.45 on Crafter): unscaled, context at tau = 0.9 would be far noisier than 10% (README)."""
+    return latents_of(store.sample(16, seq_len, "train", np.random.default_rng(seed))).std().item()
+
+
 def get_batch(it):
-    """Latents (n, T, L, Dz) of frames_per_step frames from the frozen tokenizer, and their actions (n, T, ncomp)."""
+    """Latents (n, T, L, Dz) of frames_per_step frames, and their actions (n, T, ncomp)."""
     T = 1 if rng.random() < single_frame_frac else long_seq_len if long_every and it % long_every == long_every - 1 \
         else seq_len
     b = store.sample(max(1, frames_per_step // T), T, "train", rng)
     actions = np.where(labeled[b["episode"]][:, None, None], b["actions"], -1)  # hidden labels -> unlabeled
-    actions = torch.from_numpy(actions).to(device)
-    if latents is not None:
-        return torch.from_numpy(latents[b["start"][:, None] + np.arange(T)]).to(device).float(), actions
-    with torch.no_grad(), ctx:
-        return tok.encode(torch.from_numpy(b["frames"]).to(device)).float(), actions
+    return latents_of(b), torch.from_numpy(actions).to(device)
+
+
+model_args = ckpt["model_args"] if ckpt else dict(
+    num_latents=L, latent_dim=Dz, pack=pack, action_classes=[c["classes"] for c in store.action_spec], dim=dim,
+    depth=depth, n_head=n_head, n_kv_head=n_kv_head, time_every=time_every, num_registers=num_registers, k_max=k_max,
+    softcap=softcap, max_frames=max_frames, latent_std=latent_std() if latent_norm else 1.0)
+model = Dynamics(**model_args).to(device)
+criterion = ShortcutLoss(model.k_max, context_frac).to(device)
+optimizer = common.make_optimizer(model, lr, weight_decay, (beta1, beta2), device, muon)
+if ckpt is not None:
+    rng = common.restore_training_state(ckpt, model, optimizer, criterion, rng, rank, seed)
+    ckpt = None
+raw_model = model
+if compile:
+    model = torch.compile(model)
+if ddp:
+    model = DDP(model, device_ids=[local_rank] if device.startswith("cuda") else None)
+tokens_per_frame = model_args["num_latents"] // model_args["pack"] + model_args["num_registers"] + 2
+if master:
+    print(f"dynamics: {sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M params, latents {L}x{Dz} -> "
+          f"{tokens_per_frame} tokens/frame, {labeled.mean():.0%} of episodes labeled, device {device} {dtype}, "
+          f"matmul peak {peak / 1e12:.2f} TFLOP/s")
 
 
 @torch.no_grad()
@@ -257,7 +270,7 @@ while True:
         if ddp:
             model.require_backward_grad_sync = micro == grad_accum - 1
         with ctx:
-            loss, terms = criterion(model, z1, actions, frac)
+            loss, terms = criterion(model, z1 / raw_model.latent_std, actions, frac)
         if not torch.isfinite(loss):
             raise SystemExit(f"error: loss is {loss.item()} at iter {it}; stopping (last good checkpoint: {ckpt_path})")
         (loss / grad_accum).backward()

@@ -146,6 +146,15 @@ def test_generation_schedule():
     assert torch.allclose(seen[5][0], 0.9 * out[:, :1] + 0.1 * eps[:, 4:5])  # the finished frame, likewise
 
 
+def test_latent_std_scales_generation():
+    """A model with latent_std s works on latents / s: its rollout from s * z is s times the unit model's from z
+    (same weights, same noise), so the noise of §D meets latents at its own scale."""
+    z, _, _, a = inputs(B=2, T=7)
+    run = lambda m, ctx: generate(m, ctx, a, 3, K=2, generator=torch.Generator().manual_seed(5))
+    unit, scaled = run(tiny(), z[:, :4]), run(tiny(latent_std=0.4), 0.4 * z[:, :4])
+    assert torch.allclose(scaled, 0.4 * unit, atol=1e-5) and not torch.allclose(unit, 0.4 * unit, atol=1e-2)
+
+
 def test_bad_generate_inputs():
     m = tiny()
     z, _, _, a = inputs(B=1, T=13)
@@ -266,6 +275,8 @@ def test_latent_cache(bars, capsys):
     whole = model.encode(frames)  # every episode in one piece
     chunks = torch.cat([model.encode(frames[:, i:i + 8]) for i in range(0, 40, 8)], 1)  # in pieces, no cache
     assert lat.dtype == np.float16 and torch.allclose(torch.from_numpy(lat).float(), whole.flatten(0, 1), atol=1e-3)
+    latent_std = torch.load(f"{out}/ckpt.pt", weights_only=False)["model_args"]["latent_std"]  # latent_norm: 16 windows
+    assert abs(latent_std / lat.astype(np.float32).std() - 1) < 0.15, (latent_std, lat.std())
     assert not torch.allclose(chunks, whole, atol=1e-2)  # the frame before matters: streaming is needed
     mtime = os.path.getmtime(cache[0])
     run_script(*args, "--max_iters=3", "--init_from=resume")
