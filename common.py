@@ -14,6 +14,7 @@ import os
 import sys
 
 import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 
 class ConfigError(SystemExit):
@@ -124,6 +125,15 @@ def setup_ddp(device):
 
 # ---------------------------------------------------------------------------------------------------------------
 # checkpoints, schedule, metrics
+
+def compile_and_wrap(model, compile, ddp, local_rank, device):
+    """torch.compile (if asked) and DDP (under torchrun) around a model, for its training steps."""
+    if compile:
+        model = torch.compile(model)
+    if ddp:
+        model = DDP(model, device_ids=[local_rank] if device.startswith("cuda") else None)
+    return model
+
 
 def atomic_save(obj, path):
     """torch.save to a temp file, then rename: a checkpoint is never half-written under its final name."""

@@ -19,7 +19,6 @@ import time
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 import common
 from data import FrameStore
@@ -195,11 +194,8 @@ optimizer = common.make_optimizer(model, lr, weight_decay, (beta1, beta2), devic
 if ckpt is not None:
     rng = common.restore_training_state(ckpt, model, optimizer, criterion, rng, rank, seed)
     ckpt = None
-raw_model = model
-if compile:
-    model = torch.compile(model)
-if ddp:
-    model = DDP(model, device_ids=[local_rank] if device.startswith("cuda") else None)
+raw_model = model  # eval and checkpoints; training steps go through the compiled, DDP-wrapped one
+model = common.compile_and_wrap(model, compile, ddp, local_rank, device)
 tokens_per_frame = model_args["num_latents"] // model_args["pack"] + model_args["num_registers"] + 2
 if master:
     print(f"dynamics: {sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M params, latents {L}x{Dz} -> "

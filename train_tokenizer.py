@@ -10,7 +10,6 @@ import time
 import imageio.v3 as iio
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 import common
 from data import FrameStore
@@ -101,11 +100,8 @@ optimizer = common.make_optimizer(model, lr, weight_decay, (beta1, beta2), devic
 if ckpt is not None:
     rng = common.restore_training_state(ckpt, model, optimizer, criterion, rng, rank, seed)
     ckpt = None
-raw_model = model
-if compile:
-    model = torch.compile(model)
-if ddp:
-    model = DDP(model, device_ids=[local_rank] if device.startswith("cuda") else None)
+raw_model = model  # eval and checkpoints; training steps go through the compiled, DDP-wrapped one
+model = common.compile_and_wrap(model, compile, ddp, local_rank, device)
 n_params = sum(p.numel() for p in raw_model.parameters())
 tokens_per_frame = raw_model.num_patches + num_latents
 flops_per_iter = 3 * common.linear_flops(raw_model, batch_size * seq_len * tokens_per_frame) * grad_accum
@@ -127,7 +123,7 @@ def evaluate():
             r = raw_model.decode(raw_model.encode(x)).float().clamp(0, 1)
         ps.append(psnr(r, x).flatten()), ss.append(ssim(r, x).flatten()), recons.append(r)
     raw_model.train()
-    grid = torch.cat((torch.from_numpy(val["frames"][:8]).to(device).float() / 255, recons[0][:8]), dim=2)  # (8, T, 2H, W, 3)
+    grid = torch.cat((torch.from_numpy(val["frames"][:8]).to(device).float() / 255, torch.cat(recons)[:8]), dim=2)  # (8, T, 2H, W, 3)
     grid = grid.permute(1, 2, 0, 3, 4).flatten(2, 3).flatten(0, 1)  # (T*2H, 8W, 3)
     iio.imwrite(os.path.join(out_dir, "recon.png"), (grid.cpu().numpy() * 255).round().astype(np.uint8))
     return torch.cat(ps).mean().item(), torch.cat(ss).mean().item()

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
@@ -169,7 +170,7 @@ from conftest import run_script  # noqa: E402
 
 TRAIN = ["--compile=False", "--dtype=float32", "--batch_size=4", "--seq_len=2", "--dim=32", "--enc_depth=2",
          "--dec_depth=2", "--n_head=2", "--n_kv_head=1", "--time_every=2", "--num_latents=4", "--latent_dim=8",
-         "--warmup_iters=2", "--eval_windows=4", "--log_interval=1"]
+         "--warmup_iters=2", "--eval_windows=6", "--log_interval=1"]  # eval: a batch of 4, then 2
 
 
 def test_train_resume_equals_uninterrupted(tiny_store, tmp_path, monkeypatch):
@@ -194,7 +195,8 @@ def test_train_resume_equals_uninterrupted(tiny_store, tmp_path, monkeypatch):
         assert torch.equal(a["model"][k], b["model"][k]), k
     metrics = [json.loads(l) for l in open(f"{tmp_path}/a/metrics.jsonl")]
     assert [m["iter"] for m in metrics] == [0, 3, 6] and metrics[-1]["val_psnr"] > metrics[0]["val_psnr"]
-    assert os.path.isfile(f"{tmp_path}/a/recon.png")
+    png = iio.imread(f"{tmp_path}/a/recon.png")  # (T * 2H, windows * W, 3): every eval window, not the first batch
+    assert png.shape[1] * 2 * 2 == 6 * png.shape[0]
 
 
 def test_train_bad_inputs(tiny_store, tmp_path, monkeypatch):
