@@ -2,7 +2,6 @@
 
     python bench.py                      # everything; the last stdout line is one JSON object
     python bench.py --what=tokenizer --compile=True
-    python bench.py --what=dynamics --spacetime=True   # the dynamics with spacetime time layers
 
 Matched config: 64x64 RGB, patch 8, batch 4, 16 frames, width 256, depth 4 (tokenizer encoder, decoder,
 dynamics), 16 latents x 32, 4 heads of 64, one 17-way action, 2 threads, LPIPS off. Each figure is the median
@@ -29,7 +28,6 @@ warmup = 2
 repeats = 5
 batch_size = 4
 seq_len = 16
-spacetime = False  # the dynamics' time layers read every slot of past frames (model.py), not the matched config
 config = common.configure(globals())
 device = common.auto_device(device)
 torch.set_num_threads(threads)
@@ -91,7 +89,7 @@ def bench_dynamics():
     from tokenizer import Tokenizer
     torch.manual_seed(0)
     model = Dynamics(num_latents=16, latent_dim=32, action_classes=(17,), dim=256, depth=4, n_head=4, n_kv_head=4,
-                     time_every=4, max_frames=seq_len, spacetime=spacetime).to(device)
+                     time_every=4, max_frames=seq_len).to(device)
     criterion, opt = ShortcutLoss(model.k_max).to(device), torch.optim.AdamW(model.parameters(), lr=3e-4)
     fwd = torch.compile(model) if compile else model
     z1 = torch.rand(batch_size, seq_len, 16, 32, device=device) * 2 - 1

@@ -44,7 +44,7 @@ def prev_actions(actions):
 class Dynamics(nn.Module):
     def __init__(self, num_latents=16, latent_dim=32, pack=2, action_classes=(17,), dim=256, depth=4, n_head=4,
                  n_kv_head=4, time_every=4, num_registers=4, k_max=8, softcap=0.0, max_frames=64, n_fourier=64,
-                 latent_std=1.0, spacetime=False):
+                 latent_std=1.0):
         super().__init__()
         if num_latents % pack:
             raise ValueError(f"num_latents={num_latents} must be a multiple of pack={pack}")
@@ -65,7 +65,7 @@ class Dynamics(nn.Module):
         self.register_buffer("action_offsets", torch.tensor([0, *action_classes]).cumsum(0)[:-1], persistent=False)
         self.slot_embed = nn.Parameter(torch.randn(S, dim) * 0.02)  # learned per-slot embeddings
         self.transformer = Transformer(dim, depth, n_head, n_kv_head, time_every, softcap=softcap,
-                                       max_frames=max_frames, spacetime=spacetime)  # the longest window trained on
+                                       max_frames=max_frames)  # the longest window trained on
         self.latent_out = nn.Linear(dim, pack * latent_dim, bias=False)  # x-prediction head
         init_weights(self)
         nn.init.normal_(self.d_embed.weight, std=0.02)

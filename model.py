@@ -6,8 +6,6 @@ Tokens live on a grid (B, T, S, D): T frames, S token slots per frame. Attention
   - time layers (every `time_every`-th layer) attend across frames for the same slot, causally,
     so a token of frame t sees frames <= t only (block-causal in time). Only time layers look at the past,
     so a KV cache of the time layers is all that generation needs to keep.
-    `spacetime=True` (our departure from §X, for small token grids): time layers attend to every slot of frames
-    <= t, not only their own, so content can move between slots in one hop (a shifted view, §D on Crafter).
 Pre-norm RMSNorm, RoPE over time, learned slot embeddings for space (owned by the caller), SwiGLU, QK-norm,
 logit soft-capping, GQA, no biases, no dropout.
 """
@@ -87,9 +85,9 @@ class SwiGLU(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim, n_head, n_kv_head, mlp_ratio, softcap, is_time, spacetime=False):
+    def __init__(self, dim, n_head, n_kv_head, mlp_ratio, softcap, is_time):
         super().__init__()
-        self.is_time, self.spacetime = is_time, is_time and spacetime
+        self.is_time = is_time
         self.norm1, self.norm2 = RMSNorm(dim), RMSNorm(dim)
         self.attn = Attention(dim, n_head, n_kv_head, softcap)
         self.mlp = SwiGLU(dim, int(mlp_ratio * dim * 2 / 3 / 32 + 0.5) * 32)
@@ -100,17 +98,7 @@ class Block(nn.Module):
         B, T, S, _ = x.shape
         h = self.norm1(x)
         kv = None
-        if self.spacetime:  # every slot of frames <= t, under the token-group mask (block-causal in time)
-            n_past = 0 if past_kv is None else past_kv[0].shape[2] // S
-            pos = torch.arange(offset - n_past, offset + T, device=x.device).repeat_interleave(S)  # key frames
-            mask = pos[n_past * S:, None] >= pos[None, :]  # (T S, (n_past + T) S)
-            if window:
-                mask &= pos[n_past * S:, None] - pos[None, :] < window
-            if space_mask is not None:  # e.g. agent tokens stay unread in time layers too
-                mask &= space_mask.repeat(T, n_past + T)
-            h, kv = self.attn(rearrange(h, "B T S D -> B (T S) D"), None if mask.all() else mask, pos, past_kv)
-            h = rearrange(h, "B (T S) D -> B T S D", S=S)
-        elif self.is_time:  # same slot across frames, causal in time (§X)
+        if self.is_time:  # same slot across frames, causal in time (§X)
             n_past = 0 if past_kv is None else past_kv[0].shape[2]
             pos = torch.arange(offset - n_past, offset + T, device=x.device)  # absolute frame indices of the keys
             mask, is_causal = None, n_past == 0 and T > 1 and not window
@@ -135,11 +123,11 @@ class Transformer(nn.Module):
     positions, a model trained on windows of that length then runs on streams of any length)."""
 
     def __init__(self, dim, depth, n_head, n_kv_head=None, time_every=4, mlp_ratio=4.0, softcap=0.0, max_frames=256,
-                 time_window=0, spacetime=False):
+                 time_window=0):
         super().__init__()
         self.max_frames, self.time_window = max_frames, time_window
         self.blocks = nn.ModuleList(
-            Block(dim, n_head, n_kv_head or n_head, mlp_ratio, softcap, (i + 1) % time_every == 0, spacetime)
+            Block(dim, n_head, n_kv_head or n_head, mlp_ratio, softcap, is_time=(i + 1) % time_every == 0)
             for i in range(depth))
         self.norm = RMSNorm(dim)
 
@@ -156,8 +144,7 @@ class Transformer(nn.Module):
             past = None if cache is None or not block.is_time else cache.get(i)
             x, kv = block(x, mask, past, offset, self.time_window)
             if cache is not None and block.is_time:
-                keep = self.time_window - 1 if self.time_window else None  # the next frame reads only these frames
-                keep = keep and keep * (x.shape[2] if block.spacetime else 1)  # in keys: a frame is S of them
+                keep = self.time_window - 1 if self.time_window else None  # the next frame reads only these
                 cache.put(i, kv if keep is None else (kv[0][:, :, -keep:], kv[1][:, :, -keep:]) if keep else None)
         if cache is not None and not cache.frozen:
             cache.length += x.shape[1]

@@ -58,7 +58,6 @@ depth = 4
 n_head = 4
 n_kv_head = 4
 time_every = 4
-spacetime = False  # time layers read every slot of past frames, not only their own (model.py; our departure from §X)
 num_registers = 4
 softcap = 0.0
 k_max = 8  # d_min = 1 / k_max (nicklashansen's choice)
@@ -188,7 +187,7 @@ def get_batch(it):
 model_args = ckpt["model_args"] if ckpt else dict(
     num_latents=L, latent_dim=Dz, pack=pack, action_classes=[c["classes"] for c in store.action_spec], dim=dim,
     depth=depth, n_head=n_head, n_kv_head=n_kv_head, time_every=time_every, num_registers=num_registers, k_max=k_max,
-    softcap=softcap, max_frames=max_frames, latent_std=latent_std() if latent_norm else 1.0, spacetime=spacetime)
+    softcap=softcap, max_frames=max_frames, latent_std=latent_std() if latent_norm else 1.0)
 model = Dynamics(**model_args).to(device)
 criterion = ShortcutLoss(model.k_max, context_frac).to(device)
 optimizer = common.make_optimizer(model, lr, weight_decay, (beta1, beta2), device, muon)
