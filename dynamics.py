@@ -115,7 +115,7 @@ def sample_tau_d(B, T, k_max, bootstrap_frac=1.0, device=None, context_frac=0.0)
     return tau, 1 / k, n_boot
 
 
-def shortcut_loss(f, z1, tau, d, actions, n_boot, k_max, z0=None):
+def shortcut_loss(f, z1, tau, d, actions, n_boot, k_max, z0=None, ramp=True):
     """f(z_tilde, tau, d, actions) -> z1_hat, the network; z1 (B, T, L, Dz) clean latents; tau, d, n_boot from
     sample_tau_d; actions (B, T, C) action-token inputs. Returns the per-frame losses times the ramp weight,
     flow (B, T) and boot (n, T) (n = n_boot, or 0 where no frame bootstraps), and is_boot (B, T): which frames
@@ -124,7 +124,7 @@ def shortcut_loss(f, z1, tau, d, actions, n_boot, k_max, z0=None):
     t = tau[..., None, None]  # (B, T, 1, 1)
     z_tilde = (1 - t) * z0 + t * z1  # §D: z_tilde = (1 - tau) z0 + tau z1
     z1_hat = f(z_tilde, tau, d, actions).float()  # §D x-prediction
-    w = 0.9 * tau + 0.1  # §D ramp weight w(tau)
+    w = 0.9 * tau + 0.1 if ramp else torch.ones_like(tau)  # §D ramp weight w(tau)
     is_boot = d > 1 / k_max  # (B, T); d == d_min: flow loss
     flow = w * ((z1_hat - z1) ** 2).mean((-1, -2))  # §D.1 flow: ||z1_hat - z1||^2
     n_boot = n_boot if is_boot[:n_boot].any() else 0  # no teacher passes without a bootstrap frame
@@ -149,15 +149,15 @@ class ShortcutLoss(nn.Module):
     One normalizer, not one per term: the (1 - tau)^2 factor already puts the bootstrap term in x-space scale,
     and normalizing it on its own amplified the young teacher's noisy targets ~10x and stalled learning."""
 
-    def __init__(self, k_max, context_frac=0.0):
+    def __init__(self, k_max, context_frac=0.0, ramp=True):
         super().__init__()
-        self.k_max, self.context_frac = k_max, context_frac
+        self.k_max, self.context_frac, self.ramp = k_max, context_frac, ramp
         self.norm = RunningRMS()
 
     def forward(self, f, z1, actions, bootstrap_frac):
         """f the network; z1 (B, T, L, Dz) clean latents; actions (B, T, C) as in the data -> (loss, dict of terms)."""
         tau, d, n_boot = sample_tau_d(*z1.shape[:2], self.k_max, bootstrap_frac, z1.device, self.context_frac)
-        flow, boot, is_boot = shortcut_loss(f, z1, tau, d, prev_actions(actions), n_boot, self.k_max)
+        flow, boot, is_boot = shortcut_loss(f, z1, tau, d, prev_actions(actions), n_boot, self.k_max, ramp=self.ramp)
         n_boot = len(boot)
         per_frame = torch.cat((torch.where(is_boot[:n_boot], boot, flow[:n_boot]), flow[n_boot:]))  # (B, T)
         n_bt = is_boot.sum().item()

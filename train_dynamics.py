@@ -65,6 +65,7 @@ k_max = 8  # d_min = 1 / k_max (nicklashansen's choice)
 bootstrap_frac = 0.25  # share of clips whose frames draw d from the full set (the others: flow at d_min)
 bootstrap_start = 1000  # flow-only warm-up iterations
 context_frac = 0.0  # share of frames fed as generation feeds context (tau = 0.9), not at a drawn tau
+ramp = True  # §D ramp weight w(tau) = 0.9 tau + 0.1 on each frame's loss; False: w = 1
 # optimizer
 lr = 1e-3
 min_lr_frac = 0.1
@@ -189,7 +190,7 @@ model_args = ckpt["model_args"] if ckpt else dict(
     depth=depth, n_head=n_head, n_kv_head=n_kv_head, time_every=time_every, num_registers=num_registers, k_max=k_max,
     softcap=softcap, max_frames=max_frames, latent_std=latent_std() if latent_norm else 1.0)
 model = Dynamics(**model_args).to(device)
-criterion = ShortcutLoss(model.k_max, context_frac).to(device)
+criterion = ShortcutLoss(model.k_max, context_frac, ramp).to(device)
 optimizer = common.make_optimizer(model, lr, weight_decay, (beta1, beta2), device, muon)
 if ckpt is not None:
     rng = common.restore_training_state(ckpt, model, optimizer, criterion, rng, rank, seed)

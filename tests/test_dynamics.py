@@ -56,6 +56,10 @@ def test_shortcut_loss_by_hand():
     # d/dtheta: flow .325*2*(.7125-.8)*.425; boot .55*.25*2*(1.6-1.875)*(.4/.5): the target contributes nothing
     expected = 0.325 * 2 * (0.7125 - 0.8) * 0.425 + 0.55 * 0.25 * 2 * (1.6 - 1.875) * 0.8
     assert theta.grad.item() == pytest.approx(expected)
+    # ramp=False: the same terms with w = 1
+    flow1, boot1, _ = shortcut_loss(f, z1, tau, d, torch.zeros(1, 2, 0, dtype=torch.long), 1, 4, z0, ramp=False)
+    assert flow1[0, 0].item() == pytest.approx((0.7125 - 0.8) ** 2)
+    assert boot1[0, 1].item() == pytest.approx(0.25 * (1.6 - 1.875) ** 2)
 
 
 def test_d_min_is_flow_matching():
