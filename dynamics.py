@@ -83,32 +83,36 @@ class Dynamics(nn.Module):
         comps = self.action_embed((actions + self.action_offsets).clamp(min=0)) * labeled  # (B, T, C, D)
         return self.action_base + comps.sum(2)
 
-    def forward(self, z, tau, d, actions, cache=None):
+    def forward(self, z, tau, d, actions, cache=None, twin=False):
         """z (B, T, L, Dz) noisy latents at signal levels tau (B, T), step sizes d (B, T), action-token inputs
-        actions (B, T, C) (from prev_actions; -1 = unlabeled) -> z1_hat (B, T, L, Dz), the clean latents (§D)."""
+        actions (B, T, C) (from prev_actions; -1 = unlabeled) -> z1_hat (B, T, L, Dz), the clean latents (§D).
+        twin: the T frames are a clip as context, then the same clip as targets (model.twin_time_mask)."""
         B, T = z.shape[:2]
         spatial = self.latent_in(rearrange(z, "B T (s p) z -> B T s (p z)", p=self.pack))  # (B, T, S_z, D)
         ang = tau[..., None].float() * self.freqs  # (B, T, n_fourier / 2)
         shortcut = self.tau_embed(torch.cat((ang.sin(), ang.cos()), -1)) + self.d_embed(self.level(d))  # (B, T, D)
         action = self.action_token(actions)  # (B, T, D)
         x = torch.cat((spatial, self.registers.expand(B, T, -1, -1), shortcut[:, :, None], action[:, :, None]), 2)
-        h = self.transformer(x + self.slot_embed, self.space_mask, cache)  # (B, T, S, D)
+        h = self.transformer(x + self.slot_embed, self.space_mask, cache, twin)  # (B, T, S, D)
         return rearrange(self.latent_out(h[:, :, :self.num_spatial]), "B T s (p z) -> B T (s p) z", p=self.pack)
 
 
 # --------------------------------------------------------------------------------------------------------------
 # shortcut forcing (§D.1)
 
-def sample_tau_d(B, T, k_max, bootstrap_frac=1.0, device=None, context_frac=0.0):
+def sample_tau_d(B, T, k_max, bootstrap_frac=1.0, device=None, context_frac=0.0, zero_frac=0.0):
     """Per frame (diffusion forcing, §D): k ~ U{1, 2, 4, ..., K_max}, d = 1/k, tau ~ U{0, d, ..., 1 - d}. Only the
     first n_boot clips (bootstrap_frac of B, rounded stochastically) draw k from the full set; the others use
-    d_min = 1/K_max only (flow matching). context_frac of the frames are instead fed as generation feeds its
-    context (tau = TAU_CTX, d = d_min). Returns tau, d (B, T) and n_boot."""
+    d_min = 1/K_max only (flow matching). zero_frac of the frames are then put at tau = 0 (pure noise, on every
+    grid), and context_frac of them fed as generation feeds its context (tau = TAU_CTX, d = d_min): our departures
+    from §D's uniform grid, which spends most frames denoising (README). Returns tau, d (B, T) and n_boot."""
     n_boot = int(bootstrap_frac * B + torch.rand(()).item())
     top = int(math.log2(k_max))
     k = 2.0 ** torch.randint(0, top + 1, (B, T), device=device)  # (B, T)
     k[n_boot:] = k_max
     tau = torch.floor(torch.rand(B, T, device=device) * k) / k  # (B, T) on the grid of its d
+    if zero_frac:  # pure noise: the frame is predicted from the past alone (on every d's grid)
+        tau = tau.masked_fill(torch.rand(B, T, device=device) < zero_frac, 0.0)
     if context_frac:
         ctx = torch.rand(B, T, device=device) < context_frac  # (B, T)
         tau, k = tau.masked_fill(ctx, TAU_CTX), k.masked_fill(ctx, k_max)
@@ -147,17 +151,32 @@ def shortcut_loss(f, z1, tau, d, actions, n_boot, k_max, z0=None, ramp=True):
 class ShortcutLoss(nn.Module):
     """Mean over frames of the per-frame shortcut loss (flow or bootstrap), over one running RMS (§D, as §T).
     One normalizer, not one per term: the (1 - tau)^2 factor already puts the bootstrap term in x-space scale,
-    and normalizing it on its own amplified the young teacher's noisy targets ~10x and stalled learning."""
+    and normalizing it on its own amplified the young teacher's noisy targets ~10x and stalled learning.
+    teacher_forcing: the network sees each clip twice, re-noised to TAU_CTX as context and at the drawn (tau, d) as
+    targets, each target reading the context frames before it (model.twin_time_mask): every frame trains as the
+    next frame of a past fed as generation feeds it, where diffusion forcing's past is noisier (README)."""
 
-    def __init__(self, k_max, context_frac=0.0, ramp=True):
+    def __init__(self, k_max, context_frac=0.0, ramp=True, teacher_forcing=False, zero_frac=0.0):
         super().__init__()
-        self.k_max, self.context_frac, self.ramp = k_max, context_frac, ramp
+        self.k_max, self.context_frac, self.zero_frac, self.ramp = k_max, context_frac, zero_frac, ramp
+        self.teacher_forcing = teacher_forcing
         self.norm = RunningRMS()
 
     def forward(self, f, z1, actions, bootstrap_frac):
         """f the network; z1 (B, T, L, Dz) clean latents; actions (B, T, C) as in the data -> (loss, dict of terms)."""
-        tau, d, n_boot = sample_tau_d(*z1.shape[:2], self.k_max, bootstrap_frac, z1.device, self.context_frac)
-        flow, boot, is_boot = shortcut_loss(f, z1, tau, d, prev_actions(actions), n_boot, self.k_max, ramp=self.ramp)
+        B, T = z1.shape[:2]
+        tau, d, n_boot = sample_tau_d(B, T, self.k_max, bootstrap_frac, z1.device, self.context_frac, self.zero_frac)
+        a = prev_actions(actions)
+        net = f
+        if self.teacher_forcing and T > 1:  # a single frame has no past
+            past = TAU_CTX * z1 + (1 - TAU_CTX) * torch.randn_like(z1)  # §D.2 context at signal level 0.9
+            tau_past, d_past = torch.full_like(tau, TAU_CTX), torch.full_like(d, 1 / self.k_max)
+
+            def net(z, t, s, act):  # (n, T, L, Dz) targets -> their z1_hat; n = B, or n_boot in the teacher passes
+                n = len(z)
+                return f(torch.cat((past[:n], z), 1), torch.cat((tau_past[:n], t), 1), torch.cat((d_past[:n], s), 1),
+                         torch.cat((act, act), 1), twin=True)[:, T:]
+        flow, boot, is_boot = shortcut_loss(net, z1, tau, d, a, n_boot, self.k_max, ramp=self.ramp)
         n_boot = len(boot)
         per_frame = torch.cat((torch.where(is_boot[:n_boot], boot, flow[:n_boot]), flow[n_boot:]))  # (B, T)
         n_bt = is_boot.sum().item()

@@ -92,20 +92,25 @@ class Block(nn.Module):
         self.attn = Attention(dim, n_head, n_kv_head, softcap)
         self.mlp = SwiGLU(dim, int(mlp_ratio * dim * 2 / 3 / 32 + 0.5) * 32)
 
-    def forward(self, x, space_mask, past_kv=None, offset=0, window=0):
+    def forward(self, x, space_mask, past_kv=None, offset=0, window=0, twin=False):
         """x (B, T, S, D): T new frames, the first at absolute frame index `offset`.
-        past_kv (time layers): cached (k, v) of the frames before; window > 0: attend to the last `window` frames."""
+        past_kv (time layers): cached (k, v) of the frames before; window > 0: attend to the last `window` frames.
+        twin: x is a clip's T/2 frames as context, then the same frames as targets (twin_time_mask)."""
         B, T, S, _ = x.shape
         h = self.norm1(x)
         kv = None
         if self.is_time:  # same slot across frames, causal in time (§X)
-            n_past = 0 if past_kv is None else past_kv[0].shape[2]
-            pos = torch.arange(offset - n_past, offset + T, device=x.device)  # absolute frame indices of the keys
-            mask, is_causal = None, n_past == 0 and T > 1 and not window
-            if not is_causal and (T > 1 or window):
-                mask = (pos[n_past:, None] >= pos[None, :])  # (T, n_past + T)
-                if window:
-                    mask &= pos[n_past:, None] - pos[None, :] < window
+            if twin:  # context frames, then the same frames as targets: positions 0..T/2-1 twice
+                pos = torch.arange(T // 2, device=x.device).repeat(2)
+                mask, is_causal = twin_time_mask(T // 2, x.device), False
+            else:
+                n_past = 0 if past_kv is None else past_kv[0].shape[2]
+                pos = torch.arange(offset - n_past, offset + T, device=x.device)  # absolute frame indices of the keys
+                mask, is_causal = None, n_past == 0 and T > 1 and not window
+                if not is_causal and (T > 1 or window):
+                    mask = (pos[n_past:, None] >= pos[None, :])  # (T, n_past + T)
+                    if window:
+                        mask &= pos[n_past:, None] - pos[None, :] < window
             h = rearrange(h, "B T S D -> (B S) T D")
             h, kv = self.attn(h, mask, pos, past_kv, is_causal)
             h = rearrange(h, "(B S) T D -> B T S D", B=B)
@@ -131,24 +136,35 @@ class Transformer(nn.Module):
             for i in range(depth))
         self.norm = RMSNorm(dim)
 
-    def forward(self, x, space_mask=None, cache=None):
+    def forward(self, x, space_mask=None, cache=None, twin=False):
         """x (B, T, S, D) -> (B, T, S, D). space_mask: (S, S) bool (True = row may read column), or a list with one
         mask per block. cache: a KVCache; x are then the frames that follow the cached ones, and their
-        time-layer keys/values are appended to it."""
+        time-layer keys/values are appended to it. twin: x holds a clip's frames twice (training only, no cache):
+        first as context, then as targets that each read the context before them (twin_time_mask)."""
         offset = 0 if cache is None else cache.length
-        if not self.time_window and offset + x.shape[1] > self.max_frames:
-            raise ValueError(f"context of {offset + x.shape[1]} frames is longer than the {self.max_frames} frames "
+        n = x.shape[1] // 2 if twin else x.shape[1]
+        if not self.time_window and offset + n > self.max_frames:
+            raise ValueError(f"context of {offset + n} frames is longer than the {self.max_frames} frames "
                              f"this model was built for")
         masks = space_mask if isinstance(space_mask, (list, tuple)) else [space_mask] * len(self.blocks)
         for i, (block, mask) in enumerate(zip(self.blocks, masks)):
             past = None if cache is None or not block.is_time else cache.get(i)
-            x, kv = block(x, mask, past, offset, self.time_window)
+            x, kv = block(x, mask, past, offset, self.time_window, twin)
             if cache is not None and block.is_time:
                 keep = self.time_window - 1 if self.time_window else None  # the next frame reads only these
                 cache.put(i, kv if keep is None else (kv[0][:, :, -keep:], kv[1][:, :, -keep:]) if keep else None)
         if cache is not None and not cache.frozen:
             cache.length += x.shape[1]
         return self.norm(x)
+
+
+def twin_time_mask(T, device=None):
+    """(2T, 2T) bool, True = row may read column, over a clip's T frames as context followed by the same T frames as
+    targets: context frame t reads context <= t (causal, as generation's past); target t reads context < t and
+    itself, no other target. So every frame of a clip trains as the next frame of a past fed as generation feeds it."""
+    i = torch.arange(T, device=device)
+    before, same = i[:, None] > i[None, :], i[:, None] == i[None, :]
+    return torch.cat((torch.cat((before | same, torch.zeros_like(same)), 1), torch.cat((before, same), 1)))
 
 
 class KVCache:

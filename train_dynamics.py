@@ -66,6 +66,9 @@ bootstrap_frac = 0.25  # share of clips whose frames draw d from the full set (t
 bootstrap_start = 1000  # flow-only warm-up iterations
 context_frac = 0.0  # share of frames fed as generation feeds context (tau = 0.9), not at a drawn tau
 ramp = True  # §D ramp weight w(tau) = 0.9 tau + 0.1 on each frame's loss; False: w = 1
+zero_frac = 0.0  # share of frames put at tau = 0 (pure noise, d as drawn): predicted from the past alone
+teacher_forcing = False  # every frame a target reading the clip's past at tau = 0.9, as generation feeds it (the
+                         # clip is fed twice, as context and as targets: 2x the tokens per step)
 # optimizer
 lr = 1e-3
 min_lr_frac = 0.1
@@ -97,8 +100,9 @@ max_frames = max(seq_len, long_seq_len if long_every else 1)
 if C < 1 or F < 1 or C + F > max_frames:
     raise common.ConfigError(f"context_frames + eval_frames = {C + F} must be in 2..{max_frames} (the longest "
                              f"window trained on)")
-if not all(0 <= f <= 1 for f in (action_label_frac, bootstrap_frac, single_frame_frac, context_frac)):
-    raise common.ConfigError("action_label_frac, bootstrap_frac, single_frame_frac and context_frac must be in [0, 1]")
+if not all(0 <= f <= 1 for f in (action_label_frac, bootstrap_frac, single_frame_frac, context_frac, zero_frac)):
+    raise common.ConfigError("action_label_frac, bootstrap_frac, single_frame_frac, context_frac and zero_frac must be "
+                             "in [0, 1]")
 
 store = FrameStore(data_dir)
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
@@ -190,7 +194,7 @@ model_args = ckpt["model_args"] if ckpt else dict(
     depth=depth, n_head=n_head, n_kv_head=n_kv_head, time_every=time_every, num_registers=num_registers, k_max=k_max,
     softcap=softcap, max_frames=max_frames, latent_std=latent_std() if latent_norm else 1.0)
 model = Dynamics(**model_args).to(device)
-criterion = ShortcutLoss(model.k_max, context_frac, ramp).to(device)
+criterion = ShortcutLoss(model.k_max, context_frac, ramp, teacher_forcing, zero_frac).to(device)
 optimizer = common.make_optimizer(model, lr, weight_decay, (beta1, beta2), device, muon)
 if ckpt is not None:
     rng = common.restore_training_state(ckpt, model, optimizer, criterion, rng, rank, seed)
@@ -280,6 +284,7 @@ while True:
         dt = (time.time() - t0) / log_interval
         t0 = time.time()
         passes = 3 + 2 * terms["n_boot"] / len(z1)  # forward + backward, and the two teacher forwards
+        passes *= 2 if teacher_forcing and z1.shape[1] > 1 else 1  # the clip twice: context and targets
         mfu = passes * common.linear_flops(raw_model, frames_per_step * tokens_per_frame) * grad_accum / dt / peak
         boot = f" boot {terms['boot']:.5f}" if terms["boot"] is not None else ""
         print(f"iter {it}: loss {loss_val:.4f} flow {terms['flow']:.5f}{boot} grad {grad_norm:.3f} "

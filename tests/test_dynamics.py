@@ -88,6 +88,10 @@ def test_sample_tau_d_grid():
     tau, d, _ = sample_tau_d(64, 16, 8, 1.0, context_frac=0.5)  # context frames: as generation feeds them
     ctx = tau == TAU_CTX
     assert 0.4 < ctx.float().mean() < 0.6 and (d[ctx] == 1 / 8).all() and ((tau[~ctx] * 8) % 1 == 0).all()
+    tau0 = sample_tau_d(64, 16, 8, 1.0)[0]
+    tau, d, _ = sample_tau_d(64, 16, 8, 1.0, zero_frac=0.5)  # half the frames at pure noise, d as drawn
+    assert 0.55 < (tau == 0).float().mean() < 0.8 and (tau0 == 0).float().mean() < 0.55
+    assert set((1 / d).round().unique().tolist()) == {1, 2, 4, 8}
 
 
 # ---------------------------------------------------------------------------------------------------- the model
@@ -102,6 +106,34 @@ def test_block_causal(softcap):
     tau2[:, 3:], d2[:, 3:], a2[:, 3:] = 0.5, 1.0, 1
     out2 = m(z2, tau2, d2, a2)
     assert torch.equal(out[:, :3], out2[:, :3]) and (out[:, 3:] - out2[:, 3:]).abs().max() > 1e-3
+
+
+def test_teacher_forcing_twin():
+    """A clip fed twice (twin=True): each target frame t equals the model run on the context frames < t followed by
+    that frame alone (what generation runs), and each context frame equals the plain causal run of the context."""
+    m = tiny()
+    past, tau, d, a = inputs()
+    z = torch.randn_like(past)
+    B, T = tau.shape
+    tau_p = torch.full_like(tau, TAU_CTX)
+    out = m(torch.cat((past, z), 1), torch.cat((tau_p, tau), 1), torch.cat((d, d), 1), torch.cat((a, a), 1), twin=True)
+    assert torch.allclose(out[:, :T], m(past, tau_p, d, a), atol=1e-5)
+    for t in range(T):
+        ref = m(torch.cat((past[:, :t], z[:, t:t + 1]), 1), torch.cat((tau_p[:, :t], tau[:, t:t + 1]), 1),
+                d[:, :t + 1], a[:, :t + 1])[:, -1]
+        assert torch.allclose(out[:, T + t], ref, atol=1e-5)
+    with pytest.raises(ValueError, match="longer than the 12 frames"):  # the clip's length counts, not twice it
+        m(*(torch.cat((x, x), 1) for x in (z.repeat(1, 3, 1, 1), tau.repeat(1, 3), d.repeat(1, 3), a.repeat(1, 3, 1))),
+          twin=True)
+    # the loss with teacher forcing: the network sees every clip twice, in the student and both teacher passes
+    torch.manual_seed(0)
+    shapes = []
+    f = lambda *x, **kw: shapes.append((x[0].shape[1], kw.get("twin"))) or m(*x, **kw)
+    loss, terms = ShortcutLoss(8, teacher_forcing=True, ramp=False).train()(f, past, a, bootstrap_frac=1.0)
+    assert shapes == [(2 * T, True)] * 3 and terms["n_boot"] == B and torch.isfinite(loss)
+    shapes.clear()
+    ShortcutLoss(8, teacher_forcing=True)(f, past[:, :1], a[:, :1], bootstrap_frac=0.0)
+    assert shapes == [(1, None)]  # a single frame has no past: fed once
 
 
 def test_actions():
@@ -292,7 +324,8 @@ def test_resume_matches_uninterrupted_run(bars, capsys):
     tmp, data, tok = bars
     common = [f"--data_dir={data}", f"--tokenizer_ckpt={tok}", *DYN, "--batch_size=2", "--seq_len=4",
               "--long_seq_len=8", "--long_every=2", "--single_frame_frac=0.3", "--bootstrap_start=0",
-              "--bootstrap_frac=0.5", "--context_frames=2", "--eval_frames=2", "--eval_windows=4",
+              "--bootstrap_frac=0.5", "--teacher_forcing=True", "--zero_frac=0.5", "--context_frames=2",
+              "--eval_frames=2", "--eval_windows=4",
               "--eval_interval=100",
               "--min_lr_frac=1.0", "--warmup_iters=0", "--dtype=float32", "--action_label_frac=0.5"]
     full, part = str(tmp / "dyn_full"), str(tmp / "dyn_part")
@@ -318,7 +351,7 @@ def test_resume_matches_uninterrupted_run(bars, capsys):
     err = fails("sample.py", f"--dynamics_ckpt={ckpt}", "--context_frames=6", "--num_frames=4")
     assert err.startswith("error: 6 context + 4 new frames is longer than the 8 frames this model was trained on")
     assert "must be a multiple of d_min" in fails("sample.py", f"--dynamics_ckpt={ckpt}", "--sample_K=3")
-    assert "context_frac must be in [0, 1]" in fails("train_dynamics.py", *common, "--context_frac=1.5")
+    assert "and zero_frac must be in [0, 1]" in fails("train_dynamics.py", *common, "--zero_frac=1.5")
 
     # sample.py: a rollout video from dataset contexts with a given action sequence, and frames/s
     out = str(tmp / "sample.gif")
