@@ -339,6 +339,15 @@ def test_resume_matches_uninterrupted_run(bars, capsys):
     assert b["tokenizer"]["path"] == os.path.abspath(tok) and tuple(b["latent_shape"]) == (8, 8)
     assert len(b["labeled_episodes"]) == 20 and a["labeled_episodes"] == b["labeled_episodes"]  # half of 40, fixed
 
+    # eval_only: the checkpoint evaluated on more windows, logged, and left as it was
+    ckpt, mtime = os.path.join(part, "ckpt.pt"), os.path.getmtime(os.path.join(part, "ckpt.pt"))
+    run_script("train_dynamics.py", *common, f"--out_dir={part}", "--init_from=resume", "--eval_only=True",
+               "--eval_windows=8")
+    m = metrics(part)[-1]
+    assert m["iter"] == 6 and m["eval_windows"] == 8 and m["loss"] is None and len(m["rollout_psnr_steps"]) == 2
+    assert m["rollout_psnr"] != metrics(part)[-2]["rollout_psnr"] and os.path.getmtime(ckpt) == mtime
+    assert "add --init_from=resume" in fails("train_dynamics.py", *common, f"--out_dir={part}", "--eval_only=True")
+
     # bad input, one line each: a data action spec that differs from the checkpoint's; a context too long
     other = str(tmp / "data_other_spec")
     shutil.copytree(data, other)
@@ -347,7 +356,6 @@ def test_resume_matches_uninterrupted_run(bars, capsys):
     json.dump(meta, open(os.path.join(other, "meta.json"), "w"))
     err = fails("train_dynamics.py", *common, f"--data_dir={other}", f"--out_dir={part}", "--init_from=resume")
     assert err == f"error: {other} has actions [action:4] but the dynamics model was trained on [action:3]"
-    ckpt = os.path.join(part, "ckpt.pt")
     err = fails("sample.py", f"--dynamics_ckpt={ckpt}", "--context_frames=6", "--num_frames=4")
     assert err.startswith("error: 6 context + 4 new frames is longer than the 8 frames this model was trained on")
     assert "must be a multiple of d_min" in fails("sample.py", f"--dynamics_ckpt={ckpt}", "--sample_K=3")
