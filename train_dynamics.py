@@ -151,7 +151,7 @@ def cache_key(path):
 
 
 latents = None
-if latent_cache:
+if latent_cache and not eval_only:  # eval reads frames, not the cache: an eval_only run need not build it
     if not tok.encoder.time_window:
         raise common.ConfigError("latent_cache needs a tokenizer with a sliding time window (time_window > 0)")
     name = hashlib.sha1(os.path.abspath(data_dir).encode()).hexdigest()[:8]

@@ -318,6 +318,9 @@ def test_latent_cache(bars, capsys):
     run_script(*args, "--max_iters=3", "--init_from=resume")
     run_script(*args, f"--out_dir={out}_2")  # another run on the same tokenizer and data
     assert "latent cache" not in capsys.readouterr().out and os.path.getmtime(cache[0]) == mtime
+    os.remove(cache[0] + ".json")  # a stale cache: training would rebuild it, evaluating alone does not
+    run_script(*args, "--init_from=resume", "--eval_only=True")
+    assert "latent cache" not in capsys.readouterr().out and not os.path.exists(cache[0] + ".json")
 
 
 def test_resume_matches_uninterrupted_run(bars, capsys):
