@@ -21,7 +21,7 @@ import common
 
 what = "all"  # 'all' | 'tokenizer' | 'dynamics'
 device = "auto"
-dtype = "bfloat16"
+dtype = "auto"  # 'auto' (bf16 where this device runs it fast, else fp32) | 'bfloat16' | 'float32'
 compile = False
 threads = 2
 warmup = 2
@@ -31,6 +31,7 @@ seq_len = 16
 config = common.configure(globals())
 device = common.auto_device(device)
 torch.set_num_threads(threads)
+dtype = common.resolve_dtype(device, dtype)
 ctx = common.autocast_ctx(device, dtype)
 MATCHED = dict(image_size=64, patch_size=8, num_latents=16, latent_dim=32, dim=256, enc_depth=4, dec_depth=4,
                n_head=4, n_kv_head=4, time_every=4)
@@ -130,7 +131,8 @@ def main():
         raise common.ConfigError(f"what={what!r}: use 'all' or one of {', '.join(STAGES)}")
     out = dict(matmul_peak_tflops=common.matmul_peak_flops(device, dtype) / 1e12)
     for name in STAGES:  # a fresh process per stage: its own peak RSS, no cross-talk
-        r = subprocess.run([sys.executable, __file__] + sys.argv[1:] + [f"--what={name}"], stdout=subprocess.PIPE, text=True)
+        args = sys.argv[1:] + [f"--what={name}", f"--dtype={dtype}"]  # the dtype as resolved here
+        r = subprocess.run([sys.executable, __file__] + args, stdout=subprocess.PIPE, text=True)
         if r.returncode != 0:
             raise SystemExit(f"error: bench stage {name} failed (exit {r.returncode})")
         res = json.loads(r.stdout.strip().splitlines()[-1])

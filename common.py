@@ -96,6 +96,29 @@ def auto_device(device="auto"):
     return "cpu"
 
 
+def resolve_dtype(device, dtype):
+    """'bfloat16' or 'float32' from the dtype config. 'auto' is bf16 where this device runs it fast: CUDA with bf16,
+    or a CPU with AVX-512 / AMX on which a 256x256 bf16 matmul measures over 1.5x fp32's (a few ms); fp32 otherwise
+    (AVX2 CPUs run bf16 matmuls 60-100x slower than fp32; mps). An explicit 'bfloat16' is kept, with one warning line
+    on a CPU where it is slow."""
+    if dtype not in ("auto", "bfloat16", "float32"):
+        raise ConfigError(f"dtype={dtype!r}: use 'auto', 'bfloat16' or 'float32'")
+    dev = device.split(":")[0]
+    if dtype == "float32" or (dtype == "bfloat16" and dev != "cpu"):
+        return dtype
+    if dev != "cpu":
+        return "bfloat16" if dev == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+    cap = torch.backends.cpu.get_cpu_capability()  # 'AVX512' on AMX CPUs too; 'AVX2', 'DEFAULT', ARM's 'SVE256', ...
+    if dtype == "auto" and not (cap.startswith("AVX512") or "AMX" in cap):
+        return "float32"
+    bf16, fp32 = (matmul_peak_flops(device, d, n_max=256, budget=0.01) for d in ("bfloat16", "float32"))
+    fast = bf16 > 1.5 * fp32
+    if dtype == "bfloat16" and not fast:
+        print(f"warning: bf16 matmul on this CPU runs at {bf16 / 1e9:.1f} GFLOP/s against {fp32 / 1e9:.1f} in fp32; "
+              f"--dtype=auto picks float32", flush=True)
+    return "bfloat16" if fast or dtype == "bfloat16" else "float32"
+
+
 def autocast_ctx(device, dtype):
     """bf16 autocast where asked for and supported; fp32 otherwise (fp16 is unusable on CPU)."""
     import contextlib
@@ -225,20 +248,30 @@ def log_metrics(out_dir, **metrics):
         f.write(json.dumps(metrics) + "\n")
 
 
-def matmul_peak_flops(device, dtype, n=2048, iters=10):
-    """Measured dense matmul FLOP/s on this device and dtype: the denominator of MFU (CPUs differ a lot)."""
-    dt = torch.bfloat16 if dtype == "bfloat16" else torch.float32
-    a = b = torch.ones(n, n, device=device, dtype=dt)  # values do not matter for GEMM speed; leaves the RNG alone
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    for _ in range(2):
-        a @ b
-    sync()
+def matmul_peak_flops(device, dtype, n_max=2048, budget=0.2):
+    """Measured dense matmul FLOP/s on this device in dtype: the denominator of MFU (CPUs differ a lot). n doubles
+    from 256 while one matmul takes under 10 ms (up to n_max), then the fastest of the repeats within `budget`
+    seconds: well under a second, also where bf16 is slow. Leaves the RNGs alone."""
     import time
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        a @ b
-    sync()
-    return 2 * n ** 3 * iters / (time.perf_counter() - t0)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def seconds(a):
+        t0 = time.perf_counter()
+        a @ a
+        sync()
+        return time.perf_counter() - t0
+    n = min(256, n_max)
+    while True:
+        a = torch.ones(n, n, device=device, dtype=getattr(torch, dtype))  # values do not matter for GEMM speed
+        seconds(a)  # the first call at a size may pick or JIT-compile its kernel
+        t = seconds(a)
+        if t > 0.01 or 2 * n > n_max:
+            break
+        n *= 2
+    t_end = time.perf_counter() + budget
+    while time.perf_counter() < t_end:
+        t = min(t, seconds(a))
+    return 2 * n ** 3 / t
 
 
 def linear_flops(module, tokens):

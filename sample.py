@@ -31,13 +31,14 @@ sample_K = 4  # sampling steps per frame (K, §D.2)
 fps = 4
 seed = 0
 device = "auto"
-dtype = "bfloat16"
+dtype = "auto"  # 'auto' (bf16 where this device runs it fast, else fp32) | 'bfloat16' | 'float32'
 threads = 0
 # -------------------------------------------------------------------------------------------------------------
 config = common.configure(globals())
 device = common.auto_device(device)
 if threads:
     torch.set_num_threads(threads)
+dtype = common.resolve_dtype(device, dtype)
 ctx = common.autocast_ctx(device, dtype)
 sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
@@ -82,6 +83,7 @@ with torch.no_grad(), ctx:
     t2 = time.time()
 n = num_windows * F
 print(f"generation: {n} frames in {t1 - t0:.2f}s = {n / (t1 - t0):.1f} frames/s (K={sample_K}, batch {num_windows}, "
-      f"{C} context frames); decode: {num_windows * (C + F) / (t2 - t1):.1f} frames/s (context and new frames)")
+      f"{C} context frames, {device} {dtype}); decode: {num_windows * (C + F) / (t2 - t1):.1f} frames/s (context and "
+      f"new frames)")
 path = write_video(out, side_by_side(to_float(frames), video), fps)
 print(f"wrote {path}: rows = {num_windows} rollouts, real | generated (first {C} frames: the context as reconstructed)")

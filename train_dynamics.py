@@ -82,7 +82,7 @@ grad_clip = 1.0
 muon = False  # Muon for the transformer's matrices, AdamW for the rest
 # system
 device = "auto"
-dtype = "bfloat16"
+dtype = "auto"  # 'auto' (bf16 where this device runs it fast, else fp32) | 'bfloat16' | 'float32'
 compile = True
 seed = 1337
 threads = 0  # torch CPU threads; 0 = torch's default
@@ -95,6 +95,7 @@ if threads:
     torch.set_num_threads(threads)
 torch.manual_seed(seed + rank)
 rng = np.random.default_rng(seed + rank)
+dtype = common.resolve_dtype(device, dtype)
 ctx = common.autocast_ctx(device, dtype)
 peak = common.matmul_peak_flops(device, dtype)  # before a resumed RNG state is restored: it draws random numbers
 C, F = context_frames, eval_frames

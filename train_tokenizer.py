@@ -56,7 +56,7 @@ grad_clip = 1.0
 muon = True  # Muon for the transformer's matrices, AdamW for the rest (False = AdamW for all)
 # system
 device = "auto"
-dtype = "bfloat16"
+dtype = "auto"  # 'auto' (bf16 where this device runs it fast, else fp32) | 'bfloat16' | 'float32'
 compile = True
 seed = 1337
 threads = 0  # torch CPU threads; 0 = torch's default
@@ -69,6 +69,7 @@ if threads:
     torch.set_num_threads(threads)
 torch.manual_seed(seed + rank)
 rng = np.random.default_rng(seed + rank)
+dtype = common.resolve_dtype(device, dtype)
 ctx = common.autocast_ctx(device, dtype)
 
 store = FrameStore(data_dir)

@@ -114,3 +114,38 @@ def test_muon_optimizer_groups_and_state():
         torch.set_rng_state(state[0]), g.set_state(state[1])
         step(m2, opt2)
     assert all(torch.equal(a, b) for a, b in zip(m.parameters(), m2.parameters()))
+
+
+def test_dtype_auto_is_bf16_only_where_it_is_fast(monkeypatch, capsys):
+    """CPUs: no AVX-512 -> fp32 without measuring; with it, a measurement decides. An explicit bf16 is kept, with one
+    warning line where it is slow."""
+    speed, measured = {}, []
+    monkeypatch.setattr(common, "matmul_peak_flops", lambda device, dtype, **kw: measured.append(dtype) or speed[dtype])
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert common.resolve_dtype("cpu", "auto") == "float32" == common.resolve_dtype("cpu", "float32") and not measured
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    speed.update(bfloat16=2e9, float32=100e9)  # AVX-512 without bf16 instructions
+    assert common.resolve_dtype("cpu", "auto") == "float32" and capsys.readouterr().out == ""
+    assert common.resolve_dtype("cpu", "bfloat16") == "bfloat16"
+    assert capsys.readouterr().out == ("warning: bf16 matmul on this CPU runs at 2.0 GFLOP/s against 100.0 in fp32; "
+                                       "--dtype=auto picks float32\n")
+    speed.update(bfloat16=600e9)  # AMX
+    assert common.resolve_dtype("cpu", "auto") == "bfloat16" == common.resolve_dtype("cpu", "bfloat16")
+    assert capsys.readouterr().out == ""
+    for bf16 in (True, False):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
+        assert common.resolve_dtype("cuda:1", "auto") == ("bfloat16" if bf16 else "float32")
+    assert common.resolve_dtype("mps", "auto") == "float32"
+    with pytest.raises(SystemExit, match="dtype='float16': use 'auto', 'bfloat16' or 'float32'"):
+        common.resolve_dtype("cpu", "float16")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_matmul_peak_is_measured_within_a_second(dtype):
+    import time
+    import numpy as np
+    rng_states = torch.get_rng_state(), np.random.get_state()[1].copy()
+    t0 = time.perf_counter()
+    flops = common.matmul_peak_flops("cpu", dtype)
+    assert time.perf_counter() - t0 < 1.0 and 0 < flops < math.inf
+    assert torch.equal(torch.get_rng_state(), rng_states[0]) and (np.random.get_state()[1] == rng_states[1]).all()
