@@ -64,7 +64,7 @@ def bench_tokenizer():
     torch.manual_seed(0)
     model = Tokenizer(**MATCHED, time_window=seq_len).to(device)
     criterion = TokenizerLoss().to(device)
-    opt = common.make_optimizer(model, 3e-4, 0.05, (0.9, 0.95), device, muon=True)  # train_tokenizer's default
+    opt = common.make_optimizer(model, 3e-4, 0.05, (0.9, 0.95), device, muon=True, dtype=dtype)  # train_tokenizer's default
     fwd = torch.compile(model) if compile else model
     x = torch.randint(0, 256, (batch_size, seq_len, 64, 64, 3), dtype=torch.uint8).to(device).float() / 255
 

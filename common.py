@@ -172,9 +172,10 @@ def load_checkpoint(path, what="checkpoint"):
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def make_optimizer(model, lr, weight_decay, betas, device, muon=False):
+def make_optimizer(model, lr, weight_decay, betas, device, muon=False, *, dtype):
     """AdamW, with weight decay on matrices only (not on norms' gains or other vectors). muon=True: the
-    transformer blocks' matrices use Muon instead (orthogonalized momentum; lr scaled to match AdamW's RMS)."""
+    transformer blocks' matrices use Muon instead (orthogonalized momentum; lr scaled to match AdamW's RMS), its
+    Newton-Schulz in the training dtype (resolve_dtype: fp32 where bf16 is slow)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     is_hidden = lambda n, p: muon and ".blocks." in n and p.dim() == 2
     hidden = [p for n, p in named if is_hidden(n, p)]
@@ -184,7 +185,42 @@ def make_optimizer(model, lr, weight_decay, betas, device, muon=False):
     adamw = torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device.startswith("cuda"))
     if not hidden:
         return adamw
-    return Optimizers(torch.optim.Muon(hidden, lr=lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw"), adamw)
+    return Optimizers(Muon(hidden, lr, weight_decay, getattr(torch, dtype)), adamw)
+
+
+def orthogonalize(g, dtype, steps=5, eps=1e-7):
+    """~U V^T of g = U S V^T by torch.optim.Muon's quintic Newton-Schulz iteration, computed in dtype."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.to(dtype).T if g.size(0) > g.size(1) else g.to(dtype)
+    x = x / x.norm().clamp(min=eps)  # spectral norm <= 1
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if g.size(0) > g.size(1) else x
+
+
+class Muon(torch.optim.Optimizer):
+    """torch.optim.Muon(params, lr, weight_decay, adjust_lr_fn="match_rms_adamw") (nesterov momentum 0.95, 5
+    Newton-Schulz steps, decoupled weight decay), its Newton-Schulz in ns_dtype: torch's always runs it in bf16, which
+    on CPUs without fast bf16 costs more than the rest of the step. Same state ('momentum_buffer'): it resumes torch's
+    checkpoints."""
+
+    def __init__(self, params, lr, weight_decay, ns_dtype, momentum=0.95):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum))
+        self.ns_dtype = ns_dtype
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            lr, mu = group["lr"], group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
+                buf.lerp_(p.grad, 1 - mu)
+                update = orthogonalize(p.grad.lerp(buf, mu), self.ns_dtype)
+                p.mul_(1 - lr * group["weight_decay"])
+                p.add_(update, alpha=-lr * 0.2 * math.sqrt(max(p.shape)))
 
 
 class Optimizers:

@@ -200,7 +200,7 @@ model_args = ckpt["model_args"] if ckpt else dict(
     softcap=softcap, max_frames=max_frames, latent_std=latent_std() if latent_norm else 1.0)
 model = Dynamics(**model_args).to(device)
 criterion = ShortcutLoss(model.k_max, context_frac, ramp, teacher_forcing, zero_frac).to(device)
-optimizer = common.make_optimizer(model, lr, weight_decay, (beta1, beta2), device, muon)
+optimizer = common.make_optimizer(model, lr, weight_decay, (beta1, beta2), device, muon, dtype=dtype)
 if ckpt is not None:
     rng = common.restore_training_state(ckpt, model, optimizer, criterion, rng, rank, seed)
     ckpt = None

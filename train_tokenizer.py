@@ -97,7 +97,7 @@ if lpips_vgg_path or lpips_lin_path:
 elif master:
     print("no LPIPS weights configured (lpips_vgg_path, lpips_lin_path): training on MSE alone")
 criterion = TokenizerLoss(lpips, lpips_weight, lpips_frames).to(device)
-optimizer = common.make_optimizer(model, lr, weight_decay, (beta1, beta2), device, muon)
+optimizer = common.make_optimizer(model, lr, weight_decay, (beta1, beta2), device, muon, dtype=dtype)
 if ckpt is not None:
     rng = common.restore_training_state(ckpt, model, optimizer, criterion, rng, rank, seed)
     ckpt = None

@@ -85,7 +85,7 @@ def test_muon_optimizer_groups_and_state():
         torch.manual_seed(0)
         m = Tokenizer(image_size=16, patch_size=8, num_latents=4, latent_dim=4, dim=32, enc_depth=2, dec_depth=2,
                       n_head=2, n_kv_head=1, time_every=2)
-        return m, common.make_optimizer(m, 1e-2, 0.05, (0.9, 0.95), "cpu", muon=True)
+        return m, common.make_optimizer(m, 1e-2, 0.05, (0.9, 0.95), "cpu", muon=True, dtype="float32")
 
     def step(m, opt):
         loss = m(torch.rand(2, 1, 16, 16, 3, generator=g), drop_max=0.0).square().mean()
@@ -95,6 +95,7 @@ def test_muon_optimizer_groups_and_state():
 
     m, opt = build()
     muon, adamw = opt.opts
+    assert isinstance(muon, common.Muon) and muon.ns_dtype == torch.float32
     ids = lambda o: [id(p) for grp in o.param_groups for p in grp["params"]]
     names = {id(p): n for n, p in m.named_parameters()}
     assert sorted(ids(muon) + ids(adamw)) == sorted(names) and not set(ids(muon)) & set(ids(adamw))
@@ -149,3 +150,29 @@ def test_matmul_peak_is_measured_within_a_second(dtype):
     flops = common.matmul_peak_flops("cpu", dtype)
     assert time.perf_counter() - t0 < 1.0 and 0 < flops < math.inf
     assert torch.equal(torch.get_rng_state(), rng_states[0]) and (np.random.get_state()[1] == rng_states[1]).all()
+
+
+@pytest.mark.parametrize("shape", [(48, 48), (32, 80), (80, 32)])
+def test_muon_is_torchs_with_its_newton_schulz_in_a_given_dtype(shape):
+    """common.Muon in bf16 is torch.optim.Muon(adjust_lr_fn='match_rms_adamw') bit for bit, and resumes from its
+    state; in fp32 it differs by bf16's precision, no more."""
+    g = torch.Generator().manual_seed(0)
+    p0, grads = torch.randn(shape, generator=g), [torch.randn(shape, generator=g) for _ in range(4)]
+    torchs = lambda ps: torch.optim.Muon(ps, lr=0.02, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
+    ours = lambda dtype: lambda ps: common.Muon(ps, 0.02, 0.1, dtype)
+
+    def run(make, resume_as=None):
+        """4 steps; after 2, resume_as continues from the optimizer's state_dict, as from a checkpoint."""
+        p = torch.nn.Parameter(p0.clone())
+        opt = make([p])
+        for i, grad in enumerate(grads):
+            if i == 2 and resume_as:
+                state, opt = copy.deepcopy(opt.state_dict()), resume_as([p])
+                opt.load_state_dict(state)
+            p.grad = grad.clone()
+            opt.step()
+        return p.detach()
+    ref = run(torchs)
+    assert torch.equal(run(ours(torch.bfloat16)), ref) and torch.equal(run(torchs, ours(torch.bfloat16)), ref)
+    fp32 = run(ours(torch.float32), ours(torch.float32))
+    assert not torch.equal(fp32, ref) and (fp32 - ref).norm() < 0.02 * (ref - p0).norm()
