@@ -152,6 +152,9 @@ def setup_ddp(device):
 def compile_and_wrap(model, compile, ddp, local_rank, device):
     """torch.compile (if asked) and DDP (under torchrun) around a model, for its training steps."""
     if compile:
+        if local_rank == 0:
+            print("compiling the training step (torch.compile: ~1-3 minutes on a CPU, the first steps are slow)",
+                  flush=True)
         model = torch.compile(model)
     if ddp:
         model = DDP(model, device_ids=[local_rank] if device.startswith("cuda") else None)

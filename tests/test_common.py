@@ -176,3 +176,10 @@ def test_muon_is_torchs_with_its_newton_schulz_in_a_given_dtype(shape):
     assert torch.equal(run(ours(torch.bfloat16)), ref) and torch.equal(run(torchs, ours(torch.bfloat16)), ref)
     fp32 = run(ours(torch.float32), ours(torch.float32))
     assert not torch.equal(fp32, ref) and (fp32 - ref).norm() < 0.02 * (ref - p0).norm()
+
+
+def test_compile_says_so_first(capsys):
+    m = torch.nn.Linear(2, 2)
+    assert common.compile_and_wrap(m, False, False, 0, "cpu") is m and capsys.readouterr().out == ""
+    common.compile_and_wrap(m, True, False, 0, "cpu")
+    assert capsys.readouterr().out.startswith("compiling the training step (torch.compile: ~1-3 minutes on a CPU")
