@@ -44,7 +44,7 @@ def prev_actions(actions):
 class Dynamics(nn.Module):
     def __init__(self, num_latents=16, latent_dim=32, pack=2, action_classes=(17,), dim=256, depth=4, n_head=4,
                  n_kv_head=4, time_every=4, num_registers=4, k_max=8, softcap=0.0, max_frames=64, n_fourier=64,
-                 latent_std=1.0):
+                 latent_std=1.0, time_window=0):
         super().__init__()
         if num_latents % pack:
             raise ValueError(f"num_latents={num_latents} must be a multiple of pack={pack}")
@@ -52,7 +52,7 @@ class Dynamics(nn.Module):
             raise ValueError(f"k_max={k_max} must be a power of 2")
         self.pack, self.k_max = pack, k_max
         self.latent_std = latent_std  # the model works on latents / latent_std (unit scale, like the noise z0)
-        self.num_spatial = num_latents // pack
+        self.num_spatial, self.latent_shape = num_latents // pack, (num_latents, latent_dim)
         S = self.num_spatial + num_registers + 2
         self.latent_in = nn.Linear(pack * latent_dim, dim, bias=False)
         # learned tokens are small and random, never zero (§P)
@@ -64,13 +64,18 @@ class Dynamics(nn.Module):
         self.action_embed = nn.Embedding(max(1, sum(action_classes)), dim)  # all components in one table, at offsets
         self.register_buffer("action_offsets", torch.tensor([0, *action_classes]).cumsum(0)[:-1], persistent=False)
         self.slot_embed = nn.Parameter(torch.randn(S, dim) * 0.02)  # learned per-slot embeddings
+        if depth < time_every:
+            raise ValueError(f"depth={depth} < time_every={time_every}: the model would have no time layer and could "
+                             f"not see the past")
         self.transformer = Transformer(dim, depth, n_head, n_kv_head, time_every, softcap=softcap,
-                                       max_frames=max_frames)  # the longest window trained on
+                                       max_frames=max_frames,  # the longest window trained on
+                                       time_window=time_window)  # > 0: stream any length, reading the last frames
         self.latent_out = nn.Linear(dim, pack * latent_dim, bias=False)  # x-prediction head
         init_weights(self)
         nn.init.normal_(self.d_embed.weight, std=0.02)
         nn.init.normal_(self.action_embed.weight, std=0.02)
         self.register_buffer("space_mask", space_mask(S), persistent=False)  # None: all slots read all slots
+        self.num_slots = S
 
     def level(self, d):
         """Step sizes d (B, T) on the grid {1, 1/2, ..., 1/k_max} -> embedding index log2(1/d)."""
@@ -83,18 +88,25 @@ class Dynamics(nn.Module):
         comps = self.action_embed((actions + self.action_offsets).clamp(min=0)) * labeled  # (B, T, C, D)
         return self.action_base + comps.sum(2)
 
-    def forward(self, z, tau, d, actions, cache=None, twin=False):
+    def forward(self, z, tau, d, actions, cache=None, twin=False, agent=None):
         """z (B, T, L, Dz) noisy latents at signal levels tau (B, T), step sizes d (B, T), action-token inputs
         actions (B, T, C) (from prev_actions; -1 = unlabeled) -> z1_hat (B, T, L, Dz), the clean latents (§D).
-        twin: the T frames are a clip as context, then the same clip as targets (model.twin_time_mask)."""
+        twin: the T frames are a clip as context, then the same clip as targets (model.twin_time_mask).
+        agent (B, T, n, D): agent tokens (§A) appended to every frame; they read every token of frames <= t and no
+        other token reads them, so z1_hat is unchanged. Then returns (z1_hat, their outputs (B, T, n, D))."""
         B, T = z.shape[:2]
         spatial = self.latent_in(rearrange(z, "B T (s p) z -> B T s (p z)", p=self.pack))  # (B, T, S_z, D)
         ang = tau[..., None].float() * self.freqs  # (B, T, n_fourier / 2)
         shortcut = self.tau_embed(torch.cat((ang.sin(), ang.cos()), -1)) + self.d_embed(self.level(d))  # (B, T, D)
         action = self.action_token(actions)  # (B, T, D)
         x = torch.cat((spatial, self.registers.expand(B, T, -1, -1), shortcut[:, :, None], action[:, :, None]), 2)
-        h = self.transformer(x + self.slot_embed, self.space_mask, cache, twin)  # (B, T, S, D)
-        return rearrange(self.latent_out(h[:, :, :self.num_spatial]), "B T s (p z) -> B T (s p) z", p=self.pack)
+        x, mask = x + self.slot_embed, self.space_mask
+        if agent is not None:
+            x = torch.cat((x, agent.to(x.dtype)), 2)
+            mask = space_mask(self.num_slots, agent.shape[2]).to(x.device)
+        h = self.transformer(x, mask, cache, twin)  # (B, T, S (+ n), D)
+        z1_hat = rearrange(self.latent_out(h[:, :, :self.num_spatial]), "B T s (p z) -> B T (s p) z", p=self.pack)
+        return z1_hat if agent is None else (z1_hat, h[:, :, self.num_slots:])
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -188,58 +200,99 @@ class ShortcutLoss(nn.Module):
 # --------------------------------------------------------------------------------------------------------------
 # generation (§D.2)
 
-@torch.no_grad()
-def generate(model, context, actions, num_frames, K=4, generator=None, use_cache=True):
-    """context (B, C, L, Dz) clean latents, actions (B, C + F, ncomp) as in the data -> the next F = num_frames
-    frames' latents (B, F, L, Dz). Each frame: K steps of d = 1/K from tau = 0, z ~ N(0, I); the past is fed
-    re-noised to tau = 0.9. use_cache: past frames enter the KV cache once and each step runs only the new frame;
-    else every step re-runs the whole sequence (same noise, same result up to float error)."""
-    B, C, L, Dz = context.shape
-    context = context / model.latent_std  # the model's unit-scale latents
-    n_max = model.transformer.max_frames
+def _run(model, z, tau, d, a, cache, agent):
+    """One forward pass at signal level tau and step size d (floats) for every frame of z (B, T, L, Dz)."""
+    full = lambda v: torch.full(z.shape[:2], v, device=z.device)
+    if agent is None:
+        return model(z, full(tau), full(d), a, cache), None
+    return model(z, full(tau), full(d), a, cache, agent=agent)
+
+
+def check_K(model, K):
     if model.k_max % K:
         raise ValueError(f"K={K}: 1/K must be a multiple of d_min = 1/{model.k_max}; use K in 1, 2, 4, ..., "
                          f"{model.k_max}")
-    if C + num_frames > n_max:
+
+
+def sample_frame(f, z, K):
+    """§D.2: z (B, 1, L, Dz) pure noise at tau = 0 -> a clean frame in K steps of d = 1/K, f(z, tau, d) -> z1_hat."""
+    d = 1 / K
+    for i in range(K):
+        tau = i * d
+        z = z + d * (f(z, tau, d).float() - z) / (1 - tau)  # §D.2 z <- z + d (f - z) / (1 - tau)
+    return z
+
+
+def append_frames(model, z, a_in, cache, eps=None, agent=None):
+    """Closed-loop primitive 1: finished frames z (B, T, L, Dz) (tokenizer scale) join the past. Fed re-noised to
+    signal level 0.9 (§D.2) with action-token inputs a_in (B, T, C) (a_in[:, t] led into frame t, prev_actions),
+    their time-layer keys/values are appended to cache. Returns the agent tokens' outputs (B, T, n, D) for agent
+    tokens (B, T, n, D), else None. eps (B, T, L, Dz): the re-noising noise (default: drawn)."""
+    z = z / model.latent_std  # the model's unit-scale latents
+    eps = torch.randn_like(z) if eps is None else eps
+    return _run(model, TAU_CTX * z + (1 - TAU_CTX) * eps, TAU_CTX, 1 / model.k_max, a_in, cache, agent)[1]
+
+
+def next_frame(model, cache, a_in, K=4, z0=None, agent=None):
+    """Closed-loop primitive 2: the next frame (B, 1, L, Dz) (tokenizer scale) from the cached past and a_in (B, 1, C),
+    the action that leads into it: K denoising steps that read the cache and append nothing. z0: the starting noise
+    (default: drawn). With agent tokens in the cache, pass them here too (B, 1, n, D): the slots must match."""
+    check_K(model, K)
+    z0 = torch.randn(a_in.shape[0], 1, *model.latent_shape, device=a_in.device) if z0 is None else z0
+    view = cache.fork()
+    return sample_frame(lambda z, tau, d: _run(model, z, tau, d, a_in, view, agent)[0], z0, K) * model.latent_std
+
+
+@torch.no_grad()
+def generate(model, context, actions, num_frames, K=4, generator=None, use_cache=True):
+    """context (B, C, L, Dz) clean latents, actions (B, C + F, ncomp) as in the data -> the next F = num_frames
+    frames' latents (B, F, L, Dz): a loop over the two closed-loop primitives, next_frame then append_frames.
+    use_cache=False re-runs the whole sequence at every step instead (same noise, same result up to float error)."""
+    B, C, L, Dz = context.shape
+    n_max = model.transformer.max_frames
+    check_K(model, K)
+    if C + num_frames > n_max and not model.transformer.time_window:
         raise ValueError(f"{C} context + {num_frames} new frames is longer than the {n_max} frames this model was "
                          f"trained on (max_frames); use a shorter context")
     if actions.shape[:2] != (B, C + num_frames):
         raise ValueError(f"actions {tuple(actions.shape)} must be (B, C + F, ncomp) = ({B}, {C + num_frames}, ...)")
     randn = lambda *s: torch.randn(*s, generator=generator, device=context.device)
     eps, z0 = randn(B, C + num_frames, L, Dz), randn(B, num_frames, L, Dz)  # drawn up front: both paths see the same
-    full = lambda n, v: torch.full((B, n), v, device=context.device)
-    a_in, d, d_min = prev_actions(actions), 1 / K, 1 / model.k_max
-    past = TAU_CTX * context + (1 - TAU_CTX) * eps[:, :C]  # §D.2 context re-noised to signal level 0.9
-    cache = KVCache() if use_cache else None
-    if use_cache:
-        model(past, full(C, TAU_CTX), full(C, d_min), a_in[:, :C], cache)
+    a_in, s = prev_actions(actions), model.latent_std
     frames = []
+    if use_cache:
+        cache = KVCache()
+        append_frames(model, context, a_in[:, :C], cache, eps[:, :C])
+        for j, n in enumerate(range(C, C + num_frames)):
+            frames.append(next_frame(model, cache, a_in[:, n:n + 1], K, z0[:, j:j + 1]))
+            if n + 1 < C + num_frames:
+                append_frames(model, frames[-1], a_in[:, n:n + 1], cache, eps[:, n:n + 1])
+        return torch.cat(frames, 1)
+    full = lambda n, v: torch.full((B, n), v, device=context.device)
+    past = TAU_CTX * context / s + (1 - TAU_CTX) * eps[:, :C]  # the past as append_frames feeds it, uncached
     for j, n in enumerate(range(C, C + num_frames)):
-        z = z0[:, j:j + 1]  # (B, 1, L, Dz) pure noise, tau = 0
-        for i in range(K):
-            tau = i * d
-            if use_cache:  # only the new frame's tokens, reading the cached past
-                z1_hat = model(z, full(1, tau), full(1, d), a_in[:, n:n + 1], cache.fork())
-            else:
-                z1_hat = model(torch.cat((past, z), 1), torch.cat((full(n, TAU_CTX), full(1, tau)), 1),
-                               torch.cat((full(n, d_min), full(1, d)), 1), a_in[:, :n + 1])[:, -1:]
-            z = z + d * (z1_hat.float() - z) / (1 - tau)  # §D.2 z <- z + d (f - z) / (1 - tau)
-        frames.append(z)
-        z_ctx = TAU_CTX * z + (1 - TAU_CTX) * eps[:, n:n + 1]  # the finished frame joins the past at tau = 0.9
-        past = torch.cat((past, z_ctx), 1)
-        if use_cache and n + 1 < C + num_frames:
-            model(z_ctx, full(1, TAU_CTX), full(1, d_min), a_in[:, n:n + 1], cache)
-    return torch.cat(frames, 1) * model.latent_std
+        f = lambda z, tau, d: model(torch.cat((past, z), 1), torch.cat((full(n, TAU_CTX), full(1, tau)), 1),
+                                    torch.cat((full(n, 1 / model.k_max), full(1, d)), 1), a_in[:, :n + 1])[:, -1:]
+        z = sample_frame(f, z0[:, j:j + 1], K)
+        frames.append(z * s)
+        past = torch.cat((past, TAU_CTX * z + (1 - TAU_CTX) * eps[:, n:n + 1]), 1)
+    return torch.cat(frames, 1)
 
 
 # --------------------------------------------------------------------------------------------------------------
 # checkpoints and videos, shared by train_dynamics.py and sample.py
 
-def load_dynamics(path, device="cpu"):
-    """A dynamics model from a train_dynamics checkpoint, in eval mode. Returns (model, checkpoint dict)."""
+def load_dynamics(path, device="cpu", time_window=None):
+    """A dynamics model from a train_dynamics checkpoint, in eval mode. Returns (model, checkpoint dict).
+    time_window > 0: time layers read only the last time_window frames, so a stream of any length (a real episode)
+    costs the same per frame (RoPE's relative positions: a window no longer than the clips trained on)."""
     ckpt = load_checkpoint(path, "dynamics checkpoint")
+    if "model_args" not in ckpt or "action_spec" not in ckpt or "tokenizer" not in ckpt:
+        raise ConfigError(f"'{path}' is not a dynamics checkpoint (made by train_dynamics.py)")
     model = Dynamics(**ckpt["model_args"])
     model.load_state_dict(ckpt["model"])
+    if time_window is not None:
+        model.transformer.time_window = time_window
     return model.to(device).eval(), ckpt
 
 

@@ -7,15 +7,20 @@ Decoder: per frame, L latents (from the bottleneck) + N learned patch queries; q
 read latents. Both are the shared transformer (model.py), so a token of frame t sees frames <= t only, and
 frames can be encoded one by one with a KV cache. Loss: MSE + 0.2 LPIPS, each over its running RMS (§T).
 """
+import hashlib
+import json
 import math
 import os
+import time
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from model import Transformer, RunningRMS, init_weights
+from common import ConfigError, load_checkpoint
+from model import KVCache, Transformer, RunningRMS, init_weights
 
 
 def to_float(frames, device=None):
@@ -187,8 +192,41 @@ def ssim(x, y, win=7, sigma=1.5):
 
 def load_tokenizer(path, device="cpu"):
     """A frozen tokenizer from a train_tokenizer checkpoint. Returns (model, checkpoint dict)."""
-    from common import load_checkpoint
     ckpt = load_checkpoint(path, "tokenizer checkpoint")
     model = Tokenizer(**ckpt["model_args"])
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval().requires_grad_(False), ckpt
+
+
+def cached_latents(tok, tokenizer_ckpt, store, data_dir, device, ctx, chunk=64):
+    """The latents of every frame of a store, float16 (N, L, Dz) .npy beside the tokenizer checkpoint (shared by every
+    later stage on that tokenizer and data): each episode streamed through the causal tokenizer with a KV cache (its
+    sliding time window sees the frames before, as inside a long window). Built when missing or stale (the key
+    .json, written last, names the tokenizer and data it was made from); written atomically.
+    Returns them memmapped."""
+    if not tok.encoder.time_window:
+        raise ConfigError("a latent cache needs a tokenizer with a sliding time window (time_window > 0)")
+    name = hashlib.sha1(os.path.abspath(data_dir).encode()).hexdigest()[:8]
+    path = os.path.join(os.path.dirname(tokenizer_ckpt), f"latents_{name}.npy")
+    key = {"tokenizer": os.path.abspath(tokenizer_ckpt), "tokenizer_mtime": os.path.getmtime(tokenizer_ckpt),
+           "data_dir": os.path.abspath(data_dir), "frames": len(store)}
+    try:
+        if json.load(open(path + ".json")) == key:
+            return np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        pass
+    t0 = time.time()
+    if os.path.exists(path + ".json"):
+        os.remove(path + ".json")  # present and equal means complete
+    lat = np.lib.format.open_memmap(path + ".tmp", "w+", np.float16, (len(store), tok.num_latents, tok.latent_dim))
+    for start, end in store.episodes:
+        cache = KVCache()
+        for i in range(start, end, chunk):
+            x = torch.from_numpy(np.array(store.frames[i:min(end, i + chunk)]))[None].to(device)
+            with torch.no_grad(), ctx:
+                lat[i:i + x.shape[1]] = tok.encode(x, cache=cache)[0].float().cpu().numpy()
+    lat.flush()
+    os.replace(path + ".tmp", path)
+    json.dump(key, open(path + ".json", "w"))
+    print(f"latent cache: encoded {len(store)} frames in {time.time() - t0:.0f}s into {path}", flush=True)
+    return np.load(path, mmap_mode="r")

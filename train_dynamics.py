@@ -12,8 +12,6 @@ Eval (§E): C real context frames + true actions -> F generated frames; PSNR per
 context frame, as the tokenizer reconstructs it) and the ceiling (the tokenizer's reconstruction of the true
 future), the action-shuffle ratio, and out_dir/rollout.mp4 (real | generated).
 """
-import hashlib
-import json
 import os
 import time
 
@@ -24,8 +22,7 @@ import common
 from data import FrameStore
 from dynamics import (Dynamics, ShortcutLoss, check_action_spec, check_tokenizer, generate, side_by_side,
                       write_video)
-from model import KVCache
-from tokenizer import load_tokenizer, psnr, to_float
+from tokenizer import cached_latents, load_tokenizer, psnr, to_float
 
 # ---------------------------------------------------------------------------------------------------- config
 data_dir = "data/crafter"
@@ -129,46 +126,13 @@ frames_per_step = batch_size * seq_len
 val = store.fixed_windows(eval_windows, C + F, "val")
 
 
-def encode_store(path):
-    """Latents of every frame, float16 (N, L, Dz) .npy: each episode streamed through the causal tokenizer with a KV
-    cache (its sliding time window sees the frames before, as inside a long window). Written atomically."""
-    lat = np.lib.format.open_memmap(path + ".tmp", "w+", np.float16, (len(store), L, Dz))
-    for start, end in store.episodes:
-        cache = KVCache()
-        for i in range(start, end, frames_per_step):
-            x = torch.from_numpy(np.array(store.frames[i:min(end, i + frames_per_step)]))[None].to(device)
-            with torch.no_grad(), ctx:
-                lat[i:i + x.shape[1]] = tok.encode(x, cache=cache)[0].float().cpu().numpy()
-    lat.flush()
-    os.replace(path + ".tmp", path)
-
-
-def cache_key(path):
-    """What the latent cache at path was made from (tokenizer, data), or None."""
-    try:
-        return json.load(open(path + ".json"))
-    except (OSError, ValueError):
-        return None
-
-
 latents = None
 if latent_cache and not eval_only:  # eval reads frames, not the cache: an eval_only run need not build it
-    if not tok.encoder.time_window:
-        raise common.ConfigError("latent_cache needs a tokenizer with a sliding time window (time_window > 0)")
-    name = hashlib.sha1(os.path.abspath(data_dir).encode()).hexdigest()[:8]
-    path = os.path.join(os.path.dirname(tokenizer_ckpt), f"latents_{name}.npy")
-    key = {"tokenizer": os.path.abspath(tokenizer_ckpt), "tokenizer_mtime": os.path.getmtime(tokenizer_ckpt),
-           "data_dir": os.path.abspath(data_dir), "frames": len(store)}
-    if master and cache_key(path) != key:
-        t1 = time.time()
-        if os.path.exists(path + ".json"):
-            os.remove(path + ".json")  # the key is written last: present and equal means complete
-        encode_store(path)
-        json.dump(key, open(path + ".json", "w"))
-        print(f"latent cache: encoded {len(store)} frames in {time.time() - t1:.0f}s into {path}")
+    if master:  # built once, when missing or stale
+        cached_latents(tok, tokenizer_ckpt, store, data_dir, device, ctx, frames_per_step)
     if ddp:
         torch.distributed.barrier()
-    latents = np.load(path, mmap_mode="r")
+    latents = cached_latents(tok, tokenizer_ckpt, store, data_dir, device, ctx)
 
 
 def latents_of(b):
