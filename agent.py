@@ -1,0 +1,297 @@
+"""The agent (§A): agent tokens on the dynamics transformer, heads with multi-token prediction, the losses of
+phase 2 (behavior cloning, reward) and phase 3 (lambda-returns, value, PMPO), the imagination rollout, and the
+policy that plays the real game from pixels.
+
+    frames --tokenizer--> latents --dynamics + agent tokens--> h (B, T, n, D) --heads--> policy, reward, value
+
+Alignment: the agent tokens of frame t read frames <= t and, through the action tokens, the actions a_{<t}.
+    policy head, offset k:  p(a_{t+k} | h_t)              k = 0..mtp; k = 0 acts
+    reward head, offset k:  p(r_{t+k-1} | h_t)            r_{t-1} is the reward of the transition into frame t, so
+                                                          offset 0 sees the frame it led to and the action taken
+    value head:             v(h_t) ~ sum_k gamma^k r_{t+k} the return after frame t
+Rewards and values are symexp two-hot distributions over bins uniform in symlog space.
+"""
+import copy
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+from common import ConfigError, load_checkpoint
+from dynamics import Dynamics, append_frames, next_frame, prev_actions
+from model import KVCache
+from tokenizer import load_tokenizer
+
+GAMMA = 0.997  # §A.2 discount (the paper's)
+LAMBDA = 0.95  # §A.2 lambda of the lambda-return: the paper gives none; DreamerV3's default
+
+
+# --------------------------------------------------------------------------------------------------------------
+# symexp two-hot (§A)
+
+def symlog(x):
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
+def symexp(x):
+    return torch.sign(x) * torch.expm1(x.abs())
+
+
+def twohot(x, bins):
+    """x (...) -> (..., nbins): symlog(x) spread over its two nearest bins, weights by distance (they sum to 1)."""
+    y = symlog(x).clamp(bins[0], bins[-1])
+    hi = torch.searchsorted(bins, y.contiguous(), right=True).clamp(1, len(bins) - 1)  # (...) upper neighbour
+    lo_v, hi_v = bins[hi - 1], bins[hi]
+    w_hi = ((y - lo_v) / (hi_v - lo_v))[..., None]
+    out = torch.zeros(*y.shape, len(bins), device=y.device)
+    return out.scatter_(-1, hi[..., None] - 1, 1 - w_hi).scatter_add_(-1, hi[..., None], w_hi)
+
+
+def twohot_loss(logits, x, bins):
+    """Cross-entropy of logits (..., nbins) against the two-hot of x (...): (...)."""
+    return -(twohot(x, bins) * F.log_softmax(logits.float(), -1)).sum(-1)
+
+
+def twohot_mean(logits, bins):
+    """The prediction: symexp of the expected bin value under softmax(logits) (..., nbins) -> (...)."""
+    return symexp((F.softmax(logits.float(), -1) * bins).sum(-1))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# agent tokens and heads (§A.1)
+
+def mlp(d_in, hidden, d_out, zero_out=False):
+    """A small head: RMSNorm, Linear, SiLU, Linear. zero_out: the last layer starts at zero (predicts 0 at first)."""
+    net = nn.Sequential(nn.RMSNorm(d_in), nn.Linear(d_in, hidden), nn.SiLU(), nn.Linear(hidden, d_out))
+    if zero_out:
+        nn.init.zeros_(net[-1].weight), nn.init.zeros_(net[-1].bias)
+    return net
+
+
+class Agent(nn.Module):
+    """Agent-token slots and task embedding (inputs), and the policy, reward and value heads (on their outputs)."""
+
+    def __init__(self, dim, action_classes, num_tokens=1, num_tasks=1, mtp=8, hidden=256, num_bins=255):
+        super().__init__()
+        self.action_classes, self.mtp = list(action_classes), mtp
+        # learned tokens are small and random, never zero (§P)
+        self.tokens = nn.Parameter(torch.randn(num_tokens, dim) * 0.02)
+        self.task_embed = nn.Parameter(torch.randn(num_tasks, dim) * 0.02)
+        d_in, A = num_tokens * dim, sum(self.action_classes)
+        self.policy = mlp(d_in, hidden, (mtp + 1) * A)  # one output layer per MTP offset, side by side
+        self.reward = mlp(d_in, hidden, (mtp + 1) * num_bins, zero_out=True)
+        self.value = mlp(d_in, hidden, num_bins, zero_out=True)
+        self.register_buffer("bins", torch.linspace(-20, 20, num_bins), persistent=False)  # symlog space
+
+    def slots(self, B, T, task=0):
+        """The agent tokens' inputs (B, T, n, D): the learned slots plus the task embedding."""
+        return (self.tokens + self.task_embed[task]).expand(B, T, -1, -1)
+
+    def policy_logits(self, h, offset=None):
+        """h (..., n, D) -> one logit tensor per action component, (..., mtp + 1, classes), or (..., classes) at one
+        MTP offset."""
+        logits = rearrange(self.policy(h.flatten(-2).float()), "... (k a) -> ... k a", k=self.mtp + 1)
+        logits = logits if offset is None else logits[..., offset, :]
+        return logits.split(self.action_classes, -1)
+
+    def reward_logits(self, h):
+        """h (..., n, D) -> (..., mtp + 1, nbins)."""
+        return rearrange(self.reward(h.flatten(-2).float()), "... (k b) -> ... k b", k=self.mtp + 1)
+
+    def value_logits(self, h):
+        return self.value(h.flatten(-2).float())  # (..., nbins)
+
+
+def log_prob(logits, actions):
+    """ln pi(a|s) of actions (..., C) under one logit tensor per component (..., classes): summed over components."""
+    return sum(F.log_softmax(lg, -1).gather(-1, actions[..., c:c + 1])[..., 0] for c, lg in enumerate(logits))
+
+
+def entropy(logits):
+    return sum(-(F.softmax(lg, -1) * F.log_softmax(lg, -1)).sum(-1) for lg in logits)
+
+
+def kl(logits, prior_logits):
+    """KL[pi || pi_prior] (...), summed over the action components (the reverse KL of §A.3)."""
+    return sum((F.softmax(p, -1) * (F.log_softmax(p, -1) - F.log_softmax(q, -1))).sum(-1)
+               for p, q in zip(logits, prior_logits))
+
+
+def sample_actions(logits, greedy=False, generator=None):
+    """One action per component from logits (..., classes) each -> (..., C) int64: sampled, or argmax."""
+    pick = lambda lg: lg.argmax(-1) if greedy else torch.multinomial(
+        F.softmax(lg.float().flatten(0, -2), -1), 1, generator=generator).view(lg.shape[:-1])
+    return torch.stack([pick(lg) for lg in logits], -1)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# phase 2: finetuning with agent tokens (§A.1)
+
+def offsets(x, k, fill):
+    """x (B, T, ...) -> (B, T, k + 1, ...): out[:, t, j] = x[:, t + j], `fill` past the end of the window."""
+    pad = torch.full((x.shape[0], k, *x.shape[2:]), fill, dtype=x.dtype, device=x.device)
+    return torch.cat((x, pad), 1).unfold(1, k + 1, 1).movedim(-1, 2)
+
+
+def bc_loss(agent, h, actions, keep):
+    """§A.1 behavior cloning with multi-token prediction, -sum_k ln p_k(a_{t+k} | h_t), k = 0..mtp: h (B, T, n, D),
+    actions (B, T, C) as in the data (-1 unlabeled), keep (B,) bool: windows BC learns from. Mean over the labeled
+    (t, k, component) targets inside the window; (loss, offset-0 accuracy)."""
+    target = offsets(actions.masked_fill(~keep[:, None, None], -1), agent.mtp, -1)  # (B, T, mtp + 1, C)
+    logits = agent.policy_logits(h)
+    ce = sum(F.cross_entropy(lg.flatten(0, -2), target[..., c].flatten(), ignore_index=-1, reduction="sum")
+             for c, lg in enumerate(logits))
+    n = (target >= 0).sum()
+    hit = sum(((lg[:, :, 0].argmax(-1) == target[:, :, 0, c]) & (target[:, :, 0, c] >= 0)).sum()
+              for c, lg in enumerate(logits))
+    return ce / n.clamp(min=1), (hit / (target[:, :, 0] >= 0).sum().clamp(min=1)).item()
+
+
+def reward_loss(agent, h, rewards):
+    """§A.1 reward with multi-token prediction, -sum_k ln p_k(r_{t+k-1} | h_t): h (B, T, n, D), rewards (B, T) as in
+    the data (reward t leads from frame t to t + 1). Targets are the transitions into frames 1..T-1 of the window."""
+    r_in = F.pad(rewards[:, :-1], (1, 0), value=float("nan"))  # (B, T): reward of the transition into frame t
+    target = offsets(r_in, agent.mtp, float("nan"))  # (B, T, mtp + 1)
+    ok = ~target.isnan()
+    return twohot_loss(agent.reward_logits(h)[ok], target[ok], agent.bins).mean()
+
+
+def agent_pass(dyn, agent, z, actions, task=0, generator=None):
+    """The agent tokens' outputs (B, T, n, D) over real latents z (B, T, L, Dz) and data actions (B, T, C): frames fed
+    as append_frames feeds them (re-noised to signal 0.9), so training sees what acting and imagination see."""
+    eps = torch.randn(z.shape, generator=generator, device=z.device)
+    return append_frames(dyn, z, prev_actions(actions), None, eps, agent.slots(*z.shape[:2], task))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# phase 3: imagination RL (§A.2, §A.3)
+
+def lambda_returns(rewards, values, cont=None, gamma=GAMMA, lam=LAMBDA):
+    """§A.2 R_t = r_t + gamma c_t ((1 - lambda) v_{t+1} + lambda R_{t+1}), R_H = v_H. rewards (B, H): r_t of the
+    transition t -> t + 1; values (B, H + 1): v(s_0..s_H); cont (B, H): c_t, 1 where nothing terminates. -> (B, H)."""
+    cont = torch.ones_like(rewards) if cont is None else cont
+    R, out = values[:, -1], []
+    for t in reversed(range(rewards.shape[1])):
+        R = rewards[:, t] + gamma * cont[:, t] * ((1 - lam) * values[:, t + 1] + lam * R)
+        out.append(R)
+    return torch.stack(out[::-1], 1)
+
+
+def pmpo_loss(logp, adv, kl_prior, alpha=0.5, beta=0.3):
+    """§A.3 PMPO (eq. 11): only the sign of the advantage counts.
+    L = (1 - alpha) / |D-| sum_{D-} ln pi(a|s) - alpha / |D+| sum_{D+} ln pi(a|s) + beta / N sum KL[pi || pi_prior].
+    logp, adv, kl_prior (N,). Each set is normalized by its own size."""
+    pos = adv >= 0
+    neg = ~pos
+    return ((1 - alpha) * (logp * neg).sum() / neg.sum().clamp(min=1)
+            - alpha * (logp * pos).sum() / pos.sum().clamp(min=1) + beta * kl_prior.mean())
+
+
+@torch.no_grad()
+def imagine(dyn, agent, z_ctx, a_ctx, horizon, K=4, task=0, generator=None):
+    """§A.2 rollout from real contexts: z_ctx (B, C, L, Dz) latents, a_ctx (B, C, ncomp) their data actions. From the
+    last context frame s_0, each step samples a_t from the policy (offset 0), denoises s_{t+1} in K steps from the
+    KV-cached past, appends it and reads the agent tokens: h (B, H + 1, n, D) of s_0..s_H, actions (B, H, C),
+    rewards (B, H) (the reward head's offset 0 at s_{t+1}: the transition t -> t + 1), z (B, H, L, Dz)."""
+    B, C = z_ctx.shape[:2]
+    cache, slots = KVCache(), agent.slots(B, 1, task)
+    hs = [append_frames(dyn, z_ctx, prev_actions(a_ctx), cache, agent=agent.slots(B, C, task))[:, -1:]]
+    acts, zs = [], []
+    for _ in range(horizon):
+        a = sample_actions(agent.policy_logits(hs[-1][:, 0], offset=0), generator=generator)[:, None]  # (B, 1, C)
+        z = next_frame(dyn, cache, a, K, agent=slots)
+        hs.append(append_frames(dyn, z, a, cache, agent=slots))
+        acts.append(a), zs.append(z)
+    h = torch.cat(hs, 1)
+    rewards = twohot_mean(agent.reward_logits(h[:, 1:])[:, :, 0], agent.bins)
+    return {"h": h, "actions": torch.cat(acts, 1), "rewards": rewards, "z": torch.cat(zs, 1)}
+
+
+def imagination_losses(agent, prior, roll, alpha=0.5, beta=0.3):
+    """Value loss (two-hot against the lambda-returns) and PMPO on one rollout; only the policy and value heads get
+    gradients. prior: the frozen behavioral prior (a copy of the phase-2 policy head). -> (loss, metrics)."""
+    h, actions = roll["h"], roll["actions"]  # (B, H + 1, n, D), (B, H, C)
+    v_logits = agent.value_logits(h)  # (B, H + 1, nbins)
+    v = twohot_mean(v_logits, agent.bins).detach()
+    R = lambda_returns(roll["rewards"], v)  # (B, H)
+    value_loss = twohot_loss(v_logits[:, :-1], R, agent.bins).mean()
+    adv = R - v[:, :-1]  # §A.3 A = R - v, its sign only
+    logits = agent.policy_logits(h[:, :-1], offset=0)
+    with torch.no_grad():
+        prior_logits = prior(h[:, :-1].flatten(-2).float())
+        prior_logits = rearrange(prior_logits, "... (k a) -> ... k a", k=agent.mtp + 1)[..., 0, :]
+        prior_logits = prior_logits.split(agent.action_classes, -1)
+    kl_prior = kl(logits, prior_logits)
+    policy_loss = pmpo_loss(log_prob(logits, actions).flatten(), adv.flatten(), kl_prior.flatten(), alpha, beta)
+    metrics = {"imagined_return": R[:, 0].mean().item(), "imagined_reward": roll["rewards"].sum(1).mean().item(),
+               "value": v[:, 0].mean().item(), "entropy": entropy(logits).mean().item(),
+               "kl_prior": kl_prior.mean().item(), "positive_adv": (adv >= 0).float().mean().item(),
+               "value_loss": value_loss.item(), "policy_loss": policy_loss.item()}
+    return value_loss + policy_loss, metrics
+
+
+# --------------------------------------------------------------------------------------------------------------
+# checkpoints and acting in the real game (§E)
+
+def build(ckpt):
+    """Dynamics model, agent and (from imagination on) the behavioral prior of a train_agent checkpoint, as one
+    ModuleDict {'dynamics', 'agent'[, 'prior']} with its weights."""
+    models = nn.ModuleDict({"dynamics": Dynamics(**ckpt["model_args"]), "agent": Agent(**ckpt["agent_args"])})
+    if any(k.startswith("prior.") for k in ckpt["model"]):
+        models["prior"] = copy.deepcopy(models["agent"].policy)
+    models.load_state_dict(ckpt["model"])
+    return models
+
+
+def load_agent(path, what="agent checkpoint"):
+    """A train_agent checkpoint, checked to be one (one clear line otherwise)."""
+    ckpt = load_checkpoint(path, what)
+    if not isinstance(ckpt, dict) or "agent_args" not in ckpt:
+        raise ConfigError(f"'{path}' is not an agent checkpoint (made by train_agent.py)")
+    return ckpt
+
+
+class Policy:
+    """Frames in, actions out, in the real game: every frame streams through the tokenizer's and the dynamics model's
+    KV caches (a sliding time window, so any episode length costs the same per frame); the agent tokens' output
+    goes to the policy head (offset 0). Batched: act() takes one frame (H, W, 3) or N frames (N, H, W, 3)."""
+
+    def __init__(self, tok, dyn, agent, greedy=False, task=0, device="cpu"):
+        self.tok, self.dyn, self.agent, self.greedy, self.task, self.device = tok, dyn, agent, greedy, task, device
+        self.image_size = tok.image_size  # the frames it takes: (image_size, image_size, 3)
+        self.reset()
+
+    def reset(self, seed=0):
+        self.tok_cache, self.cache, self.prev = KVCache(), KVCache(), None
+        self.gen = torch.Generator(self.device).manual_seed(seed)
+
+    @torch.no_grad()
+    def observe(self, frames):
+        """frames uint8 (N, H, W, 3) -> the agent tokens' outputs (N, n, D) for them, after the actions taken."""
+        x = torch.as_tensor(np.asarray(frames), device=self.device)[:, None]  # (N, 1, H, W, 3)
+        N = x.shape[0]
+        if self.prev is None:  # the first frame of an episode: no action led into it
+            self.prev = torch.full((N, len(self.agent.action_classes)), -1, dtype=torch.long, device=self.device)
+        z = self.tok.encode(x, cache=self.tok_cache).float()  # (N, 1, L, Dz)
+        eps = torch.randn(z.shape, generator=self.gen, device=self.device)
+        return append_frames(self.dyn, z, self.prev[:, None], self.cache, eps, self.agent.slots(N, 1, self.task))[:, 0]
+
+    def act(self, frame):
+        """frame uint8 (H, W, 3) -> action (int, for a one-component spec, else an array), or (N, H, W, 3) -> (N, C)."""
+        single = np.ndim(frame) == 3
+        h = self.observe(np.asarray(frame)[None] if single else frame)
+        self.prev = sample_actions(self.agent.policy_logits(h, offset=0), self.greedy, self.gen)  # (N, C)
+        a = self.prev.cpu().numpy()
+        return (int(a[0, 0]) if a.shape[1] == 1 else a[0]) if single else a
+
+
+def load_policy(path, device="cpu", greedy=False, time_window=16):
+    """A policy that plays the real game from an agent checkpoint: policy.reset(seed), policy.act(frame) -> action.
+    time_window: how many past frames the dynamics model's time layers read (the clips it was trained on)."""
+    ckpt = load_agent(path)
+    models = build(ckpt).to(device).eval().requires_grad_(False)
+    models["dynamics"].transformer.time_window = time_window
+    tok, _ = load_tokenizer(ckpt["tokenizer"]["path"], device)
+    return Policy(tok, models["dynamics"], models["agent"], greedy, device=device)

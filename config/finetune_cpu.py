@@ -1,0 +1,14 @@
+# Phase 2 of the agent (§A.1) on a 2-core CPU, after config/dynamics_cpu.py:
+#   python train_agent.py config/finetune_cpu.py
+# Agent tokens with BC and reward heads on the dynamics checkpoint, the dynamics loss going on.
+phase = "finetune"
+init_ckpt = "out/dynamics_cpu/ckpt.pt"  # from config/dynamics_cpu.py
+out_dir = "out/agent_bc_cpu"
+bc_data = "demo"  # clone the demonstrator's episodes (the paper clones task-relevant data); the world model sees all
+batch_size = 8
+seq_len = 16
+lr = 1e-3  # Muon on the transformer's matrices (as the dynamics recipe), AdamW on the new heads
+max_iters = 1500
+eval_interval = 500
+log_interval = 50
+threads = 2

@@ -1,0 +1,146 @@
+"""Score agents in the real Crafter game (§E), frames in, actions out, beside random play and the demonstrator.
+
+    python eval_agent.py --bc_ckpt=out/agent_bc/ckpt.pt --rl_ckpt=out/agent_rl/ckpt.pt --episodes=50
+
+Every policy plays the same seeds (from 1,000,000 up: data collection uses small seeds), episodes capped at
+max_steps. Prints one table (Crafter score, mean return, mean length, success rate of each key achievement) and a
+paired comparison of RL against BC over the seeds (per-seed return and unlock count: sign test and Wilcoxon
+signed-rank p-values, two-sided). Appends crafter_score, eval_episodes, mean_return and the success rates to each
+agent's metrics.jsonl, writes the whole table as JSON (out) and an mp4 of one agent episode.
+To score any checkpoint on seeds of your own:
+    policy = agent.load_policy("out/agent_rl/ckpt.pt");  demonstrator.evaluate_lockstep(policy, seeds, 1000)
+"""
+import json
+import math
+import os
+import time
+
+import numpy as np
+import torch
+
+import common
+from agent import load_policy
+from demonstrator import (KEY_ACHIEVEMENTS, _make_env, demo_policy, evaluate, evaluate_lockstep, mix_policy,
+                          random_policy)
+from dynamics import write_video
+
+# ---------------------------------------------------------------------------------------------------- config
+bc_ckpt = "out/agent_bc/ckpt.pt"  # after phase 2 ('' = skip)
+rl_ckpt = "out/agent_rl/ckpt.pt"  # after phase 3 ('' = skip)
+episodes = 50  # seeds per policy
+max_steps = 1000  # episode length cap
+seed = 1_000_000  # seeds seed .. seed + episodes - 1
+argmax = True  # also play the agents with argmax actions (a reproduction saw argmax collapse to random play)
+baselines = True  # random play, the demonstrator at epsilon 0, and the data mix
+workers = 2  # processes for the scripted baselines
+time_window = 16  # past frames the agents' dynamics model reads
+out = ""  # the table as JSON (default: beside rl_ckpt, or bc_ckpt)
+video = ""  # an mp4 of one agent episode (default: beside out)
+device = "auto"
+threads = 0
+# -------------------------------------------------------------------------------------------------------------
+config = common.configure(globals())
+device = common.auto_device(device)
+if threads:
+    torch.set_num_threads(threads)
+if episodes < 1 or max_steps < 1:
+    raise common.ConfigError("episodes and max_steps must be >= 1")
+agents = {name: path for name, path in (("BC", bc_ckpt), ("RL", rl_ckpt)) if path}
+for name, path in agents.items():
+    if not os.path.isfile(path):
+        raise common.ConfigError(f"{name.lower()}_ckpt '{path}' does not exist")
+out = out or os.path.join(os.path.dirname(rl_ckpt or bc_ckpt or "."), "eval.json")
+video = video or os.path.join(os.path.dirname(out), "agent_episode.mp4")
+seeds = list(range(seed, seed + episodes))
+
+
+def sign_test(d):
+    """Two-sided exact sign test of paired differences d (zeros dropped): p-value."""
+    d = np.asarray(d)
+    n, k = int((d != 0).sum()), int((d > 0).sum())
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(k, n - k) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def wilcoxon(d):
+    """Two-sided Wilcoxon signed-rank test of paired differences d (zeros dropped; normal approximation, average
+    ranks for ties): p-value."""
+    d = np.asarray(d, np.float64)
+    d = d[d != 0]
+    n = len(d)
+    if n == 0:
+        return 1.0
+    order = np.abs(d).argsort()
+    ranks = np.empty(n)
+    ranks[order] = np.arange(1, n + 1)
+    for v in np.unique(np.abs(d)):  # average ranks of ties
+        tie = np.abs(d) == v
+        ranks[tie] = ranks[tie].mean()
+    w = ranks[d > 0].sum()
+    z = (w - n * (n + 1) / 4) / math.sqrt(n * (n + 1) * (2 * n + 1) / 24)
+    return math.erfc(abs(z) / math.sqrt(2))
+
+
+def play_agent(path, greedy):
+    policy = load_policy(path, device, greedy, time_window)
+    t_last = [time.time()]
+
+    def progress(step, alive):
+        if time.time() - t_last[0] > 30:
+            t_last[0] = time.time()
+            print(f"  step {step}/{max_steps}, {alive} of {episodes} episodes still running", flush=True)
+    return evaluate_lockstep(policy, seeds, max_steps, policy.image_size, progress)
+
+
+rows = {}
+print(f"{episodes} episodes per row, seeds {seeds[0]}..{seeds[-1]}, max_steps {max_steps}", flush=True)
+if baselines:
+    for name, make in (("random", random_policy), ("demo eps=0", demo_policy), ("data mix", mix_policy)):
+        t0 = time.time()
+        rows[name] = {**evaluate(make, seeds, max_steps, workers=workers), "seconds": time.time() - t0}
+        print(f"{name}: score {rows[name]['score']:.2f}% ({rows[name]['seconds']:.0f}s)", flush=True)
+for name, path in agents.items():
+    for greedy in (False, True) if argmax else (False,):
+        row = f"{name} argmax" if greedy else name
+        t0 = time.time()
+        rows[row] = {**play_agent(path, greedy), "seconds": time.time() - t0, "ckpt": os.path.abspath(path)}
+        print(f"{row}: score {rows[row]['score']:.2f}% ({rows[row]['seconds']:.0f}s)", flush=True)
+        if not greedy:
+            r = rows[row]
+            common.log_metrics(os.path.dirname(path), crafter_score=r["score"], eval_episodes=episodes,
+                               mean_return=r["mean_return"], mean_length=r["mean_length"], eval_max_steps=max_steps,
+                               eval_seed=seed, **{f"success_{k}": v for k, v in r["success_rates"].items()})
+
+short = {n: n.replace("collect_", "").replace("make_", "").replace("place_", "pl.").replace("_pickaxe", "_pick")
+         .replace("defeat_", "kill_") for n in KEY_ACHIEVEMENTS}
+print(f"\n{'policy':<12}{'score%':>7}{'return':>7}{'length':>7}" + "".join(f"{short[n]:>{len(short[n]) + 1}}"
+                                                                       for n in KEY_ACHIEVEMENTS))
+for name, r in rows.items():
+    print(f"{name:<12}{r['score']:>7.2f}{r['mean_return']:>7.2f}{r['mean_length']:>7.0f}" +
+          "".join(f"{r['success_rates'][n]:>{len(short[n]) + 1}.0f}" for n in KEY_ACHIEVEMENTS))
+paired = {}
+if "BC" in rows and "RL" in rows:
+    for what in ("returns", "unlocks"):
+        d = np.array(rows["RL"][what]) - np.array(rows["BC"][what])
+        paired[what] = {"mean_diff": float(d.mean()), "rl_better": int((d > 0).sum()), "bc_better": int((d < 0).sum()),
+                        "sign_p": sign_test(d), "wilcoxon_p": wilcoxon(d)}
+        p = paired[what]
+        print(f"RL - BC per seed ({what}): mean {p['mean_diff']:+.3f}, RL better on {p['rl_better']}, BC on "
+              f"{p['bc_better']} of {episodes}; sign test p = {p['sign_p']:.3g}, Wilcoxon p = {p['wilcoxon_p']:.3g}")
+tmp = out + ".tmp"
+json.dump({"config": config, "rows": rows, "paired": paired}, open(tmp, "w"), indent=1)
+os.replace(tmp, out)
+print(f"wrote {out}")
+
+if agents:  # one agent episode, sampled actions, as the table plays it
+    name, path = list(agents.items())[-1]
+    policy = load_policy(path, device, False, time_window)
+    env = _make_env(seeds[0], max_steps, policy.image_size)
+    frames, done = [env.reset()], False
+    while not done:
+        obs, _, done, _ = env.step(policy.act(frames[-1]))
+        frames.append(obs)
+    path = write_video(video, np.repeat(np.repeat(np.stack(frames), 4, 1), 4, 2), fps=15)
+    print(f"wrote {path}: {name}, seed {seeds[0]}, {len(frames) - 1} steps")

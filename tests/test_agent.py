@@ -1,0 +1,312 @@
+"""Agent (§A): two-hot, lambda-returns, PMPO, agent tokens, closed-loop primitives, imagination, the real-game policy,
+and the finetune -> imagine -> evaluate pipeline on a tiny Crafter store."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from agent import (Agent, agent_pass, bc_loss, imagination_losses, imagine, kl, lambda_returns, offsets,
+                   pmpo_loss, reward_loss, symexp, symlog, twohot, twohot_loss, twohot_mean)
+from conftest import run_script
+from dynamics import append_frames, generate, next_frame, prev_actions
+from model import KVCache
+from test_dynamics import fails, inputs, metrics, tiny
+
+
+def tiny_agent(mtp=2, classes=(3, 2), seed=0):
+    torch.manual_seed(seed)
+    return Agent(64, classes, mtp=mtp, hidden=32, num_bins=41)
+
+
+# ---------------------------------------------------------------------------------------------------- the math
+
+def test_twohot_round_trip_and_loss():
+    bins = torch.linspace(-20, 20, 255)
+    x = torch.tensor([0.0, 1.0, -0.1, 3.7, -250.0, 1e3])
+    w = twohot(x, bins)
+    assert torch.allclose(w.sum(-1), torch.ones(6)) and ((w > 0).sum(-1) <= 2).all()
+    assert torch.allclose(symexp((w * bins).sum(-1)), x, rtol=1e-4)  # the two-hot's mean is x again
+    assert torch.allclose(symexp(symlog(x)), x, rtol=1e-5)
+    logits = torch.log(w.clamp(min=1e-12))  # a prediction equal to the target
+    assert torch.allclose(twohot_mean(logits, bins), x, rtol=1e-3)
+    # the loss: cross-entropy against the two-hot, smallest at the target, larger elsewhere
+    y = torch.tensor(2.0)
+    loss = lambda lg: twohot_loss(lg, y, bins).item()
+    tw = twohot(y, bins)
+    by_hand = -(tw * torch.log_softmax(torch.zeros(255), -1)).sum().item()
+    assert loss(torch.zeros(255)) == pytest.approx(by_hand) == pytest.approx(np.log(255))
+    assert loss(torch.log(tw.clamp(min=1e-12))) < 0.7 < loss(torch.log(twohot(torch.tensor(5.0), bins).clamp(min=1e-9)))
+
+
+def test_lambda_returns_by_hand():
+    r = torch.tensor([[1.0, 0.0, 2.0]])
+    v = torch.tensor([[0.5, 1.0, -1.0, 3.0]])
+    g, lam = 0.9, 0.5
+    R3 = 3.0
+    R2 = 2.0 + g * ((1 - lam) * 3.0 + lam * R3)
+    R1 = 0.0 + g * ((1 - lam) * -1.0 + lam * R2)
+    R0 = 1.0 + g * ((1 - lam) * 1.0 + lam * R1)
+    assert torch.allclose(lambda_returns(r, v, gamma=g, lam=lam), torch.tensor([[R0, R1, R2]]))
+    c = torch.tensor([[1.0, 0.0, 1.0]])  # a terminal after step 1: nothing beyond it counts
+    assert lambda_returns(r, v, c, gamma=g, lam=lam)[0, 1].item() == pytest.approx(0.0)
+    assert lambda_returns(r, v, gamma=1.0, lam=1.0)[0, 0].item() == pytest.approx(1 + 0 + 2 + 3)  # Monte Carlo
+
+
+def test_pmpo_by_hand_and_on_a_toy():
+    logp, adv, k = torch.tensor([-1.0, -2.0, -3.0, -0.5]), torch.tensor([1.0, -0.1, 0.0, -5.0]), torch.ones(4)
+    by_hand = 0.5 * (-2.0 - 0.5) / 2 - 0.5 * (-1.0 - 3.0) / 2 + 0.3 * 1.0  # each set over its own size
+    assert pmpo_loss(logp, adv, k).item() == pytest.approx(by_hand)
+    assert pmpo_loss(logp, adv * 1000, k).item() == pytest.approx(by_hand)  # the sign only: no scale
+    # a toy: one state, 4 actions; action 0 has a positive advantage, action 1 a negative one
+    prior = torch.zeros(4)
+    for beta, check in ((0.0, "signs"), (5.0, "prior")):
+        logits = torch.tensor([0.0, 0.0, 2.0, 0.0], requires_grad=True)
+        opt = torch.optim.SGD([logits], lr=0.5)
+        p0 = logits.softmax(-1).detach()
+        for _ in range(50):
+            a, adv = torch.tensor([0, 1]), torch.tensor([1.0, -1.0])
+            lp = torch.log_softmax(logits, -1)[a]
+            loss = pmpo_loss(lp, adv, kl([logits[None]], [prior[None]]).expand(2), beta=beta)
+            opt.zero_grad(), loss.backward(), opt.step()
+        p = logits.softmax(-1).detach()
+        if check == "signs":
+            assert p[0] > p0[0] + 0.3 and p[1] < p0[1] / 2
+        else:  # a strong KL term pulls the policy toward the (uniform) prior: action 2's head start shrinks
+            assert kl([logits[None].detach()], [prior[None]]).item() < kl([torch.tensor([[0.0, 0, 2, 0]])], [prior[None]]).item() / 2
+
+
+def test_bc_and_reward_targets():
+    """MTP targets: offset k of frame t is a_{t+k} (BC) and r_{t+k-1} (reward into frame t+k), inside the window."""
+    x = torch.arange(5)[None]
+    assert offsets(x, 2, -1)[0].tolist() == [[0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, -1], [4, -1, -1]]
+    ag = tiny_agent(mtp=1, classes=(3,))
+    h = torch.randn(1, 3, 1, 64)
+    actions = torch.tensor([[[2], [0], [-1]]])  # the last one unlabeled
+    logits = ag.policy_logits(h)[0]  # (1, 3, 2, 3)
+    lp = torch.log_softmax(logits, -1)
+    by_hand = -(lp[0, 0, 0, 2] + lp[0, 0, 1, 0] + lp[0, 1, 0, 0]) / 3  # (t, k): (0,0)=a0 (0,1)=a1 (1,0)=a1
+    loss, _ = bc_loss(ag, h, actions, torch.tensor([True]))
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
+    assert bc_loss(ag, h, actions, torch.tensor([False]))[0].item() == 0  # a window BC does not learn from
+    nn.init.normal_(ag.reward[-1].weight)
+    rew = torch.tensor([[0.0, 1.0, 5.0]])  # r_2 leads out of the window: never a target
+    rl = ag.reward_logits(h)  # (1, 3, 2, nbins)
+    b = ag.bins
+    by_hand = (twohot_loss(rl[0, 1, 0], rew[0, 0], b) + twohot_loss(rl[0, 2, 0], rew[0, 1], b) +
+               twohot_loss(rl[0, 0, 1], rew[0, 0], b) + twohot_loss(rl[0, 1, 1], rew[0, 1], b)) / 4
+    assert reward_loss(ag, h, rew).item() == pytest.approx(by_hand.item(), rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------- agent tokens
+
+def test_agent_tokens_leave_the_world_model_unchanged():
+    m, ag = tiny(), tiny_agent()
+    z, tau, d, a = inputs()
+    plain = m(z, tau, d, a)
+    with_agent, h = m(z, tau, d, a, agent=ag.slots(*z.shape[:2]))
+    assert torch.allclose(plain, with_agent, atol=1e-5) and h.shape == (2, 6, 1, 64)
+    other, h2 = m(z, tau, d, a, agent=ag.slots(*z.shape[:2]) * 5 + 1)  # other agent inputs: the world is the same
+    assert torch.allclose(plain, other, atol=1e-5) and not torch.allclose(h, h2, atol=1e-3)
+    z2 = z.clone()
+    z2[:, 4:] += 1  # block-causal: the agent tokens of frame t read frames <= t only
+    _, h3 = m(z2, tau, d, a, agent=ag.slots(*z.shape[:2]))
+    assert torch.allclose(h[:, :4], h3[:, :4], atol=1e-5) and not torch.allclose(h[:, 4:], h3[:, 4:], atol=1e-3)
+    assert ag.tokens.abs().min() > 0 and ag.task_embed.abs().min() > 0  # small and random, never zero (§P)
+
+
+def test_closed_loop_primitives_reproduce_generate():
+    m, ag = tiny(), tiny_agent()
+    z, _, _, a = inputs(B=2, T=8)
+    C, F = 4, 4
+    g = torch.Generator().manual_seed(3)
+    ref = generate(m, z[:, :C], a, F, K=4, generator=g)
+    g = torch.Generator().manual_seed(3)
+    eps, z0 = torch.randn(2, C + F, 8, 8, generator=g), torch.randn(2, F, 8, 8, generator=g)
+    a_in = prev_actions(a)
+    for agent in (None, ag):  # with agent tokens in the cache too: the frames are the same
+        slots = lambda T: None if agent is None else agent.slots(2, T)
+        cache, frames = KVCache(), []
+        with torch.no_grad():
+            append_frames(m, z[:, :C], a_in[:, :C], cache, eps[:, :C], slots(C))
+            for j in range(F):
+                frames.append(next_frame(m, cache, a_in[:, C + j:C + j + 1], 4, z0[:, j:j + 1], slots(1)))
+                append_frames(m, frames[-1], a_in[:, C + j:C + j + 1], cache, eps[:, C + j:C + j + 1], slots(1))
+        assert torch.allclose(torch.cat(frames, 1), ref, atol=1e-4), (torch.cat(frames, 1) - ref).abs().max()
+
+
+def test_time_window_streams_at_constant_cost():
+    """With a time window, a stream much longer than max_frames runs and the cache holds window - 1 frames."""
+    m = tiny()
+    m.transformer.time_window = 4
+    z, _, _, a = inputs(B=1, T=6)
+    cache = KVCache()
+    with torch.no_grad():
+        for t in range(30):  # 30 frames through a model built for 12
+            append_frames(m, z[:, t % 6:t % 6 + 1], a[:, :1], cache)
+    assert cache.length == 30 and all(kv[0].shape[2] == 3 for kv in cache.kv.values())
+    out = generate(m, z[:, :6], torch.zeros(1, 16, 2, dtype=torch.long), 10, K=2)  # 16 > 12 frames with a window
+    assert out.shape == (1, 10, 8, 8) and torch.isfinite(out).all()
+
+
+def test_reward_head_sees_the_action_taken():
+    """The reward of transition t (read at frame t+1) changes with a_t, not with a_{t+1}."""
+    m, ag = tiny(), tiny_agent()
+    nn.init.normal_(ag.reward[-1].weight, std=0.5)
+    z, _, _, a = inputs(B=1, T=6)
+    a = a.clamp(min=0)
+    r = lambda acts: twohot_mean(ag.reward_logits(agent_pass(m, ag, z, acts))[:, :, 0], ag.bins)  # (1, T) into t
+    torch.manual_seed(0)
+    base = r(a)
+    t = 2
+    a_t, a_next = a.clone(), a.clone()
+    a_t[:, t, 0] = (a[:, t, 0] + 1) % 3
+    a_next[:, t + 1, 0] = (a[:, t + 1, 0] + 1) % 3
+    torch.manual_seed(0)
+    changed_t = r(a_t)
+    torch.manual_seed(0)
+    changed_next = r(a_next)
+    assert (changed_t[0, t + 1] - base[0, t + 1]).abs() > 1e-4  # r_t, predicted at frame t + 1, sees a_t
+    assert torch.allclose(changed_next[0, :t + 2], base[0, :t + 2], atol=1e-6)  # r_{<=t} do not see a_{t+1}
+
+
+def test_imagination_rollout():
+    m, ag = tiny(), tiny_agent()
+    prior = ag.policy
+    z, _, _, a = inputs(B=3, T=4)
+    roll = imagine(m, ag, z, a.clamp(min=0), horizon=5, K=2)
+    assert roll["h"].shape == (3, 6, 1, 64) and roll["actions"].shape == (3, 5, 2)
+    assert roll["rewards"].shape == (3, 5) and roll["z"].shape == (3, 5, 8, 8)
+    assert (roll["actions"][..., 0] < 3).all() and (roll["actions"][..., 1] < 2).all()
+    m.requires_grad_(False)
+    loss, info = imagination_losses(ag, prior, roll)
+    loss.backward()
+    assert all(p.grad is None for p in m.parameters())  # nothing reaches the frozen transformer
+    assert ag.policy[-1].weight.grad.abs().sum() > 0 and ag.value[-1].weight.grad.abs().sum() > 0
+    assert ag.tokens.grad is None and info["kl_prior"] == pytest.approx(0, abs=1e-6)  # prior == policy at first
+    assert 0 <= info["positive_adv"] <= 1 and np.isfinite(info["imagined_return"])
+
+
+# ---------------------------------------------------------------------------------------------------- end to end
+
+@pytest.fixture(scope="session")
+def agent_run(tiny_store, tmp_path_factory):
+    """tokenizer -> dynamics -> finetune -> imagine on the tiny 32x32 Crafter store, a few steps each."""
+    tmp = tmp_path_factory.mktemp("agent")
+    sysargs = ["--compile=False", "--threads=2"]
+    run_script("train_tokenizer.py", f"--data_dir={tiny_store}", f"--out_dir={tmp / 'tok'}", "--patch_size=4",
+               "--num_latents=16", "--latent_dim=8", "--dim=64", "--enc_depth=2", "--dec_depth=2", "--time_every=2",
+               "--seq_len=1", "--batch_size=16", "--max_iters=20", "--eval_interval=20", "--eval_windows=16", *sysargs)
+    run_script("train_dynamics.py", f"--data_dir={tiny_store}", f"--tokenizer_ckpt={tmp / 'tok/ckpt.pt'}",
+               f"--out_dir={tmp / 'dyn'}", "--dim=64", "--depth=2", "--time_every=2", "--num_registers=2",
+               "--batch_size=4", "--seq_len=8", "--long_seq_len=16", "--context_frames=4", "--eval_frames=4",
+               "--eval_windows=4", "--max_iters=10", "--eval_interval=10", "--latent_cache=True",
+               "--teacher_forcing=True", "--k_max=4", "--zero_frac=0.75", "--bootstrap_start=0", *sysargs)
+    ft = ["train_agent.py", "--phase=finetune", f"--init_ckpt={tmp / 'dyn/ckpt.pt'}", "--batch_size=4",
+          "--seq_len=8", "--mtp=2", "--eval_interval=4", "--log_interval=2", "--warmup_iters=0", "--min_lr_frac=1.0",
+          *sysargs]
+    run_script(*ft, f"--out_dir={tmp / 'bc'}", "--max_iters=4")
+    im = ["train_agent.py", "--phase=imagine", f"--init_ckpt={tmp / 'bc/ckpt.pt'}", "--imagine_batch=4",
+          "--horizon=4", "--context_frames=4", "--eval_interval=3", "--log_interval=1", *sysargs]
+    run_script(*im, f"--out_dir={tmp / 'rl'}", "--max_iters=3")
+    return tmp, tiny_store, ft, im
+
+
+@pytest.mark.slow
+def test_finetune_imagine_evaluate(agent_run, capsys):
+    tmp, store, ft, im = agent_run
+    bc, rl = metrics(tmp / "bc"), metrics(tmp / "rl")
+    assert bc[-1]["iter"] == 4 and 0 <= bc[-1]["val_bc_acc"] <= 1 and 0 <= bc[-1]["reward_recall"] <= 1
+    assert bc[-1]["reward_events"] > 0  # the held-out episodes have unlock events to find
+    assert [m["iter"] for m in rl] == [0, 1, 2, 3, 3] and all(np.isfinite(m["imagined_return"]) for m in rl[1:4])
+    assert all(0 <= m["positive_adv"] <= 1 for m in rl[1:4])
+    a, b = (torch.load(tmp / f"{p}/ckpt.pt", weights_only=False) for p in ("bc", "rl"))
+    frozen = [k for k in a["model"] if k.startswith("dynamics.") or k.startswith("agent.reward")]
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in frozen)  # imagination trains the heads only
+    assert not torch.equal(a["model"]["agent.policy.3.weight"], b["model"]["agent.policy.3.weight"])
+    assert torch.equal(b["model"]["prior.3.weight"], a["model"]["agent.policy.3.weight"])  # the frozen BC head
+    assert b["init"]["phase"] == "finetune" and a["init"]["phase"] == "dynamics"
+    # the real game: every policy on the same seeds, one table, the paired comparison, metrics and a video
+    out = tmp / "eval.json"
+    run_script("eval_agent.py", f"--bc_ckpt={tmp / 'bc/ckpt.pt'}", f"--rl_ckpt={tmp / 'rl/ckpt.pt'}", "--episodes=3",
+               "--max_steps=12", f"--out={out}", "--workers=1", "--threads=2")
+    res = json.load(open(out))
+    assert set(res["rows"]) == {"random", "demo eps=0", "data mix", "BC", "BC argmax", "RL", "RL argmax"}
+    assert all(r["episodes"] == 3 and r["seeds"] == [1_000_000, 1_000_001, 1_000_002] for r in res["rows"].values())
+    assert all(0 < r["mean_length"] <= 12 for r in res["rows"].values())
+    assert 0 <= res["paired"]["returns"]["sign_p"] <= 1 and "RL - BC per seed" in capsys.readouterr().out
+    assert metrics(tmp / "rl")[-1]["eval_episodes"] == 3 and "crafter_score" in metrics(tmp / "bc")[-1]
+    assert os.path.getsize(tmp / "agent_episode.mp4") > 0
+
+
+def test_finetune_resumes_exactly(agent_run):
+    tmp, _, ft, _ = agent_run
+    run_script(*ft, f"--out_dir={tmp / 'bc_part'}", "--max_iters=2")
+    run_script(*ft, f"--out_dir={tmp / 'bc_part'}", "--max_iters=4", "--init_from=resume")
+    a, b = (torch.load(tmp / f"{p}/ckpt.pt", weights_only=False) for p in ("bc", "bc_part"))
+    assert a["iter"] == b["iter"] == 4 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_policy_plays_real_episodes(agent_run):
+    from agent import load_policy
+    from demonstrator import evaluate, evaluate_lockstep
+    tmp = agent_run[0]
+    policy = load_policy(str(tmp / "bc/ckpt.pt"))
+    a = policy.act(np.zeros((32, 32, 3), np.uint8))
+    assert isinstance(a, int) and 0 <= a < 17
+    one = evaluate(lambda env: policy.reset() or policy.act, [5, 6], 15, size=32)  # one episode at a time
+    both = evaluate_lockstep(policy, [5, 6], 15, size=32)  # batched, in lockstep
+    assert 0 < one["mean_length"] <= 15 and 0 < both["mean_length"] <= 15 and len(both["returns"]) == 2
+
+
+def test_lockstep_evaluation_equals_one_at_a_time():
+    """A batched policy in lockstep plays the same episodes as one episode at a time (fixed action sequences)."""
+    from demonstrator import evaluate, evaluate_lockstep
+    seq = lambda t: [5, 1, 2, 3, 4][t % 5] if t < 40 else 0  # moves, then noop (an ended episode's actions drop)
+
+    class Fixed:
+        def reset(self):
+            self.t = 0
+
+        def act(self, frames):
+            self.t += 1
+            return np.full((len(frames), 1), seq(self.t - 1))
+
+    def one_at_a_time(env):
+        p = Fixed()
+        p.reset()
+        return lambda frame: int(p.act(frame[None])[0, 0])
+    one = evaluate(one_at_a_time, [3, 4, 9], 60)
+    both = evaluate_lockstep(Fixed(), [3, 4, 9], 60)
+    assert one["returns"] == both["returns"] and one["unlocks"] == both["unlocks"]
+    assert one["mean_length"] == both["mean_length"] == 60 and one["success_rates"] == both["success_rates"]
+
+
+def test_bad_agent_inputs(agent_run, tmp_path):
+    tmp, store, ft, im = agent_run
+    ft_base = [x for x in ft if not x.startswith("--init_ckpt")]
+    im_base = [x for x in im if not x.startswith("--init_ckpt")]
+    out = f"--out_dir={tmp_path / 'x'}"
+    assert "is not an agent checkpoint" in fails(*im_base, f"--init_ckpt={tmp / 'dyn/ckpt.pt'}", out)
+    assert "is not a dynamics checkpoint" in fails(*ft_base, f"--init_ckpt={tmp / 'bc/ckpt.pt'}", out)
+    assert "is not a dynamics checkpoint" in fails(*ft_base, f"--init_ckpt={tmp / 'tok/ckpt.pt'}", out)
+    assert "does not exist" in fails(*ft_base, f"--init_ckpt={tmp_path / 'none.pt'}", out)
+    assert "phase='play'" in fails(*ft, "--phase=play", out)
+    # a store whose action spec differs, one without rewards, one without labels
+    import shutil
+    for name, edit, msg in (("spec", "meta", "but the dynamics model was trained on"),
+                            ("norew", "rewards", "has no rewards"), ("nolab", "actions", "has no labeled episodes")):
+        d = str(tmp_path / name)
+        shutil.copytree(store, d)
+        if edit == "meta":
+            meta = json.load(open(f"{d}/meta.json"))
+            meta["action_spec"][0]["classes"] = 5
+            json.dump(meta, open(f"{d}/meta.json", "w"))
+        else:
+            arr = np.load(f"{d}/{edit}.npy")
+            np.save(f"{d}/{edit}.npy", np.zeros_like(arr) - (edit == "actions"))
+        assert msg in fails(*ft, f"--data_dir={d}", out), name
+    assert "no demonstrator episodes" in fails(*ft, f"--data_dir={tmp_path / 'nolab'}", "--bc_data=demo", out)
+    assert not os.path.exists(tmp_path / "x" / "ckpt.pt")

@@ -1,0 +1,295 @@
+"""Train the agent (§A) on a dynamics checkpoint: phase 2 finetuning, then phase 3 imagination RL.
+
+    python train_agent.py --phase=finetune --init_ckpt=out/dynamics/ckpt.pt --out_dir=out/agent_bc
+    python train_agent.py --phase=imagine --init_ckpt=out/agent_bc/ckpt.pt --out_dir=out/agent_rl
+    python eval_agent.py --bc_ckpt=out/agent_bc/ckpt.pt --rl_ckpt=out/agent_rl/ckpt.pt   # the real game
+
+finetune (§A.1): agent tokens are appended to every frame of the dynamics transformer; their output feeds the
+policy (behavior cloning) and reward heads, both with multi-token prediction, while the dynamics loss goes on
+(the shortcut-forcing recipe of the dynamics checkpoint). BC learns from `bc_data` episodes; the dynamics and
+reward losses see all of them. Eval: held-out BC accuracy beside the copy-the-last-action baseline (§P), and the
+reward head's precision/recall of unlock events (reward > 0.5) over the held-out episodes' transitions.
+imagine (§A.2): the transformer is frozen. Rollouts start from real context windows, actions sampled from the
+policy, K denoising steps per frame with the KV cache, rewards from the reward head and a value bootstrap at the
+horizon. Only the policy and value heads train: value to the lambda-returns, policy by PMPO (§A.3) with a KL to
+the behavioral prior (a frozen copy of the finetuned policy head).
+"""
+import copy
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+import common
+from agent import (Agent, agent_pass, bc_loss, build, imagination_losses, imagine, load_agent, reward_loss,
+                   twohot_mean)
+from data import FrameStore
+from dynamics import Dynamics, ShortcutLoss, check_action_spec
+from tokenizer import cached_latents, load_tokenizer
+
+# ---------------------------------------------------------------------------------------------------- config
+phase = "finetune"  # 'finetune' (phase 2) | 'imagine' (phase 3)
+init_ckpt = "out/dynamics/ckpt.pt"  # finetune: a dynamics checkpoint; imagine: a finetuned agent checkpoint
+data_dir = ""  # default: the data the dynamics model was trained on
+out_dir = "out/agent"
+init_from = "scratch"  # 'scratch' (from init_ckpt) | 'resume' (from out_dir/ckpt.pt)
+eval_interval = 500
+log_interval = 10
+max_minutes = 0.0  # stop (with a final eval + checkpoint) after this wall-clock budget; 0 = no limit
+# finetune (phase 2)
+batch_size = 8  # windows per step (per process)
+seq_len = 16
+bc_data = "all"  # 'all' | 'demo': the episodes behavior cloning learns from (the paper clones task-relevant data)
+bc_weight = 1.0
+reward_weight = 1.0
+num_agent_tokens = 1
+mtp = 8  # multi-token prediction: offsets 0..mtp (§A.1, L = 8)
+head_hidden = 256
+# imagine (phase 3)
+horizon = 16  # imagined steps per rollout (§A.2; the paper gives none for Minecraft)
+context_frames = 8  # real frames each rollout starts from
+imagine_batch = 32  # rollouts per step
+imagine_K = 4  # denoising steps per imagined frame
+alpha = 0.5  # §A.3 weight of the positive set
+beta = 0.3  # §A.3 weight of the KL to the behavioral prior
+# optimizer
+lr = 3e-4
+min_lr_frac = 0.1
+warmup_iters = 50
+max_iters = 2000
+weight_decay = 0.05
+beta1, beta2 = 0.9, 0.95
+grad_clip = 1.0
+muon = True  # finetune: Muon for the transformer's matrices (as the dynamics recipe); imagine trains MLP heads only
+# system
+device = "auto"
+dtype = "auto"
+compile = False
+seed = 1337
+threads = 0
+# -------------------------------------------------------------------------------------------------------------
+config = common.configure(globals())
+
+ddp, rank, local_rank, world, device = common.setup_ddp(common.auto_device(device))
+master = rank == 0
+if threads:
+    torch.set_num_threads(threads)
+dtype = common.resolve_dtype(device, dtype)
+ctx = common.autocast_ctx(device, dtype)
+if phase not in ("finetune", "imagine"):
+    raise common.ConfigError(f"phase={phase!r}: use 'finetune' or 'imagine'")
+if init_from not in ("scratch", "resume"):
+    raise common.ConfigError(f"init_from={init_from!r}: use 'scratch' or 'resume'")
+if bc_data not in ("all", "demo"):
+    raise common.ConfigError(f"bc_data={bc_data!r}: use 'all' or 'demo'")
+if seq_len < 2 or horizon < 1 or context_frames < 1 or mtp < 0:
+    raise common.ConfigError("seq_len >= 2, horizon >= 1, context_frames >= 1 and mtp >= 0 are needed")
+torch.manual_seed(seed + rank)
+rng = np.random.default_rng(seed + rank)
+ckpt_path = os.path.join(out_dir, "ckpt.pt")
+
+# the checkpoint to start from: a dynamics one (finetune), a finetuned agent (imagine), or our own (resume)
+if init_from == "resume":
+    start = load_agent(ckpt_path, "checkpoint to resume")
+    if start["phase"] != phase:
+        raise common.ConfigError(f"{ckpt_path} is a {start['phase']} checkpoint, not {phase}")
+elif phase == "finetune":
+    start = common.load_checkpoint(init_ckpt, "dynamics checkpoint")
+    if "agent_args" in start or "action_spec" not in start or "tokenizer" not in start:
+        raise common.ConfigError(f"init_ckpt '{init_ckpt}' is not a dynamics checkpoint (made by train_dynamics.py); "
+                                 f"finetuning starts from one")
+else:
+    start = load_agent(init_ckpt, "finetuned agent checkpoint")  # holds the behavioral prior
+source = start.get("init", {"path": os.path.abspath(init_ckpt)}) if init_from == "resume" else \
+    {"path": os.path.abspath(init_ckpt), "phase": start.get("phase", "dynamics")}
+data_dir = data_dir or start["data_dir"]
+store = FrameStore(data_dir)
+check_action_spec(store.action_spec, start["action_spec"], data_dir)
+tok_info = start["tokenizer"]
+tok, tok_ckpt = load_tokenizer(tok_info["path"], device)
+L, Dz = start["latent_shape"]
+rewards_all = np.asarray(store.rewards)
+if phase == "finetune" and not np.any(rewards_all != 0):
+    raise common.ConfigError(f"{data_dir} has no rewards (rewards.npy is all zero): the reward head has nothing to "
+                             f"learn from")
+labeled = np.array([(store.actions[s:e] >= 0).any() for s, e in store.episodes])  # (E,) episodes with actions
+keep = labeled & (store.policies == 1 if bc_data == "demo" else True)  # (E,) the episodes BC learns from
+if phase == "finetune" and not keep.any():
+    what = "demonstrator episodes (policies.npy == 1) with actions" if bc_data == "demo" else "labeled episodes"
+    raise common.ConfigError(f"{data_dir} has no {what}: behavior cloning needs them")
+
+# models: the dynamics transformer with agent tokens, its heads, and (imagine) the frozen behavioral prior
+model_args = start["model_args"]
+if phase == "imagine" and context_frames + horizon > model_args["max_frames"]:
+    raise common.ConfigError(f"context_frames + horizon = {context_frames + horizon} is longer than the "
+                             f"{model_args['max_frames']} frames the dynamics model was trained on")
+if phase == "finetune" and seq_len > model_args["max_frames"]:
+    raise common.ConfigError(f"seq_len={seq_len} is longer than the {model_args['max_frames']} frames the dynamics "
+                             f"model was trained on")
+if "agent_args" in start:
+    agent_args = start["agent_args"]
+    models = build(start)
+else:
+    agent_args = dict(dim=model_args["dim"], action_classes=[c["classes"] for c in store.action_spec],
+                      num_tokens=num_agent_tokens, mtp=mtp, hidden=head_hidden)
+    models = nn.ModuleDict({"dynamics": Dynamics(**model_args), "agent": Agent(**agent_args)})
+    models["dynamics"].load_state_dict(start["model"])
+dyn_config = start.get("dynamics_config", start["config"])  # the shortcut-forcing recipe of the dynamics run
+criterion = ShortcutLoss(model_args["k_max"], dyn_config["context_frac"], dyn_config["ramp"],
+                         dyn_config["teacher_forcing"], dyn_config["zero_frac"])
+if phase == "imagine":
+    if "prior" not in models:
+        models["prior"] = copy.deepcopy(models["agent"].policy)  # §A.2 the behavioral prior: the phase-2 policy
+    models.requires_grad_(False)
+    models["agent"].policy.requires_grad_(True), models["agent"].value.requires_grad_(True)  # the only trained parts
+elif "criterion" in start and init_from == "scratch":
+    criterion.load_state_dict(start["criterion"])  # the dynamics loss's running RMS carries on
+models, criterion = models.to(device), criterion.to(device)
+dyn, agent = models["dynamics"], models["agent"]
+optimizer = common.make_optimizer(models, lr, weight_decay, (beta1, beta2), device, muon and phase == "finetune",
+                                  dtype=dtype)
+it = 0
+if init_from == "resume":
+    rng = common.restore_training_state(start, models, optimizer, criterion, rng, rank, seed)
+    it = start["iter"]
+start = None
+dyn_step = torch.compile(dyn) if compile and phase == "finetune" else dyn  # the shortcut-forcing passes
+params = [p for p in models.parameters() if p.requires_grad]
+peak = common.matmul_peak_flops(device, dtype)
+
+# data: latents from the cache beside the tokenizer, data actions, rewards
+if master:
+    cached_latents(tok, tok_info["path"], store, data_dir, device, ctx)
+if ddp:
+    torch.distributed.barrier()
+latents = cached_latents(tok, tok_info["path"], store, data_dir, device, ctx)
+val_ids = store.episode_ids("val")
+
+
+def batch(b):
+    """A store.sample dict -> latents (B, T, L, Dz), actions (B, T, C), rewards (B, T), BC mask (B,) on the device."""
+    T = b["actions"].shape[1]
+    z = torch.from_numpy(latents[b["start"][:, None] + np.arange(T)].astype(np.float32)).to(device)
+    return (z, torch.from_numpy(b["actions"]).to(device), torch.from_numpy(b["rewards"]).to(device),
+            torch.from_numpy(keep[b["episode"]]).to(device))
+
+
+def tiles(T):
+    """Windows of T frames over every held-out episode, overlapping by one frame, so that the transitions into
+    frames 1..T-1 of the windows are every transition of the episode (but a tail shorter than a window)."""
+    starts = [np.arange(s, e - T + 1, T - 1) for s, e in store.episodes[val_ids]]
+    starts = np.concatenate(starts) if starts else np.zeros(0, np.int64)
+    idx = starts[:, None] + np.arange(T)
+    ep = np.searchsorted(store.episodes[:, 1], starts, side="right")
+    return {"start": starts, "actions": store.actions[idx].astype(np.int64), "rewards": rewards_all[idx],
+            "episode": ep}
+
+
+@torch.no_grad()
+def evaluate_finetune():
+    """Held-out BC accuracy (offset 0) beside copying the previous action (§P), and the reward head's precision and
+    recall of unlock events (reward > 0.5) over the held-out transitions (§E)."""
+    models.eval()
+    w = tiles(seq_len)
+    hit = copy_hit = n = tp = fp = fn = 0
+    bc_losses, g = [], torch.Generator(device).manual_seed(seed)  # the same noise at every eval, the RNG untouched
+    for i in range(0, len(w["start"]), batch_size * 4):
+        z, a, r, k = batch({key: v[i:i + batch_size * 4] for key, v in w.items()})
+        with ctx:
+            h = agent_pass(dyn, agent, z, a, generator=g)
+        loss, _ = bc_loss(agent, h, a, k)
+        logits = agent.policy_logits(h, offset=0)
+        target = a.masked_fill(~k[:, None, None], -1)  # (B, T, C)
+        ok = (target[:, 1:] >= 0)
+        for c, lg in enumerate(logits):
+            hit += ((lg[:, 1:].argmax(-1) == target[:, 1:, c]) & ok[..., c]).sum().item()
+            copy_hit += ((a[:, :-1, c] == target[:, 1:, c]) & ok[..., c]).sum().item()
+        n += ok.sum().item()
+        bc_losses.append(loss.item())
+        pred = twohot_mean(agent.reward_logits(h[:, 1:])[:, :, 0], agent.bins) > 0.5  # into frames 1..T-1
+        real = r[:, :-1] > 0.5
+        tp, fp, fn = tp + (pred & real).sum().item(), fp + (pred & ~real).sum().item(), fn + (~pred & real).sum().item()
+    models.train()
+    return {"val_bc_acc": hit / max(1, n), "val_copy_acc": copy_hit / max(1, n),
+            "val_bc_loss": float(np.mean(bc_losses)) if bc_losses else None,
+            "reward_precision": tp / max(1, tp + fp), "reward_recall": tp / max(1, tp + fn),
+            "reward_events": tp + fn, "reward_predicted": tp + fp}
+
+
+def save(it):
+    common.atomic_save({**common.training_state(models, optimizer, criterion, it, rng), "phase": phase,
+                        "config": config, "dynamics_config": dyn_config, "model_args": model_args,
+                        "agent_args": agent_args, "latent_shape": (L, Dz), "image_size": store.image_size,
+                        "action_spec": store.action_spec, "data_dir": os.path.abspath(data_dir),
+                        "tokenizer": tok_info, "init": source}, ckpt_path)
+
+
+def finetune_step():
+    z1, actions, rewards, k = batch(store.sample(batch_size, seq_len, "train", rng))
+    frac = dyn_config["bootstrap_frac"]
+    with ctx:
+        dyn_loss, terms = criterion(dyn_step, z1 / dyn.latent_std, actions, frac)
+        h = agent_pass(dyn, agent, z1, actions)
+        bc, acc = bc_loss(agent, h, actions, k)
+        rew = reward_loss(agent, h, rewards)
+    loss = dyn_loss + bc_weight * bc + reward_weight * rew
+    return loss, {"dyn": dyn_loss.item(), "bc": bc.item(), "bc_acc": acc, "reward": rew.item()}
+
+
+def imagine_step():
+    b = store.sample(imagine_batch, context_frames, "train", rng)
+    z, actions, _, _ = batch(b)
+    with ctx:
+        roll = imagine(dyn, agent, z, actions, horizon, imagine_K)
+    return imagination_losses(agent, models["prior"], roll, alpha, beta)
+
+
+if master:
+    os.makedirs(out_dir, exist_ok=True)
+    n_train = sum(p.numel() for p in params)
+    print(f"agent {phase}: {n_train / 1e6:.2f}M trained params, {keep.mean():.0%} of episodes for BC ({bc_data}), "
+          f"device {device} {dtype}, matmul peak {peak / 1e12:.2f} TFLOP/s")
+t_start = t0 = time.time()
+start_it, loss_val = it, None
+while True:
+    last = it >= max_iters or (max_minutes > 0 and
+                               common.rank0_decides(time.time() - t_start > 60 * max_minutes, ddp, device))
+    if last and it == start_it and init_from == "resume":
+        print(f"{ckpt_path} is already at iter {it} >= max_iters={max_iters}: nothing to do")
+        break
+    if master and ((it % eval_interval == 0 and (it > start_it or it == 0)) or last):
+        m = evaluate_finetune() if phase == "finetune" else {}
+        if m:
+            print(f"iter {it}: val_bc_acc {m['val_bc_acc']:.3f} (copy {m['val_copy_acc']:.3f}), reward precision "
+                  f"{m['reward_precision']:.2f} recall {m['reward_recall']:.2f} ({m['reward_events']} events)")
+        common.log_metrics(out_dir, iter=it, phase=phase, loss=loss_val, **m, minutes=(time.time() - t_start) / 60)
+        if it > start_it:
+            save(it)
+    if last:
+        break
+    for g in optimizer.param_groups:
+        g["lr"] = common.lr_at(it, lr, warmup_iters, max_iters, min_lr_frac)
+    loss, terms = finetune_step() if phase == "finetune" else imagine_step()
+    if not torch.isfinite(loss):
+        raise SystemExit(f"error: loss is {loss.item()} at iter {it}; stopping (last good checkpoint: {ckpt_path})")
+    loss.backward()
+    if ddp:  # average the gradients over the processes (the models are called piecewise, so no DDP wrapper)
+        for p in params:
+            torch.distributed.all_reduce(p.grad)
+            p.grad /= world
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    it += 1
+    loss_val = loss.item()
+    if master and it % log_interval == 0:
+        dt = (time.time() - t0) / log_interval
+        t0 = time.time()
+        print(f"iter {it}: loss {loss_val:.4f} " + " ".join(f"{k} {v:.4f}" for k, v in terms.items()) +
+              f" grad {grad_norm:.3f} {dt * 1000:.0f} ms/iter", flush=True)
+        if phase == "imagine":
+            common.log_metrics(out_dir, iter=it, phase=phase, loss=loss_val, **terms)
+if ddp:
+    torch.distributed.destroy_process_group()
