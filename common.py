@@ -11,6 +11,7 @@ import difflib
 import json
 import math
 import os
+import re
 import sys
 
 import torch
@@ -54,6 +55,15 @@ def _unknown(key, keys):
     return ConfigError(f"unknown config key '{key}'{hint}")
 
 
+def print_help(g, keys):
+    """The script's docstring, then every config key with its default and the comment beside it in the source."""
+    src = open(g["__file__"]).read() if g.get("__file__") else ""
+    print((g.get("__doc__") or "").strip() + "\n\nconfig keys (--key=value, or config files that assign them):")
+    for k in keys:
+        m = re.search(rf"^{k}\s*=[^#\n]*#\s*(.*)$", src, re.M)
+        print(f"  --{k}={g[k]!r}" + (f"  # {m.group(1)}" if m else ""))
+
+
 def configure(g, argv=None):
     """Override the config variables of a script's globals `g` in place; return the config as a dict.
 
@@ -61,6 +71,9 @@ def configure(g, argv=None):
     names starting with '_' and UPPER_CASE constants."""
     argv = sys.argv[1:] if argv is None else argv
     keys = [k for k, v in g.items() if not k.startswith("_") and not k.isupper() and isinstance(v, (int, float, bool, str))]
+    if "--help" in argv or "-h" in argv:
+        print_help(g, keys)
+        raise SystemExit(0)
     for arg in argv:
         if arg.startswith("--"):
             if "=" not in arg:

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 import common
-from agent import load_policy
-from demonstrator import (KEY_ACHIEVEMENTS, _make_env, demo_policy, evaluate, evaluate_lockstep, mix_policy,
+from agent import load_agent, load_policy
+from demonstrator import (ACTIONS, KEY_ACHIEVEMENTS, _make_env, demo_policy, evaluate, evaluate_lockstep, mix_policy,
                           random_policy)
 from dynamics import write_video
 
@@ -47,8 +47,10 @@ if episodes < 1 or max_steps < 1:
     raise common.ConfigError("episodes and max_steps must be >= 1")
 agents = {name: path for name, path in (("BC", bc_ckpt), ("RL", rl_ckpt)) if path}
 for name, path in agents.items():
-    if not os.path.isfile(path):
-        raise common.ConfigError(f"{name.lower()}_ckpt '{path}' does not exist")
+    spec = load_agent(path, f"{name.lower()}_ckpt")["action_spec"]
+    if [c["classes"] for c in spec] != [len(ACTIONS)]:
+        raise common.ConfigError(f"{name.lower()}_ckpt '{path}' acts in {[c['classes'] for c in spec]} classes, not "
+                                 f"Crafter's one {len(ACTIONS)}-way action")
 out = out or os.path.join(os.path.dirname(rl_ckpt or bc_ckpt or "."), "eval.json")
 video = video or os.path.join(os.path.dirname(out), "agent_episode.mp4")
 seeds = list(range(seed, seed + episodes))

@@ -310,3 +310,10 @@ def test_bad_agent_inputs(agent_run, tmp_path):
         assert msg in fails(*ft, f"--data_dir={d}", out), name
     assert "no demonstrator episodes" in fails(*ft, f"--data_dir={tmp_path / 'nolab'}", "--bc_data=demo", out)
     assert not os.path.exists(tmp_path / "x" / "ckpt.pt")
+    # the real game: a checkpoint that is not an agent one, or missing
+    assert "is not an agent checkpoint" in fails("eval_agent.py", f"--bc_ckpt={tmp / 'dyn/ckpt.pt'}", "--rl_ckpt=")
+    assert "does not exist" in fails("eval_agent.py", f"--rl_ckpt={tmp_path / 'none.pt'}", "--bc_ckpt=")
+    ckpt = torch.load(tmp / "bc/ckpt.pt", weights_only=False)
+    ckpt["action_spec"] = [{"name": "action", "classes": 5}]  # an agent of another game
+    torch.save(ckpt, tmp_path / "other.pt")
+    assert "not Crafter's one 17-way action" in fails("eval_agent.py", f"--bc_ckpt={tmp_path / 'other.pt'}", "--rl_ckpt=")

@@ -1,6 +1,7 @@
 """The configurator and the small shared pieces of common.py."""
 import copy
 import math
+import os
 
 import pytest
 import torch
@@ -183,3 +184,36 @@ def test_compile_says_so_first(capsys):
     assert common.compile_and_wrap(m, False, False, 0, "cpu") is m and capsys.readouterr().out == ""
     common.compile_and_wrap(m, True, False, 0, "cpu")
     assert capsys.readouterr().out.startswith("compiling the training step (torch.compile: ~1-3 minutes on a CPU")
+
+
+@pytest.mark.parametrize("script", ["train_tokenizer.py", "train_dynamics.py", "train_agent.py", "sample.py",
+                                    "eval_agent.py", "bench.py", "data.py", "demonstrator.py"])
+def test_help_lists_every_key(script, capsys):
+    """--help prints the docstring and every config key with its default (and comment); keys read from the source."""
+    import ast
+    from conftest import ROOT, run_script
+    tree = ast.parse(open(os.path.join(ROOT, script)).read())
+    keys, maybe = [], []  # literal config values; names assigned an expression (e.g. os.cpu_count() or 1)
+    for node in tree.body:
+        if isinstance(node, ast.If):  # demonstrator.py configures under `if __name__ == '__main__'`
+            break
+        if isinstance(node, ast.Expr) and "configure" in ast.dump(node) or \
+                isinstance(node, ast.Assign) and "configure" in ast.dump(node.value):
+            break
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], (ast.Name, ast.Tuple)):
+            names = node.targets[0].elts if isinstance(node.targets[0], ast.Tuple) else [node.targets[0]]
+            try:
+                values = ast.literal_eval(node.value)
+            except ValueError:
+                maybe += [n.id for n in names]
+                continue
+            values = values if isinstance(node.targets[0], ast.Tuple) else [values]
+            keys += [n.id for n, v in zip(names, values) if isinstance(v, (int, float, bool, str))
+                     and not n.id.startswith("_") and not n.id.isupper()]
+    with pytest.raises(SystemExit) as e:
+        run_script(script, "--help")
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and len(keys) >= 5
+    listed = [line.split("=")[0].strip()[2:] for line in out.splitlines() if line.startswith("  --")]
+    assert set(keys) <= set(listed) <= set(keys) | set(maybe), set(listed) ^ set(keys)
+    assert len(listed) == len(set(listed)) and "  # " in out  # each once, with the comments beside them
