@@ -131,10 +131,28 @@ if "BC" in rows and "RL" in rows:
         p = paired[what]
         print(f"RL - BC per seed ({what}): mean {p['mean_diff']:+.3f}, RL better on {p['rl_better']}, BC on "
               f"{p['bc_better']} of {episodes}; sign test p = {p['sign_p']:.3g}, Wilcoxon p = {p['wilcoxon_p']:.3g}")
-tmp = out + ".tmp"
-json.dump({"config": config, "rows": rows, "paired": paired}, open(tmp, "w"), indent=1)
-os.replace(tmp, out)
-print(f"wrote {out}")
+
+def markdown(rows, paired):
+    """The table as markdown (eval.md beside eval.json), for results pages and the README."""
+    keys = ["collect_wood", "place_table", "make_wood_pickaxe", "collect_stone", "make_stone_pickaxe", "collect_coal",
+            "collect_iron", "collect_drink", "eat_cow", "defeat_zombie"]
+    lines = [f"{episodes} episodes per policy on seeds {seeds[0]}-{seeds[-1]}, episodes capped at {max_steps} steps.", "",
+             "| policy | Crafter score | return | length | " + " | ".join(short[k] for k in keys) + " |",
+             "|---" * (4 + len(keys)) + "|"]
+    lines += [f"| {name} | {r['score']:.2f}% | {r['mean_return']:.2f} | {r['mean_length']:.0f} | " +
+              " | ".join(f"{r['success_rates'][k]:.0f}%" for k in keys) + " |" for name, r in rows.items()]
+    for what, p in paired.items():
+        lines.append(f"\nRL - BC per seed ({what}): mean {p['mean_diff']:+.3f}; RL better on {p['rl_better']}, BC on "
+                     f"{p['bc_better']} of {episodes} seeds; sign test p = {p['sign_p']:.3g}, Wilcoxon p = "
+                     f"{p['wilcoxon_p']:.3g}.")
+    return "\n".join(lines) + "\n"
+
+
+for path, text in ((out, json.dumps({"config": config, "rows": rows, "paired": paired}, indent=1)),
+                   (os.path.splitext(out)[0] + ".md", markdown(rows, paired))):
+    open(path + ".tmp", "w").write(text)
+    os.replace(path + ".tmp", path)
+print(f"wrote {out} and {os.path.splitext(out)[0]}.md")
 
 if agents:  # one agent episode, sampled actions, as the table plays it
     name, path = list(agents.items())[-1]
