@@ -15,11 +15,12 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import torch
 
 import common
 
-what = "all"  # 'all' | 'tokenizer' | 'dynamics'
+what = "all"  # 'all' | 'tokenizer' | 'dynamics' | 'agent'
 device = "auto"
 dtype = "auto"  # 'auto' (bf16 where this device runs it fast, else fp32) | 'bfloat16' | 'float32'
 compile = False
@@ -28,6 +29,7 @@ warmup = 2
 repeats = 5
 batch_size = 4
 seq_len = 16
+horizon = 16  # imagined frames per rollout (the agent stage)
 config = common.configure(globals())
 device = common.auto_device(device)
 torch.set_num_threads(threads)
@@ -120,7 +122,58 @@ def bench_dynamics():
     return out
 
 
-STAGES = {"tokenizer": bench_tokenizer, "dynamics": bench_dynamics}
+def bench_agent():
+    """Phase 2 finetune step (shortcut forcing with teacher forcing + the agent pass, BC and reward losses), a phase 3
+    imagination step (rollouts of `horizon` frames from 8-frame contexts, K=4, PMPO + value on the heads), and acting
+    in the real game (tokenizer encode + dynamics append + policy head per frame) at batch 1 and batch 50."""
+    import torch.nn as nn
+    from agent import Agent, Policy, agent_pass, bc_loss, imagination_losses, imagine, reward_loss
+    from dynamics import Dynamics, ShortcutLoss
+    from tokenizer import Tokenizer
+    torch.manual_seed(0)
+    model = Dynamics(num_latents=16, latent_dim=32, action_classes=(17,), dim=256, depth=4, n_head=4, n_kv_head=4,
+                     time_every=4, max_frames=32).to(device)
+    ag = Agent(256, [17]).to(device)
+    models = nn.ModuleDict({"dynamics": model, "agent": ag})
+    criterion = ShortcutLoss(model.k_max, teacher_forcing=True, zero_frac=0.75).to(device)
+    opt = common.make_optimizer(models, 1e-3, 0.05, (0.9, 0.95), device, muon=True, dtype=dtype)
+    z1 = torch.rand(batch_size, seq_len, 16, 32, device=device) * 2 - 1
+    actions = torch.randint(0, 17, (batch_size, seq_len, 1), device=device)
+    rewards, keep = (torch.rand(batch_size, seq_len, device=device) < 0.05).float(), torch.ones(batch_size, dtype=torch.bool, device=device)
+
+    def finetune_step():
+        with ctx:
+            loss = criterion(model, z1, actions, 0.25)[0]
+            h = agent_pass(model, ag, z1, actions)
+            loss = loss + bc_loss(ag, h, actions, keep)[0] + reward_loss(ag, h, rewards)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    out = dict(agent_finetune_step_s=median_time(finetune_step))
+    model.eval()
+    prior = ag.policy
+    heads = torch.optim.AdamW([*ag.policy.parameters(), *ag.value.parameters()], lr=3e-4)
+    zc, ac = z1[:, :8], actions[:, :8]
+
+    def imagine_step():
+        with ctx:
+            roll = imagine(model, ag, zc, ac, horizon, 4)
+        imagination_losses(ag, prior, roll)[0].backward()
+        heads.step()
+        heads.zero_grad(set_to_none=True)
+    out[f"agent_imagine_step_s_batch{batch_size}_h{horizon}"] = median_time(imagine_step, 1, 3)
+    model.transformer.time_window = seq_len
+    policy = Policy(Tokenizer(**MATCHED, time_window=1).to(device).eval(), model, ag, device=device)
+    for n in (1, 50):
+        frames = np.random.default_rng(0).integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)
+        policy.reset()
+        for _ in range(seq_len):  # a full time window first: the steady-state cost
+            policy.act(frames)
+        out[f"act_frames_per_s_batch{n}"] = n / median_time(lambda: policy.act(frames), 2, 10)
+    return out
+
+
+STAGES = {"tokenizer": bench_tokenizer, "dynamics": bench_dynamics, "agent": bench_agent}
 
 
 def main():

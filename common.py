@@ -70,6 +70,8 @@ def configure(g, argv=None):
     Config variables are the script's top-level int/float/bool/str globals defined before this call, except
     names starting with '_' and UPPER_CASE constants."""
     argv = sys.argv[1:] if argv is None else argv
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # live logs under nohup and CI, not one block at exit
     keys = [k for k, v in g.items() if not k.startswith("_") and not k.isupper() and isinstance(v, (int, float, bool, str))]
     if "--help" in argv or "-h" in argv:
         print_help(g, keys)
@@ -291,6 +293,15 @@ def lr_at(it, lr, warmup_iters, max_iters, min_lr_frac=0.1):
         return lr * (it + 1) / warmup_iters
     progress = min(1.0, (it - warmup_iters) / max(1, max_iters - warmup_iters))
     return lr * (min_lr_frac + (1 - min_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def progress(it, max_iters, start_it, t_start, max_minutes=0.0):
+    """'iter 120/2000 (6%, eta 14m)': where a training run is, and when it ends at the pace since it (re)started."""
+    import time
+    left = (time.time() - t_start) / max(1, it - start_it) * (max_iters - it)
+    if max_minutes > 0:
+        left = min(left, 60 * max_minutes - (time.time() - t_start))
+    return f"iter {it}/{max_iters} ({it / max(1, max_iters):.0%}, eta {max(0, left) / 60:.0f}m)"
 
 
 def log_metrics(out_dir, **metrics):

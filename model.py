@@ -37,7 +37,9 @@ class RMSNorm(nn.RMSNorm):
 class Attention(nn.Module):
     def __init__(self, dim, n_head, n_kv_head, softcap):
         super().__init__()
-        assert dim % n_head == 0 and n_head % n_kv_head == 0, "dim % n_head and n_head % n_kv_head must be 0"
+        if dim % n_head or n_head % n_kv_head or dim // n_head % 2:
+            raise ValueError(f"dim={dim} must be a multiple of n_head={n_head} with an even quotient (RoPE rotates "
+                             f"pairs), and n_head a multiple of n_kv_head={n_kv_head}")
         self.n_head, self.n_kv_head, self.hd, self.softcap = n_head, n_kv_head, dim // n_head, softcap
         self.wq = nn.Linear(dim, dim, bias=False)
         self.wkv = nn.Linear(dim, 2 * n_kv_head * self.hd, bias=False)

@@ -50,6 +50,8 @@ tok_path = tokenizer_ckpt or ckpt["tokenizer"]["path"]
 tok, tok_ckpt = load_tokenizer(tok_path, device)
 check_tokenizer(tok_ckpt, tok_path, store.image_size, ckpt["latent_shape"])
 C, F = context_frames, num_frames
+if C < 1 or F < 1 or num_windows < 1:
+    raise common.ConfigError(f"context_frames={C}, num_frames={F} and num_windows={num_windows} must be >= 1")
 w = store.fixed_windows(num_windows, C + F, split, seed)
 a = torch.from_numpy(w["actions"])  # (N, C + F, ncomp); new frame C + j follows action C - 1 + j
 if actions == "random":

@@ -116,7 +116,7 @@ class LPIPS(nn.Module):
         super().__init__()
         for p in (vgg_path, lin_path):
             if not os.path.isfile(p):
-                raise FileNotFoundError(f"LPIPS weight file '{p}' does not exist")
+                raise ConfigError(f"LPIPS weight file '{p}' does not exist (lpips_vgg_path, lpips_lin_path)")
         layers, c_in = [], 3
         for c in VGG16_CFG:  # same indices as torchvision's vgg16().features, so its state dict loads as is
             layers += [nn.MaxPool2d(2)] if c == "M" else [nn.Conv2d(c_in, c, 3, padding=1), nn.ReLU()]
@@ -151,17 +151,22 @@ class TokenizerLoss(nn.Module):
 
     def __init__(self, lpips=None, lpips_weight=0.2, lpips_frames=16):
         super().__init__()
-        self.lpips, self.lpips_weight, self.lpips_frames = lpips, lpips_weight, lpips_frames
+        self._lpips = [lpips]  # frozen weights from files: not a submodule, so not in checkpoints
+        self.lpips_weight, self.lpips_frames = lpips_weight, lpips_frames
         self.mse_norm, self.lpips_norm = RunningRMS(), RunningRMS()
+
+    def load_state_dict(self, state, strict=True):
+        """The running RMS normalizers; a checkpoint of an older version also holds the LPIPS weights: skipped."""
+        return super().load_state_dict({k: v for k, v in state.items() if not k.startswith("lpips.")}, strict)
 
     def forward(self, recon, x):
         """recon, x (B, T, H, W, 3) in [0, 1] -> (loss, dict of raw terms)."""
         mse = F.mse_loss(recon.float(), x)
         loss, terms = self.mse_norm(mse), {"mse": mse.item()}
-        if self.lpips is not None:
+        if self._lpips[0] is not None:
             r, t = recon.flatten(0, 1), x.flatten(0, 1)
             idx = torch.randperm(r.shape[0], device=r.device)[:self.lpips_frames]
-            lp = self.lpips(r[idx].float(), t[idx]).mean()
+            lp = self._lpips[0](r[idx].float(), t[idx]).mean()
             loss = loss + self.lpips_weight * self.lpips_norm(lp)
             terms["lpips"] = lp.item()
         return loss, terms

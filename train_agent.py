@@ -287,7 +287,8 @@ while True:
     if master and it % log_interval == 0:
         dt = (time.time() - t0) / log_interval
         t0 = time.time()
-        print(f"iter {it}: loss {loss_val:.4f} " + " ".join(f"{k} {v:.4f}" for k, v in terms.items()) +
+        progress = common.progress(it, max_iters, start_it, t_start, max_minutes)
+        print(f"{progress}: loss {loss_val:.4f} " + " ".join(f"{k} {v:.4f}" for k, v in terms.items()) +
               f" grad {grad_norm:.3f} {dt * 1000:.0f} ms/iter", flush=True)
         if phase == "imagine":
             common.log_metrics(out_dir, iter=it, phase=phase, loss=loss_val, **terms)

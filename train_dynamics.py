@@ -162,7 +162,13 @@ model_args = ckpt["model_args"] if ckpt else dict(
     num_latents=L, latent_dim=Dz, pack=pack, action_classes=[c["classes"] for c in store.action_spec], dim=dim,
     depth=depth, n_head=n_head, n_kv_head=n_kv_head, time_every=time_every, num_registers=num_registers, k_max=k_max,
     softcap=softcap, max_frames=max_frames, latent_std=latent_std() if latent_norm else 1.0)
-model = Dynamics(**model_args).to(device)
+try:
+    model = Dynamics(**model_args).to(device)
+except ValueError as e:  # k_max or pack off their grids, no time layer, heads that do not divide dim
+    raise common.ConfigError(str(e))
+if model.k_max % eval_K:
+    raise common.ConfigError(f"eval_K={eval_K}: 1/eval_K must be a multiple of d_min = 1/{model.k_max}; use eval_K "
+                             f"in 1, 2, 4, ..., {model.k_max}")
 criterion = ShortcutLoss(model.k_max, context_frac, ramp, teacher_forcing, zero_frac).to(device)
 optimizer = common.make_optimizer(model, lr, weight_decay, (beta1, beta2), device, muon, dtype=dtype)
 if ckpt is not None:
@@ -253,11 +259,12 @@ while True:
     if master and it % log_interval == 0:
         dt = (time.time() - t0) / log_interval
         t0 = time.time()
+        progress = common.progress(it, max_iters, start_it, t_start, max_minutes)
         passes = 3 + 2 * terms["n_boot"] / len(z1)  # forward + backward, and the two teacher forwards
         passes *= 2 if teacher_forcing and z1.shape[1] > 1 else 1  # the clip twice: context and targets
         mfu = passes * common.linear_flops(raw_model, frames_per_step * tokens_per_frame) * grad_accum / dt / peak
         boot = f" boot {terms['boot']:.5f}" if terms["boot"] is not None else ""
-        print(f"iter {it}: loss {loss_val:.4f} flow {terms['flow']:.5f}{boot} grad {grad_norm:.3f} "
+        print(f"{progress}: loss {loss_val:.4f} flow {terms['flow']:.5f}{boot} grad {grad_norm:.3f} "
               f"{dt * 1000:.0f} ms/iter (encode {t_enc / log_interval * 1000:.0f}) mfu {mfu * 100:.1f}%")
         t_enc = 0.0
 if ddp:

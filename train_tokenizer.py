@@ -176,8 +176,9 @@ while True:
     if master and it % log_interval == 0:
         dt = (time.time() - t0) / log_interval
         t0 = time.time()
+        progress = common.progress(it, max_iters, start_it, t_start, max_minutes)
         mfu = flops_per_iter / dt / peak
-        print(f"iter {it}: loss {loss_val:.4f} mse {terms['mse']:.5f}" +
+        print(f"{progress}: loss {loss_val:.4f} mse {terms['mse']:.5f}" +
               (f" lpips {terms['lpips']:.4f}" if "lpips" in terms else "") +
               f" grad {grad_norm:.3f} {dt * 1000:.0f} ms/iter mfu {mfu * 100:.1f}%")
 if ddp:

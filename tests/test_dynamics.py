@@ -363,6 +363,13 @@ def test_resume_matches_uninterrupted_run(bars, capsys):
     assert err.startswith("error: 6 context + 4 new frames is longer than the 8 frames this model was trained on")
     assert "must be a multiple of d_min" in fails("sample.py", f"--dynamics_ckpt={ckpt}", "--sample_K=3")
     assert "and zero_frac must be in [0, 1]" in fails("train_dynamics.py", *common, "--zero_frac=1.5")
+    for bad, msg in (("--k_max=3", "k_max=3 must be a power of 2"), ("--pack=3", "must be a multiple of pack=3"),
+                     ("--eval_K=3", "eval_K=3: 1/eval_K must be a multiple of d_min"),
+                     ("--dim=62", "dim=62 must be a multiple of n_head=4"),
+                     ("--dim=60", "dim=60 must be a multiple of n_head=4 with an even quotient"),
+                     ("--depth=1", "no time layer")):  # one line each, before any training
+        assert msg in fails("train_dynamics.py", *common, f"--out_dir={tmp / 'bad'}", bad), bad
+    assert not os.path.exists(tmp / "bad" / "ckpt.pt")
 
     # sample.py: a rollout video from dataset contexts with a given action sequence, and frames/s
     out = str(tmp / "sample.gif")

@@ -119,13 +119,20 @@ def test_lpips_loads_files_and_measures(tmp_path):
     assert lp(x, x).abs().max() < 1e-6
     d_small, d_big = lp(x, (x + 0.05 * torch.randn_like(x)).clamp(0, 1)), lp(x, torch.rand(3, 32, 32, 3))
     assert (d_small > 0).all() and (d_big > d_small).all()
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(SystemExit, match="LPIPS weight file .* does not exist"):
         LPIPS(str(tmp_path / "missing.pth"), lin)
     # the loss uses it: MSE + 0.2 LPIPS, and LPIPS gradients reach the reconstruction
     r = torch.rand(1, 2, 32, 32, 3, requires_grad=True)
-    loss, terms = TokenizerLoss(lp)(r, torch.rand(1, 2, 32, 32, 3))
+    crit = TokenizerLoss(lp)
+    loss, terms = crit(r, torch.rand(1, 2, 32, 32, 3))
     loss.backward()
     assert terms["lpips"] > 0 and r.grad.abs().sum() > 0
+    # checkpoints hold the normalizers, not the frozen VGG weights; LPIPS on or off resumes either way
+    state = crit.state_dict()
+    assert sorted(state) == ["lpips_norm.count", "lpips_norm.ms", "mse_norm.count", "mse_norm.ms"]
+    TokenizerLoss().load_state_dict(state)
+    crit.load_state_dict(TokenizerLoss().state_dict())
+    crit.load_state_dict({**state, **{f"lpips.{k}": v for k, v in lp.state_dict().items()}})  # an older checkpoint
 
 
 def test_psnr_ssim():
@@ -212,7 +219,7 @@ def test_train_bad_inputs(tiny_store, tmp_path, monkeypatch):
         run_script("train_tokenizer.py", *args, "--lerning_rate=1")
     with pytest.raises(SystemExit, match="does not exist"):
         run_script("train_tokenizer.py", *args, "--init_from=resume")
-    with pytest.raises(FileNotFoundError, match="LPIPS weight file"):
+    with pytest.raises(SystemExit, match="LPIPS weight file"):
         run_script("train_tokenizer.py", *args, f"--lpips_vgg_path={tmp_path}/no.pth", f"--lpips_lin_path={tmp_path}/no.pth")
     # NaN loss: a clear stop, and the last good checkpoint stays
     forward = tokenizer.TokenizerLoss.forward
