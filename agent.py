@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from common import ConfigError, load_checkpoint
+from common import ConfigError, autocast_ctx, load_checkpoint, resolve_dtype
 from dynamics import Dynamics, append_frames, next_frame, prev_actions
 from model import KVCache
 from tokenizer import load_tokenizer
@@ -209,9 +209,11 @@ def imagine(dyn, agent, z_ctx, a_ctx, horizon, K=4, task=0, generator=None):
     return {"h": h, "actions": torch.cat(acts, 1), "rewards": rewards, "z": torch.cat(zs, 1)}
 
 
-def imagination_losses(agent, prior, roll, alpha=0.5, beta=0.3):
+def imagination_losses(agent, prior, roll, alpha=0.5, beta=0.3, train_policy=True):
     """Value loss (two-hot against the lambda-returns) and PMPO on one rollout; only the policy and value heads get
-    gradients. prior: the frozen behavioral prior (a copy of the phase-2 policy head). -> (loss, metrics)."""
+    gradients. prior: the frozen behavioral prior (a copy of the phase-2 policy head). train_policy=False: the value
+    loss alone (a warm-up: with a value still near 0, every advantage of a sparse reward is >= 0, and PMPO
+    imitates the policy's own samples, collapsing its entropy, §P). -> (loss, metrics)."""
     h, actions = roll["h"], roll["actions"]  # (B, H + 1, n, D), (B, H, C)
     v_logits = agent.value_logits(h)  # (B, H + 1, nbins)
     v = twohot_mean(v_logits, agent.bins).detach()
@@ -229,7 +231,7 @@ def imagination_losses(agent, prior, roll, alpha=0.5, beta=0.3):
                "value": v[:, 0].mean().item(), "entropy": entropy(logits).mean().item(),
                "kl_prior": kl_prior.mean().item(), "positive_adv": (adv >= 0).float().mean().item(),
                "value_loss": value_loss.item(), "policy_loss": policy_loss.item()}
-    return value_loss + policy_loss, metrics
+    return value_loss + policy_loss if train_policy else value_loss, metrics
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -258,8 +260,9 @@ class Policy:
     KV caches (a sliding time window, so any episode length costs the same per frame); the agent tokens' output
     goes to the policy head (offset 0). Batched: act() takes one frame (H, W, 3) or N frames (N, H, W, 3)."""
 
-    def __init__(self, tok, dyn, agent, greedy=False, task=0, device="cpu"):
+    def __init__(self, tok, dyn, agent, greedy=False, task=0, device="cpu", dtype="float32"):
         self.tok, self.dyn, self.agent, self.greedy, self.task, self.device = tok, dyn, agent, greedy, task, device
+        self.ctx = autocast_ctx(device, dtype)
         self.image_size = tok.image_size  # the frames it takes: (image_size, image_size, 3)
         self.reset()
 
@@ -274,9 +277,17 @@ class Policy:
         N = x.shape[0]
         if self.prev is None:  # the first frame of an episode: no action led into it
             self.prev = torch.full((N, len(self.agent.action_classes)), -1, dtype=torch.long, device=self.device)
-        z = self.tok.encode(x, cache=self.tok_cache).float()  # (N, 1, L, Dz)
-        eps = torch.randn(z.shape, generator=self.gen, device=self.device)
-        return append_frames(self.dyn, z, self.prev[:, None], self.cache, eps, self.agent.slots(N, 1, self.task))[:, 0]
+        with self.ctx:
+            z = self.tok.encode(x, cache=self.tok_cache).float()  # (N, 1, L, Dz)
+            eps = torch.randn(z.shape, generator=self.gen, device=self.device)
+            return append_frames(self.dyn, z, self.prev[:, None], self.cache, eps, self.agent.slots(N, 1, self.task))[:, 0]
+
+    def keep(self, rows):
+        """Go on with the episodes `rows` of the batch only (the others have ended): their caches and last actions."""
+        rows = torch.as_tensor(rows, device=self.device)
+        for cache in (self.tok_cache, self.cache):
+            cache.select(rows, len(self.prev))
+        self.prev = self.prev[rows]
 
     def act(self, frame):
         """frame uint8 (H, W, 3) -> action (int, for a one-component spec, else an array), or (N, H, W, 3) -> (N, C)."""
@@ -287,11 +298,12 @@ class Policy:
         return (int(a[0, 0]) if a.shape[1] == 1 else a[0]) if single else a
 
 
-def load_policy(path, device="cpu", greedy=False, time_window=16):
+def load_policy(path, device="cpu", greedy=False, time_window=16, dtype="auto"):
     """A policy that plays the real game from an agent checkpoint: policy.reset(seed), policy.act(frame) -> action.
-    time_window: how many past frames the dynamics model's time layers read (the clips it was trained on)."""
+    time_window: how many past frames the dynamics model's time layers read (the clips it was trained on).
+    dtype: 'auto' (bf16 where it is fast), 'bfloat16' or 'float32'."""
     ckpt = load_agent(path)
     models = build(ckpt).to(device).eval().requires_grad_(False)
     models["dynamics"].transformer.time_window = time_window
     tok, _ = load_tokenizer(ckpt["tokenizer"]["path"], device)
-    return Policy(tok, models["dynamics"], models["agent"], greedy, device=device)
+    return Policy(tok, models["dynamics"], models["agent"], greedy, device=device, dtype=resolve_dtype(device, dtype))

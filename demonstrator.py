@@ -492,8 +492,9 @@ def evaluate(make_policy, seeds, max_steps, size=64, workers=1):
 
 def evaluate_lockstep(policy, seeds, max_steps, size=64, on_step=None):
     """evaluate() for a batched policy: every seed's episode runs at once, in lockstep, and policy.act(frames (N, size,
-    size, 3) uint8) -> actions (N, 1) is called once per step for all of them (after policy.reset()). An episode that
-    has ended keeps being fed its last frame (its actions are dropped), so the batch keeps its shape.
+    size, 3) uint8) -> actions (N, 1) is called once per step for all of them (after policy.reset()). When episodes
+    end, policy.keep(rows) (if it has one) keeps only the running ones in its batch; a policy without keep() is fed
+    the ended episodes' last frames (their actions dropped), so its batch keeps its shape.
     on_step(step, alive): an optional progress callback. Same result dict as evaluate()."""
     seeds = list(seeds)
     _check_eval(seeds, max_steps)
@@ -502,11 +503,18 @@ def evaluate_lockstep(policy, seeds, max_steps, size=64, on_step=None):
     ret, length, done = np.zeros(len(envs)), np.zeros(len(envs), int), np.zeros(len(envs), bool)
     infos = [{'achievements': {}} for _ in envs]
     policy.reset()
+    alive = np.arange(len(envs))  # the policy's batch: the episodes still running
+    prune = hasattr(policy, "keep")  # it can drop ended episodes (else it is fed their last frames to the end)
     while not done.all():
-        actions = np.asarray(policy.act(obs)).reshape(len(envs), -1)[:, 0]
-        for i in np.flatnonzero(~done):
-            obs[i], reward, done[i], infos[i] = envs[i].step(int(actions[i]))
-            ret[i], length[i] = ret[i] + reward, length[i] + 1
+        rows = alive if prune else np.arange(len(envs))
+        actions = np.asarray(policy.act(obs[rows])).reshape(len(rows), -1)[:, 0]
+        for i, a in zip(rows, actions):
+            if not done[i]:
+                obs[i], reward, done[i], infos[i] = envs[i].step(int(a))
+                ret[i], length[i] = ret[i] + reward, length[i] + 1
+        if prune and done[alive].any():
+            policy.keep(np.flatnonzero(~done[alive]))
+            alive = alive[~done[alive]]
         if on_step:
             on_step(int(length.max()), int((~done).sum()))
     results = [(ret[i], length[i], {k for k, v in infos[i]['achievements'].items() if v > 0}) for i in range(len(envs))]

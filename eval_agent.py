@@ -31,6 +31,7 @@ episodes = 50  # seeds per policy
 max_steps = 1000  # episode length cap
 seed = 1_000_000  # seeds seed .. seed + episodes - 1
 argmax = True  # also play the agents with argmax actions (a reproduction saw argmax collapse to random play)
+argmax_episodes = 0  # seeds for the argmax rows (the first ones); 0 = all of them
 baselines = True  # random play, the demonstrator at epsilon 0, and the data mix
 workers = 2  # processes for the scripted baselines
 time_window = 16  # past frames the agents' dynamics model reads
@@ -85,14 +86,14 @@ def wilcoxon(d):
     return math.erfc(abs(z) / math.sqrt(2))
 
 
-def play_agent(path, greedy):
+def play_agent(path, greedy, seeds):
     policy = load_policy(path, device, greedy, time_window)
     t_last = [time.time()]
 
     def progress(step, alive):
         if time.time() - t_last[0] > 30:
             t_last[0] = time.time()
-            print(f"  step {step}/{max_steps}, {alive} of {episodes} episodes still running", flush=True)
+            print(f"  step {step}/{max_steps}, {alive} of {len(seeds)} episodes still running", flush=True)
     return evaluate_lockstep(policy, seeds, max_steps, policy.image_size, progress)
 
 
@@ -107,7 +108,8 @@ for name, path in agents.items():
     for greedy in (False, True) if argmax else (False,):
         row = f"{name} argmax" if greedy else name
         t0 = time.time()
-        rows[row] = {**play_agent(path, greedy), "seconds": time.time() - t0, "ckpt": os.path.abspath(path)}
+        row_seeds = seeds[:argmax_episodes or episodes] if greedy else seeds
+        rows[row] = {**play_agent(path, greedy, row_seeds), "seconds": time.time() - t0, "ckpt": os.path.abspath(path)}
         print(f"{row}: score {rows[row]['score']:.2f}% ({rows[row]['seconds']:.0f}s)", flush=True)
         if not greedy:
             r = rows[row]
@@ -136,10 +138,11 @@ def markdown(rows, paired):
     """The table as markdown (eval.md beside eval.json), for results pages and the README."""
     keys = ["collect_wood", "place_table", "make_wood_pickaxe", "collect_stone", "make_stone_pickaxe", "collect_coal",
             "collect_iron", "collect_drink", "eat_cow", "defeat_zombie"]
-    lines = [f"{episodes} episodes per policy on seeds {seeds[0]}-{seeds[-1]}, episodes capped at {max_steps} steps.", "",
-             "| policy | Crafter score | return | length | " + " | ".join(short[k] for k in keys) + " |",
-             "|---" * (4 + len(keys)) + "|"]
-    lines += [f"| {name} | {r['score']:.2f}% | {r['mean_return']:.2f} | {r['mean_length']:.0f} | " +
+    lines = [f"{episodes} episodes per policy on seeds {seeds[0]}-{seeds[-1]} (argmax rows: the first "
+             f"{argmax_episodes or episodes}), episodes capped at {max_steps} steps.", "",
+             "| policy | episodes | Crafter score | return | length | " + " | ".join(short[k] for k in keys) + " |",
+             "|---" * (5 + len(keys)) + "|"]
+    lines += [f"| {name} | {r['episodes']} | {r['score']:.2f}% | {r['mean_return']:.2f} | {r['mean_length']:.0f} | " +
               " | ".join(f"{r['success_rates'][k]:.0f}%" for k in keys) + " |" for name, r in rows.items()]
     for what, p in paired.items():
         lines.append(f"\nRL - BC per seed ({what}): mean {p['mean_diff']:+.3f}; RL better on {p['rl_better']}, BC on "

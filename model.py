@@ -183,6 +183,11 @@ class KVCache:
         if not self.frozen:
             self.kv[i] = kv
 
+    def select(self, rows, batch):
+        """Keep only the sequences `rows` (indices into a batch of `batch`), e.g. the episodes still running."""
+        pick = lambda t: t.unflatten(0, (batch, -1))[rows].flatten(0, 1)  # (B S, ...) -> (len(rows) S, ...)
+        self.kv = {i: None if kv is None else (pick(kv[0]), pick(kv[1])) for i, kv in self.kv.items()}
+
     def fork(self):
         """A read-only view of this cache: forward passes through it see the past but append nothing."""
         view = KVCache()

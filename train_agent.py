@@ -54,6 +54,7 @@ imagine_batch = 32  # rollouts per step
 imagine_K = 4  # denoising steps per imagined frame
 alpha = 0.5  # §A.3 weight of the positive set
 beta = 0.3  # §A.3 weight of the KL to the behavioral prior
+value_warmup = 0  # first iterations that train the value head alone (PMPO needs a value to split D+ from D-)
 # optimizer
 lr = 3e-4
 min_lr_frac = 0.1
@@ -243,14 +244,16 @@ def imagine_step():
     z, actions, _, _ = batch(b)
     with ctx:
         roll = imagine(dyn, agent, z, actions, horizon, imagine_K)
-    return imagination_losses(agent, models["prior"], roll, alpha, beta)
+    return imagination_losses(agent, models["prior"], roll, alpha, beta, train_policy=it >= value_warmup)
 
 
 if master:
     os.makedirs(out_dir, exist_ok=True)
     n_train = sum(p.numel() for p in params)
-    print(f"agent {phase}: {n_train / 1e6:.2f}M trained params, {keep.mean():.0%} of episodes for BC ({bc_data}), "
-          f"device {device} {dtype}, matmul peak {peak / 1e12:.2f} TFLOP/s")
+    what = f"{keep.mean():.0%} of episodes for BC ({bc_data})" if phase == "finetune" else \
+        f"{imagine_batch} rollouts of {horizon} steps per iter"
+    print(f"agent {phase}: {n_train / 1e6:.2f}M trained params, {what}, device {device} {dtype}, "
+          f"matmul peak {peak / 1e12:.2f} TFLOP/s")
 t_start = t0 = time.time()
 start_it, loss_val = it, None
 while True:

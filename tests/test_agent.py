@@ -151,6 +151,21 @@ def test_time_window_streams_at_constant_cost():
     assert out.shape == (1, 10, 8, 8) and torch.isfinite(out).all()
 
 
+def test_cache_select_keeps_running_episodes():
+    """Dropping ended episodes from a KV cache (with agent tokens in it) leaves the others' outputs as they were."""
+    m, ag = tiny(), tiny_agent()
+    z, _, _, a = inputs(B=3, T=6)
+    eps = torch.randn_like(z)
+    with torch.no_grad():
+        full, part = KVCache(), KVCache()
+        for cache in (full, part):
+            append_frames(m, z[:, :4], a[:, :4], cache, eps[:, :4], ag.slots(3, 4))
+        part.select(torch.tensor([0, 2]), 3)
+        h_full = append_frames(m, z[:, 4:], a[:, 4:], full, eps[:, 4:], ag.slots(3, 2))
+        h_part = append_frames(m, z[[0, 2], 4:], a[[0, 2], 4:], part, eps[[0, 2], 4:], ag.slots(2, 2))
+    assert torch.allclose(h_full[[0, 2]], h_part, atol=1e-5) and part.length == full.length == 6
+
+
 def test_reward_head_sees_the_action_taken():
     """The reward of transition t (read at frame t+1) changes with a_t, not with a_{t+1}."""
     m, ag = tiny(), tiny_agent()
@@ -187,6 +202,9 @@ def test_imagination_rollout():
     assert ag.policy[-1].weight.grad.abs().sum() > 0 and ag.value[-1].weight.grad.abs().sum() > 0
     assert ag.tokens.grad is None and info["kl_prior"] == pytest.approx(0, abs=1e-6)  # prior == policy at first
     assert 0 <= info["positive_adv"] <= 1 and np.isfinite(info["imagined_return"])
+    ag.zero_grad()
+    imagination_losses(ag, prior, roll, train_policy=False)[0].backward()  # the value warm-up: no policy gradient
+    assert ag.policy[-1].weight.grad is None and ag.value[-1].weight.grad.abs().sum() > 0
 
 
 # ---------------------------------------------------------------------------------------------------- end to end
