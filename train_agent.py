@@ -280,8 +280,9 @@ while True:
     loss.backward()
     if ddp:  # average the gradients over the processes (the models are called piecewise, so no DDP wrapper)
         for p in params:
-            torch.distributed.all_reduce(p.grad)
-            p.grad /= world
+            if p.grad is not None:  # (the value head has none while finetuning)
+                torch.distributed.all_reduce(p.grad)
+                p.grad /= world
     grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
