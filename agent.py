@@ -119,10 +119,11 @@ def kl(logits, prior_logits):
                for p, q in zip(logits, prior_logits))
 
 
-def sample_actions(logits, greedy=False, generator=None):
-    """One action per component from logits (..., classes) each -> (..., C) int64: sampled, or argmax."""
-    pick = lambda lg: lg.argmax(-1) if greedy else torch.multinomial(
-        F.softmax(lg.float().flatten(0, -2), -1), 1, generator=generator).view(lg.shape[:-1])
+def sample_actions(logits, temperature=1.0, generator=None):
+    """One action per component from logits (..., classes) each -> (..., C) int64: sampled from softmax(logits /
+    temperature), or the argmax at temperature 0."""
+    pick = lambda lg: lg.argmax(-1) if temperature == 0 else torch.multinomial(
+        F.softmax(lg.float().flatten(0, -2) / temperature, -1), 1, generator=generator).view(lg.shape[:-1])
     return torch.stack([pick(lg) for lg in logits], -1)
 
 
@@ -258,10 +259,12 @@ def load_agent(path, what="agent checkpoint"):
 class Policy:
     """Frames in, actions out, in the real game: every frame streams through the tokenizer's and the dynamics model's
     KV caches (a sliding time window, so any episode length costs the same per frame); the agent tokens' output
-    goes to the policy head (offset 0). Batched: act() takes one frame (H, W, 3) or N frames (N, H, W, 3)."""
+    goes to the policy head (offset 0), sampled at `temperature` (0: argmax). Batched: act() takes one frame
+    (H, W, 3) or N frames (N, H, W, 3)."""
 
-    def __init__(self, tok, dyn, agent, greedy=False, task=0, device="cpu", dtype="float32"):
-        self.tok, self.dyn, self.agent, self.greedy, self.task, self.device = tok, dyn, agent, greedy, task, device
+    def __init__(self, tok, dyn, agent, temperature=1.0, task=0, device="cpu", dtype="float32"):
+        self.tok, self.dyn, self.agent, self.task, self.device = tok, dyn, agent, task, device
+        self.temperature = temperature
         self.ctx = autocast_ctx(device, dtype)
         self.image_size = tok.image_size  # the frames it takes: (image_size, image_size, 3)
         self.reset()
@@ -293,17 +296,18 @@ class Policy:
         """frame uint8 (H, W, 3) -> action (int, for a one-component spec, else an array), or (N, H, W, 3) -> (N, C)."""
         single = np.ndim(frame) == 3
         h = self.observe(np.asarray(frame)[None] if single else frame)
-        self.prev = sample_actions(self.agent.policy_logits(h, offset=0), self.greedy, self.gen)  # (N, C)
+        self.prev = sample_actions(self.agent.policy_logits(h, offset=0), self.temperature, self.gen)  # (N, C)
         a = self.prev.cpu().numpy()
         return (int(a[0, 0]) if a.shape[1] == 1 else a[0]) if single else a
 
 
-def load_policy(path, device="cpu", greedy=False, time_window=16, dtype="auto"):
+def load_policy(path, device="cpu", temperature=1.0, time_window=16, dtype="auto"):
     """A policy that plays the real game from an agent checkpoint: policy.reset(seed), policy.act(frame) -> action.
+    temperature: of the sampled actions (1: the policy as trained; 0: argmax).
     time_window: how many past frames the dynamics model's time layers read (the clips it was trained on).
     dtype: 'auto' (bf16 where it is fast), 'bfloat16' or 'float32'."""
     ckpt = load_agent(path)
     models = build(ckpt).to(device).eval().requires_grad_(False)
     models["dynamics"].transformer.time_window = time_window
     tok, _ = load_tokenizer(ckpt["tokenizer"]["path"], device)
-    return Policy(tok, models["dynamics"], models["agent"], greedy, device=device, dtype=resolve_dtype(device, dtype))
+    return Policy(tok, models["dynamics"], models["agent"], temperature, device=device, dtype=resolve_dtype(device, dtype))

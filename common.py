@@ -304,6 +304,23 @@ def progress(it, max_iters, start_it, t_start, max_minutes=0.0):
     return f"iter {it}/{max_iters} ({it / max(1, max_iters):.0%}, eta {max(0, left) / 60:.0f}m)"
 
 
+def ticker(what, total, every=None):
+    """tick(n, note=''): prints 'what: n/total (p%, eta Xm) note' at most every `every` seconds (2 on a terminal,
+    30 in a log) and at n == total: progress for the long loops that are not training steps."""
+    import sys
+    import time
+    every = every if every is not None else 2 if sys.stdout.isatty() else 30
+    t0, last = time.time(), [time.time()]
+
+    def tick(n, note=""):
+        if n < total and time.time() - last[0] < every:
+            return
+        last[0] = time.time()
+        left = (time.time() - t0) / max(n, 1e-9) * (total - n)
+        print(f"{what}: {n}/{total} ({n / max(1, total):.0%}, eta {left / 60:.0f}m) {note}".rstrip(), flush=True)
+    return tick
+
+
 def log_metrics(out_dir, **metrics):
     """Append one JSON object to out_dir/metrics.jsonl."""
     os.makedirs(out_dir, exist_ok=True)

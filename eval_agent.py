@@ -30,6 +30,7 @@ rl_ckpt = "out/agent_rl/ckpt.pt"  # after phase 3 ('' = skip)
 episodes = 50  # seeds per policy
 max_steps = 1000  # episode length cap
 seed = 1_000_000  # seeds seed .. seed + episodes - 1
+temperature = 1.0  # of the agents' sampled actions (1: the policy as trained)
 argmax = True  # also play the agents with argmax actions (a reproduction saw argmax collapse to random play)
 argmax_episodes = 0  # seeds for the argmax rows (the first ones); 0 = all of them
 baselines = True  # random play, the demonstrator at epsilon 0, and the data mix
@@ -44,8 +45,8 @@ config = common.configure(globals())
 device = common.auto_device(device)
 if threads:
     torch.set_num_threads(threads)
-if episodes < 1 or max_steps < 1:
-    raise common.ConfigError("episodes and max_steps must be >= 1")
+if episodes < 1 or max_steps < 1 or not temperature > 0:
+    raise common.ConfigError("episodes and max_steps must be >= 1, temperature > 0")
 agents = {name: path for name, path in (("BC", bc_ckpt), ("RL", rl_ckpt)) if path}
 for name, path in agents.items():
     spec = load_agent(path, f"{name.lower()}_ckpt")["action_spec"]
@@ -86,15 +87,11 @@ def wilcoxon(d):
     return math.erfc(abs(z) / math.sqrt(2))
 
 
-def play_agent(path, greedy, seeds):
-    policy = load_policy(path, device, greedy, time_window)
-    t_last = [time.time()]
-
-    def progress(step, alive):
-        if time.time() - t_last[0] > 30:
-            t_last[0] = time.time()
-            print(f"  step {step}/{max_steps}, {alive} of {len(seeds)} episodes still running", flush=True)
-    return evaluate_lockstep(policy, seeds, max_steps, policy.image_size, progress)
+def play_agent(path, temperature, seeds, name):
+    policy = load_policy(path, device, temperature, time_window)
+    tick = common.ticker(f"  {name}: step", max_steps)  # the eta is an upper bound: episodes may end sooner
+    return evaluate_lockstep(policy, seeds, max_steps, policy.image_size,
+                             lambda step, alive: tick(step, f"({alive} of {len(seeds)} episodes running)"))
 
 
 rows = {}
@@ -109,7 +106,7 @@ for name, path in agents.items():
         row = f"{name} argmax" if greedy else name
         t0 = time.time()
         row_seeds = seeds[:argmax_episodes or episodes] if greedy else seeds
-        rows[row] = {**play_agent(path, greedy, row_seeds), "seconds": time.time() - t0, "ckpt": os.path.abspath(path)}
+        rows[row] = {**play_agent(path, 0 if greedy else temperature, row_seeds, row), "seconds": time.time() - t0, "ckpt": os.path.abspath(path)}
         print(f"{row}: score {rows[row]['score']:.2f}% ({rows[row]['seconds']:.0f}s)", flush=True)
         if not greedy:
             r = rows[row]
@@ -159,7 +156,7 @@ print(f"wrote {out} and {os.path.splitext(out)[0]}.md")
 
 if agents:  # one agent episode, sampled actions, as the table plays it
     name, path = list(agents.items())[-1]
-    policy = load_policy(path, device, False, time_window)
+    policy = load_policy(path, device, temperature, time_window)
     env = _make_env(seeds[0], max_steps, policy.image_size)
     frames, done = [env.reset()], False
     while not done:

@@ -22,7 +22,7 @@ dynamics_ckpt = "out/dynamics/ckpt.pt"
 tokenizer_ckpt = ""  # default: the tokenizer the dynamics model was trained on
 data_dir = ""  # default: the data it was trained on
 split = "val"
-out = "rollout.mp4"  # .mp4 or .gif
+out = "rollout.mp4"  # .mp4 or .gif, or several paths comma-separated (one rollout, each format)
 actions = "data"  # 'data' | 'random' | '0,3,3,5,...'
 num_windows = 4  # rollouts, one per row
 context_frames = 8
@@ -87,5 +87,6 @@ n = num_windows * F
 print(f"generation: {n} frames in {t1 - t0:.2f}s = {n / (t1 - t0):.1f} frames/s (K={sample_K}, batch {num_windows}, "
       f"{C} context frames, {device} {dtype}); decode: {num_windows * (C + F) / (t2 - t1):.1f} frames/s (context and "
       f"new frames)")
-path = write_video(out, side_by_side(to_float(frames), video), fps)
-print(f"wrote {path}: rows = {num_windows} rollouts, real | generated (first {C} frames: the context as reconstructed)")
+grid = side_by_side(to_float(frames), video)
+paths = ", ".join(write_video(o, grid, fps) for o in out.split(","))
+print(f"wrote {paths}: rows = {num_windows} rollouts, real | generated (first {C} frames: the context as reconstructed)")

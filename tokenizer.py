@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from common import ConfigError, load_checkpoint
+from common import ConfigError, load_checkpoint, ticker
 from model import KVCache, Transformer, RunningRMS, init_weights
 
 
@@ -224,12 +224,14 @@ def cached_latents(tok, tokenizer_ckpt, store, data_dir, device, ctx, chunk=64):
     if os.path.exists(path + ".json"):
         os.remove(path + ".json")  # present and equal means complete
     lat = np.lib.format.open_memmap(path + ".tmp", "w+", np.float16, (len(store), tok.num_latents, tok.latent_dim))
+    tick = ticker("latent cache", len(store))
     for start, end in store.episodes:
         cache = KVCache()
         for i in range(start, end, chunk):
             x = torch.from_numpy(np.array(store.frames[i:min(end, i + chunk)]))[None].to(device)
             with torch.no_grad(), ctx:
                 lat[i:i + x.shape[1]] = tok.encode(x, cache=cache)[0].float().cpu().numpy()
+            tick(i + x.shape[1], "frames")
     lat.flush()
     os.replace(path + ".tmp", path)
     json.dump(key, open(path + ".json", "w"))

@@ -55,6 +55,7 @@ imagine_K = 4  # denoising steps per imagined frame
 alpha = 0.5  # §A.3 weight of the positive set
 beta = 0.3  # §A.3 weight of the KL to the behavioral prior
 value_warmup = 0  # first iterations that train the value head alone (PMPO needs a value to split D+ from D-)
+value_lr = 0.0  # the value head's peak lr (0 = lr): a critic that lags the returns makes most advantages >= 0
 # optimizer
 lr = 3e-4
 min_lr_frac = 0.1
@@ -149,8 +150,14 @@ elif "criterion" in start and init_from == "scratch":
     criterion.load_state_dict(start["criterion"])  # the dynamics loss's running RMS carries on
 models, criterion = models.to(device), criterion.to(device)
 dyn, agent = models["dynamics"], models["agent"]
-optimizer = common.make_optimizer(models, lr, weight_decay, (beta1, beta2), device, muon and phase == "finetune",
-                                  dtype=dtype)
+if phase == "finetune":
+    optimizer = common.make_optimizer(models, lr, weight_decay, (beta1, beta2), device, muon, dtype=dtype)
+else:  # the policy and value heads, each at its own peak lr
+    optimizer = common.Optimizers(*(common.make_optimizer(head, head_lr, weight_decay, (beta1, beta2), device,
+                                                          dtype=dtype)
+                                    for head, head_lr in ((agent.policy, lr), (agent.value, value_lr or lr))))
+for g in optimizer.param_groups:
+    g["peak_lr"] = g["lr"]  # the schedule below scales each group's own peak
 it = 0
 if init_from == "resume":
     rng = common.restore_training_state(start, models, optimizer, criterion, rng, rank, seed)
@@ -273,7 +280,7 @@ while True:
     if last:
         break
     for g in optimizer.param_groups:
-        g["lr"] = common.lr_at(it, lr, warmup_iters, max_iters, min_lr_frac)
+        g["lr"] = common.lr_at(it, g["peak_lr"], warmup_iters, max_iters, min_lr_frac)
     loss, terms = finetune_step() if phase == "finetune" else imagine_step()
     if not torch.isfinite(loss):
         raise SystemExit(f"error: loss is {loss.item()} at iter {it}; stopping (last good checkpoint: {ckpt_path})")

@@ -231,8 +231,8 @@ while True:
         m = evaluate()
         print(f"iter {it}: rollout {m['rollout_psnr']:.2f} dB, floor {m['floor_psnr']:.2f}, ceiling "
               f"{m['ceiling_psnr']:.2f}, shuffle_ratio {m['shuffle_ratio']:.3f}")
-        common.log_metrics(out_dir, iter=it, loss=loss_val, **m, eval_windows=eval_windows,
-                           minutes=(time.time() - t_start) / 60)
+        common.log_metrics(out_dir, iter=it, loss=loss_val, **m, eval_windows=eval_windows, eval_K=eval_K,
+                           eval_frames=eval_frames, minutes=(time.time() - t_start) / 60)
         if it > start_it:
             save(it)
     if last:

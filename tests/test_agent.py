@@ -2,6 +2,9 @@
 and the finetune -> imagine -> evaluate pipeline on a tiny Crafter store."""
 import json
 import os
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +13,7 @@ import torch.nn as nn
 
 from agent import (Agent, agent_pass, bc_loss, imagination_losses, imagine, kl, lambda_returns, offsets,
                    pmpo_loss, reward_loss, symexp, symlog, twohot, twohot_loss, twohot_mean)
-from conftest import run_script
+from conftest import ROOT, run_script
 from dynamics import append_frames, generate, next_frame, prev_actions
 from model import KVCache
 from test_dynamics import fails, inputs, metrics, tiny
@@ -209,69 +212,106 @@ def test_imagination_rollout():
 
 # ---------------------------------------------------------------------------------------------------- end to end
 
+# the test preset of the main job: every stage of pipeline.sh, a few steps each, on the tiny 32x32 Crafter store
+TEST_PRESET = {
+    "data": dict(image_size=32, num_frames=600, episode_len=100),  # as the tiny store was built
+    "tokenizer": dict(patch_size=4, num_latents=16, latent_dim=8, dim=64, enc_depth=2, dec_depth=2, time_every=2,
+                      seq_len=1, batch_size=16, max_iters=20, eval_interval=20, eval_windows=16),
+    "dynamics": dict(dim=64, depth=2, time_every=2, num_registers=2, batch_size=4, seq_len=8, long_seq_len=16,
+                     context_frames=4, eval_frames=4, eval_windows=4, max_iters=10, eval_interval=10,
+                     latent_cache=True, teacher_forcing=True, k_max=4, zero_frac=0.75, bootstrap_start=0),
+    "finetune": dict(phase="finetune", batch_size=4, seq_len=8, mtp=2, eval_interval=4, log_interval=2,
+                     warmup_iters=0, min_lr_frac=1.0, max_iters=4),
+    "imagine": dict(phase="imagine", imagine_batch=4, horizon=4, context_frames=4, eval_interval=3, log_interval=1,
+                    value_lr=1e-3, max_iters=3),
+    "eval": dict(episodes=3, max_steps=12, workers=1),
+}
+
+
+def run_pipeline(config, store, out):
+    """bash pipeline.sh with the test preset: its stdout (it fails the test if the job fails)."""
+    env = {**os.environ, "CONFIG": str(config), "PRESET": "test", "DATA": store, "OUT": str(out),
+           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    r = subprocess.run(["bash", os.path.join(ROOT, "pipeline.sh")], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r.stdout
+
+
 @pytest.fixture(scope="session")
 def agent_run(tiny_store, tmp_path_factory):
-    """tokenizer -> dynamics -> finetune -> imagine on the tiny 32x32 Crafter store, a few steps each."""
+    """The main job (pipeline.sh) end to end at test sizes: data (the tiny store, already built) -> tokenizer ->
+    dynamics -> rollout video -> finetune -> imagine -> real-game eval -> results.md."""
     tmp = tmp_path_factory.mktemp("agent")
-    sysargs = ["--compile=False", "--threads=2"]
-    run_script("train_tokenizer.py", f"--data_dir={tiny_store}", f"--out_dir={tmp / 'tok'}", "--patch_size=4",
-               "--num_latents=16", "--latent_dim=8", "--dim=64", "--enc_depth=2", "--dec_depth=2", "--time_every=2",
-               "--seq_len=1", "--batch_size=16", "--max_iters=20", "--eval_interval=20", "--eval_windows=16", *sysargs)
-    run_script("train_dynamics.py", f"--data_dir={tiny_store}", f"--tokenizer_ckpt={tmp / 'tok/ckpt.pt'}",
-               f"--out_dir={tmp / 'dyn'}", "--dim=64", "--depth=2", "--time_every=2", "--num_registers=2",
-               "--batch_size=4", "--seq_len=8", "--long_seq_len=16", "--context_frames=4", "--eval_frames=4",
-               "--eval_windows=4", "--max_iters=10", "--eval_interval=10", "--latent_cache=True",
-               "--teacher_forcing=True", "--k_max=4", "--zero_frac=0.75", "--bootstrap_start=0", *sysargs)
-    ft = ["train_agent.py", "--phase=finetune", f"--init_ckpt={tmp / 'dyn/ckpt.pt'}", "--batch_size=4",
-          "--seq_len=8", "--mtp=2", "--eval_interval=4", "--log_interval=2", "--warmup_iters=0", "--min_lr_frac=1.0",
-          *sysargs]
-    run_script(*ft, f"--out_dir={tmp / 'bc'}", "--max_iters=4")
-    im = ["train_agent.py", "--phase=imagine", f"--init_ckpt={tmp / 'bc/ckpt.pt'}", "--imagine_batch=4",
-          "--horizon=4", "--context_frames=4", "--eval_interval=3", "--log_interval=1", *sysargs]
-    run_script(*im, f"--out_dir={tmp / 'rl'}", "--max_iters=3")
-    return tmp, tiny_store, ft, im
+    (tmp / "config").mkdir()
+    for stage, keys in TEST_PRESET.items():
+        system = {} if stage == "data" else dict(threads=2, **({} if stage in ("finetune", "imagine", "eval") else
+                                                               dict(compile=False)))
+        text = f"# time: {stage} a few seconds\n" + "".join(f"{k} = {v!r}\n" for k, v in {**keys, **system}.items())
+        (tmp / "config" / f"{stage}_test.py").write_text(text)
+    stdout = run_pipeline(tmp / "config", tiny_store, tmp / "out")
+    ft = ["train_agent.py", str(tmp / "config/finetune_test.py"), f"--init_ckpt={tmp / 'out/dynamics/ckpt.pt'}"]
+    im = ["train_agent.py", str(tmp / "config/imagine_test.py"), f"--init_ckpt={tmp / 'out/agent_bc/ckpt.pt'}"]
+    return tmp / "out", tiny_store, ft, im, stdout
 
 
 @pytest.mark.slow
-def test_finetune_imagine_evaluate(agent_run, capsys):
-    tmp, store, ft, im = agent_run
-    bc, rl = metrics(tmp / "bc"), metrics(tmp / "rl")
+def test_main_job(agent_run, tmp_path):
+    tmp, store, ft, im, stdout = agent_run
+    assert "main job: preset test" in stdout and "tokenizer a few seconds" in stdout  # the plan, first
+    bc = [m for m in metrics(tmp / "agent_bc") if "val_bc_acc" in m]  # (the eval appends its scores)
+    rl = metrics(tmp / "agent_rl")
     assert bc[-1]["iter"] == 4 and 0 <= bc[-1]["val_bc_acc"] <= 1 and 0 <= bc[-1]["reward_recall"] <= 1
     assert bc[-1]["reward_events"] > 0  # the held-out episodes have unlock events to find
-    assert [m["iter"] for m in rl] == [0, 1, 2, 3, 3] and all(np.isfinite(m["imagined_return"]) for m in rl[1:4])
+    assert [m["iter"] for m in rl[:5]] == [0, 1, 2, 3, 3] and all(np.isfinite(m["imagined_return"]) for m in rl[1:4])
     assert all(0 <= m["positive_adv"] <= 1 for m in rl[1:4])
-    a, b = (torch.load(tmp / f"{p}/ckpt.pt", weights_only=False) for p in ("bc", "rl"))
+    a, b = (torch.load(tmp / f"{p}/ckpt.pt", weights_only=False) for p in ("agent_bc", "agent_rl"))
     frozen = [k for k in a["model"] if k.startswith("dynamics.") or k.startswith("agent.reward")]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in frozen)  # imagination trains the heads only
     assert not torch.equal(a["model"]["agent.policy.3.weight"], b["model"]["agent.policy.3.weight"])
     assert torch.equal(b["model"]["prior.3.weight"], a["model"]["agent.policy.3.weight"])  # the frozen BC head
     assert b["init"]["phase"] == "finetune" and a["init"]["phase"] == "dynamics"
     # the real game: every policy on the same seeds, one table, the paired comparison, metrics and a video
-    out = tmp / "eval.json"
-    run_script("eval_agent.py", f"--bc_ckpt={tmp / 'bc/ckpt.pt'}", f"--rl_ckpt={tmp / 'rl/ckpt.pt'}", "--episodes=3",
-               "--max_steps=12", f"--out={out}", "--workers=1", "--threads=2")
-    res = json.load(open(out))
+    res = json.load(open(tmp / "eval.json"))
     assert set(res["rows"]) == {"random", "demo eps=0", "data mix", "BC", "BC argmax", "RL", "RL argmax"}
     assert all(r["episodes"] == 3 and r["seeds"] == [1_000_000, 1_000_001, 1_000_002] for r in res["rows"].values())
     assert all(0 < r["mean_length"] <= 12 for r in res["rows"].values())
-    assert 0 <= res["paired"]["returns"]["sign_p"] <= 1 and "RL - BC per seed" in capsys.readouterr().out
-    assert metrics(tmp / "rl")[-1]["eval_episodes"] == 3 and "crafter_score" in metrics(tmp / "bc")[-1]
-    assert os.path.getsize(tmp / "agent_episode.mp4") > 0
+    assert 0 <= res["paired"]["returns"]["sign_p"] <= 1 and "RL - BC per seed" in stdout
+    assert metrics(tmp / "agent_rl")[-1]["eval_episodes"] == 3 and "crafter_score" in metrics(tmp / "agent_bc")[-1]
+    for f in ("agent_episode.mp4", "rollout.mp4", "rollout.gif", "tokenizer/recon.png", "eval.md"):
+        assert os.path.getsize(tmp / f) > 0, f
+    # results.md: every figure there and finite, the hardware and the commit named, a wall time for every stage
+    text = open(tmp / "results.md").read()
+    figures = ["tokenizer val PSNR", "tokenizer val SSIM", "rollout PSNR", "floor", "ceiling", "shuffle ratio",
+               "BC accuracy", "reward head", "imagined return", "| random |", "| demo eps=0 |", "| data mix |",
+               "| BC |", "| RL |", "| total |"] + [f"| {s} |" for s in ("data", "tokenizer", "dynamics", "video",
+                                                                         "finetune", "imagine", "eval")]
+    for name in figures:
+        line = next(ln for ln in text.splitlines() if name in ln)
+        values = [float(v) for v in re.findall(r"[-+]?\d+\.\d+", line)]
+        assert values and all(np.isfinite(values)), line
+    assert "commit " in text and ("CPU: " in text or "GPU: " in text) and not re.search(r"\bnan\b|\binf\b", text.lower())
+    # a rerun skips every stage: nothing trains again, the eval is not replayed
+    again = run_pipeline(tmp.parent / "config", store, tmp)
+    assert again.count("nothing to do") == 5 and "== eval" not in again and "== video" not in again
 
 
-def test_finetune_resumes_exactly(agent_run):
-    tmp, _, ft, _ = agent_run
-    run_script(*ft, f"--out_dir={tmp / 'bc_part'}", "--max_iters=2")
-    run_script(*ft, f"--out_dir={tmp / 'bc_part'}", "--max_iters=4", "--init_from=resume")
-    a, b = (torch.load(tmp / f"{p}/ckpt.pt", weights_only=False) for p in ("bc", "bc_part"))
-    assert a["iter"] == b["iter"] == 4 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+@pytest.mark.parametrize("phase", ["finetune", "imagine"])
+def test_agent_phases_resume_exactly(agent_run, phase):
+    """Stopped halfway and resumed: the same parameters as the pipeline's uninterrupted run (imagination: two
+    optimizers, the value head at its own lr)."""
+    tmp, _, ft, im, _ = agent_run
+    cmd, full, n = (ft, "agent_bc", 4) if phase == "finetune" else (im, "agent_rl", 3)
+    run_script(*cmd, f"--out_dir={tmp / (phase + '_part')}", f"--max_iters={n // 2}")
+    run_script(*cmd, f"--out_dir={tmp / (phase + '_part')}", f"--max_iters={n}", "--init_from=resume")
+    a, b = (torch.load(tmp / f"{p}/ckpt.pt", weights_only=False) for p in (full, phase + "_part"))
+    assert a["iter"] == b["iter"] == n and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
 def test_policy_plays_real_episodes(agent_run):
     from agent import load_policy
     from demonstrator import evaluate, evaluate_lockstep
     tmp = agent_run[0]
-    policy = load_policy(str(tmp / "bc/ckpt.pt"))
+    policy = load_policy(str(tmp / "agent_bc/ckpt.pt"))
     a = policy.act(np.zeros((32, 32, 3), np.uint8))
     assert isinstance(a, int) and 0 <= a < 17
     one = evaluate(lambda env: policy.reset() or policy.act, [5, 6], 15, size=32)  # one episode at a time
@@ -303,13 +343,13 @@ def test_lockstep_evaluation_equals_one_at_a_time():
 
 
 def test_bad_agent_inputs(agent_run, tmp_path):
-    tmp, store, ft, im = agent_run
+    tmp, store, ft, im, _ = agent_run
     ft_base = [x for x in ft if not x.startswith("--init_ckpt")]
     im_base = [x for x in im if not x.startswith("--init_ckpt")]
     out = f"--out_dir={tmp_path / 'x'}"
-    assert "is not an agent checkpoint" in fails(*im_base, f"--init_ckpt={tmp / 'dyn/ckpt.pt'}", out)
-    assert "is not a dynamics checkpoint" in fails(*ft_base, f"--init_ckpt={tmp / 'bc/ckpt.pt'}", out)
-    assert "is not a dynamics checkpoint" in fails(*ft_base, f"--init_ckpt={tmp / 'tok/ckpt.pt'}", out)
+    assert "is not an agent checkpoint" in fails(*im_base, f"--init_ckpt={tmp / 'dynamics/ckpt.pt'}", out)
+    assert "is not a dynamics checkpoint" in fails(*ft_base, f"--init_ckpt={tmp / 'agent_bc/ckpt.pt'}", out)
+    assert "is not a dynamics checkpoint" in fails(*ft_base, f"--init_ckpt={tmp / 'tokenizer/ckpt.pt'}", out)
     assert "does not exist" in fails(*ft_base, f"--init_ckpt={tmp_path / 'none.pt'}", out)
     assert "phase='play'" in fails(*ft, "--phase=play", out)
     # a store whose action spec differs, one without rewards, one without labels
@@ -329,9 +369,9 @@ def test_bad_agent_inputs(agent_run, tmp_path):
     assert "no demonstrator episodes" in fails(*ft, f"--data_dir={tmp_path / 'nolab'}", "--bc_data=demo", out)
     assert not os.path.exists(tmp_path / "x" / "ckpt.pt")
     # the real game: a checkpoint that is not an agent one, or missing
-    assert "is not an agent checkpoint" in fails("eval_agent.py", f"--bc_ckpt={tmp / 'dyn/ckpt.pt'}", "--rl_ckpt=")
+    assert "is not an agent checkpoint" in fails("eval_agent.py", f"--bc_ckpt={tmp / 'dynamics/ckpt.pt'}", "--rl_ckpt=")
     assert "does not exist" in fails("eval_agent.py", f"--rl_ckpt={tmp_path / 'none.pt'}", "--bc_ckpt=")
-    ckpt = torch.load(tmp / "bc/ckpt.pt", weights_only=False)
+    ckpt = torch.load(tmp / "agent_bc/ckpt.pt", weights_only=False)
     ckpt["action_spec"] = [{"name": "action", "classes": 5}]  # an agent of another game
     torch.save(ckpt, tmp_path / "other.pt")
     assert "not Crafter's one 17-way action" in fails("eval_agent.py", f"--bc_ckpt={tmp_path / 'other.pt'}", "--rl_ckpt=")

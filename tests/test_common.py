@@ -217,3 +217,14 @@ def test_help_lists_every_key(script, capsys):
     listed = [line.split("=")[0].strip()[2:] for line in out.splitlines() if line.startswith("  --")]
     assert set(keys) <= set(listed) <= set(keys) | set(maybe), set(listed) ^ set(keys)
     assert len(listed) == len(set(listed)) and "  # " in out  # each once, with the comments beside them
+
+
+def test_ticker_prints_totals_and_eta_sparingly(capsys):
+    tick = common.ticker("cache", 300, every=1000)  # a log: nothing until the end
+    for n in range(1, 301):
+        tick(n, "frames")
+    assert capsys.readouterr().out.splitlines() == ["cache: 300/300 (100%, eta 0m) frames"]
+    tick = common.ticker("eval", 4, every=0)
+    for n in (1, 2):
+        tick(n)
+    assert capsys.readouterr().out.splitlines() == ["eval: 1/4 (25%, eta 0m)", "eval: 2/4 (50%, eta 0m)"]

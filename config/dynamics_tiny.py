@@ -1,0 +1,31 @@
+# time: dynamics   ~4 min (latent cache ~1 min, 600 steps of a half-width model)
+# The recipe of config/dynamics_cpu.py at half the width and a tenth of the steps.
+data_dir = "data/crafter_tiny"
+tokenizer_ckpt = "out/tiny/tokenizer/ckpt.pt"
+out_dir = "out/tiny/dynamics"
+eval_interval = 600
+eval_windows = 32
+context_frames = 8
+eval_frames = 8
+log_interval = 50
+latent_cache = True
+batch_size = 4
+seq_len = 16
+long_seq_len = 24  # imagination reads 8 context frames + 8 imagined ones
+long_every = 4
+dim = 128
+depth = 4
+n_head = 4
+n_kv_head = 4
+time_every = 2
+lr = 3e-3
+warmup_iters = 30
+max_iters = 600
+bootstrap_start = 100
+k_max = 4
+teacher_forcing = True
+zero_frac = 0.75
+single_frame_frac = 0.0
+ramp = False
+compile = False
+threads = 2
