@@ -268,9 +268,13 @@ class Optimizers:
 
 
 def training_state(model, optimizer, criterion, it, rng):
-    """What a resumable checkpoint holds beyond each stage's own metadata (config, shapes, specs)."""
+    """What a resumable checkpoint holds beyond each stage's own metadata (config, shapes, specs): the CUDA RNGs too,
+    so that a GPU resume draws the same noise."""
+    rngs = {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rngs["cuda"] = torch.cuda.get_rng_state_all()
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "criterion": criterion.state_dict(),
-            "iter": it, "rng": {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}}
+            "iter": it, "rng": rngs}
 
 
 def restore_training_state(ckpt, model, optimizer, criterion, rng, rank, seed):
@@ -284,6 +288,8 @@ def restore_training_state(ckpt, model, optimizer, criterion, rng, rank, seed):
         return np.random.default_rng([seed, rank, ckpt["iter"]])
     rng.bit_generator.state = ckpt["rng"]["numpy"]
     torch.set_rng_state(ckpt["rng"]["torch"])
+    if "cuda" in ckpt["rng"] and torch.cuda.is_available() and len(ckpt["rng"]["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
     return rng
 
 

@@ -121,13 +121,19 @@ L, Dz = tok_ckpt["latent_shape"]
 # a deterministic subset of episodes keeps its action labels; the rest are unlabeled video (-1)
 E = len(store.episodes)
 labeled = np.zeros(E, bool)
-labeled[np.random.default_rng(seed).permutation(E)[:round(action_label_frac * E)]] = True
+if ckpt is not None:  # a resumed run keeps the subset it started with, whatever the config says now
+    labeled[ckpt["labeled_episodes"]] = True
+    if master and labeled.sum() != round(action_label_frac * E):
+        print(f"warning: action_label_frac={action_label_frac} is not the checkpoint's; the resumed run keeps its "
+              f"{labeled.sum()} labeled episodes")
+else:
+    labeled[np.random.default_rng(seed).permutation(E)[:round(action_label_frac * E)]] = True
 frames_per_step = batch_size * seq_len
 val = store.fixed_windows(eval_windows, C + F, "val")
 
 
 latents = None
-if latent_cache and not eval_only:  # eval reads frames, not the cache: an eval_only run need not build it
+if latent_cache:  # training and eval read it
     if master:  # built once, when missing or stale
         cached_latents(tok, tokenizer_ckpt, store, data_dir, device, ctx, frames_per_step)
     if ddp:
@@ -135,12 +141,19 @@ if latent_cache and not eval_only:  # eval reads frames, not the cache: an eval_
     latents = cached_latents(tok, tokenizer_ckpt, store, data_dir, device, ctx)
 
 
+def chunked(f, x, n=32):
+    """f over x (N, ...) in pieces of n: evals of many windows fit in memory."""
+    return torch.cat([f(x[i:i + n]) for i in range(0, len(x), n)])
+
+
 def latents_of(b):
-    """Latents (n, T, L, Dz) of sampled windows b (store.sample): from the cache, or encoded by the frozen tokenizer."""
+    """Latents (n, T, L, Dz) of windows b (store.sample, store.fixed_windows): from the cache (each episode streamed
+    through the tokenizer, early frames seeing their true past), or encoded window by window. Training and eval
+    read the same source."""
     if latents is not None:
         return torch.from_numpy(latents[b["start"][:, None] + np.arange(b["actions"].shape[1])]).to(device).float()
     with torch.no_grad(), ctx:
-        return tok.encode(torch.from_numpy(b["frames"]).to(device)).float()
+        return chunked(lambda f: tok.encode(f).float(), torch.from_numpy(b["frames"]).to(device))
 
 
 def latent_std():
@@ -190,13 +203,14 @@ def evaluate():
     frames, actions = torch.from_numpy(val["frames"]).to(device), torch.from_numpy(val["actions"]).to(device)
     x = to_float(frames[:, C:])  # (N, F, H, W, 3) the real future
     gen = {}
+    decode = lambda z: chunked(lambda y: tok.decode(y).float(), z)
+    z = latents_of(val)  # (N, C + F, L, Dz)
     with ctx:
-        z = tok.encode(frames).float()  # (N, C + F, L, Dz)
-        recon = tok.decode(z).float()  # the tokenizer's reconstruction of every frame
+        recon = decode(z)  # the tokenizer's reconstruction of every frame
         for name, a in (("true", actions), ("shuffled", actions.roll(len(actions) // 2, 0))):
             g = torch.Generator(device).manual_seed(seed)  # the same noise for both
             z_gen = generate(raw_model, z[:, :C], a, F, eval_K, g)
-            gen[name] = tok.decode(torch.cat((z[:, :C], z_gen), 1)).float()[:, C:]  # decoded after the context
+            gen[name] = decode(torch.cat((z[:, :C], z_gen), 1))[:, C:]  # decoded after the context
     raw_model.train()
     mse = lambda y: ((y.clamp(0, 1) - x) ** 2).mean().item()
     steps = {"rollout": psnr(gen["true"], x), "floor": psnr(recon[:, C - 1:C].expand_as(x), x),

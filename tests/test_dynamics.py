@@ -318,9 +318,9 @@ def test_latent_cache(bars, capsys):
     run_script(*args, "--max_iters=3", "--init_from=resume")
     run_script(*args, f"--out_dir={out}_2")  # another run on the same tokenizer and data
     assert "latent cache" not in capsys.readouterr().out and os.path.getmtime(cache[0]) == mtime
-    os.remove(cache[0] + ".json")  # a stale cache: training would rebuild it, evaluating alone does not
+    os.remove(cache[0] + ".json")  # a stale cache is rebuilt, also to evaluate alone: eval reads what training read
     run_script(*args, "--init_from=resume", "--eval_only=True")
-    assert "latent cache" not in capsys.readouterr().out and not os.path.exists(cache[0] + ".json")
+    assert "latent cache: encoded 1600 frames" in capsys.readouterr().out and os.path.exists(cache[0] + ".json")
 
 
 def test_resume_matches_uninterrupted_run(bars, capsys):
@@ -363,6 +363,12 @@ def test_resume_matches_uninterrupted_run(bars, capsys):
     assert err.startswith("error: 6 context + 4 new frames is longer than the 8 frames this model was trained on")
     assert "must be a multiple of d_min" in fails("sample.py", f"--dynamics_ckpt={ckpt}", "--sample_K=3")
     assert "and zero_frac must be in [0, 1]" in fails("train_dynamics.py", *common, "--zero_frac=1.5")
+    # a resume keeps the labeled episodes it started with, whatever action_label_frac says now
+    capsys.readouterr()
+    run_script("train_dynamics.py", *common, f"--out_dir={part}", "--max_iters=7", "--init_from=resume",
+               "--action_label_frac=1.0")
+    assert "keeps its 20 labeled episodes" in capsys.readouterr().out
+    assert torch.load(ckpt, weights_only=False)["labeled_episodes"] == a["labeled_episodes"]
     for bad, msg in (("--k_max=3", "k_max=3 must be a power of 2"), ("--pack=3", "must be a multiple of pack=3"),
                      ("--eval_K=3", "eval_K=3: 1/eval_K must be a multiple of d_min"),
                      ("--dim=62", "dim=62 must be a multiple of n_head=4"),
