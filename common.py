@@ -177,10 +177,13 @@ def compile_and_wrap(model, compile, ddp, local_rank, device):
 
 
 def atomic_save(obj, path):
-    """torch.save to a temp file, then rename: a checkpoint is never half-written under its final name."""
+    """torch.save to a temp file, fsync, then rename: a checkpoint is never half-written under its final name."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp"
-    torch.save(obj, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 

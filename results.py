@@ -25,7 +25,12 @@ def last(stage, key):
     path = os.path.join(out_dir, stage, "metrics.jsonl")
     if not os.path.exists(path):
         raise common.ConfigError(f"{path} is missing: run that stage first (bash pipeline.sh)")
-    rows = [json.loads(line) for line in open(path) if line.strip()]
+    rows = []
+    for line in open(path):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # a line cut short by a killed run
+            pass
     rows = [r for r in rows if r.get(key) is not None]
     if not rows:
         raise common.ConfigError(f"{path} has no '{key}': the stage has not finished an eval")

@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from agent import (Agent, agent_pass, bc_loss, imagination_losses, imagine, kl, lambda_returns, offsets,
                    pmpo_loss, reward_loss, symexp, symlog, twohot, twohot_loss, twohot_mean)
-from conftest import ROOT, run_script
+from conftest import ROOT, kill_and_rerun, run_script
 from dynamics import append_frames, generate, next_frame, prev_actions
 from model import KVCache
 from test_dynamics import fails, inputs, metrics, tiny
@@ -305,6 +305,21 @@ def test_agent_phases_resume_exactly(agent_run, phase):
     run_script(*cmd, f"--out_dir={tmp / (phase + '_part')}", f"--max_iters={n}", "--init_from=resume")
     a, b = (torch.load(tmp / f"{p}/ckpt.pt", weights_only=False) for p in (full, phase + "_part"))
     assert a["iter"] == b["iter"] == n and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+@pytest.mark.slow
+def test_kill9_anywhere_in_finetuning_loses_nothing(agent_run, tmp_path):
+    """SIGKILL three times (in steps, evals or checkpoint saves: random moments after a step is logged), rerun with
+    resume each time: the same parameters as the uninterrupted run."""
+    tmp, _, ft, _, _ = agent_run
+    flags = ["--max_iters=10", "--eval_interval=2", "--log_interval=1"]
+    run_script(*ft, f"--out_dir={tmp_path / 'ref'}", *flags)
+    out, log = tmp_path / "killed", tmp_path / "log.txt"
+    landed, text = kill_and_rerun([*ft, f"--out_dir={out}", *flags], lambda t0: "ms/iter" in open(log).read(), 3, log,
+                                  resume_if=str(out / "ckpt.pt"))
+    a, b = (torch.load(p / "ckpt.pt", weights_only=False) for p in (tmp_path / "ref", out))
+    assert landed == 3 and ("iter 10/10" in text or "nothing to do" in text)
+    assert a["iter"] == b["iter"] == 10 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
 def test_policy_plays_real_episodes(agent_run):

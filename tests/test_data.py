@@ -455,3 +455,21 @@ def test_bad_store_and_source(tmp_path):
     assert r.returncode != 0
     assert r.stderr.strip() == "error: unknown --source='atari'; use one of: crafter, minerl, vpt, video"
     assert nothing_left(tmp_path / "z")
+
+
+@pytest.mark.slow
+def test_kill9_during_collection_loses_nothing(tiny_store, tmp_path):
+    """SIGKILL twice while episodes are being written (random moments after a chunk of this run lands), rerun the
+    same command: the same store, array for array, as the uninterrupted collection (tiny_store's own command)."""
+    import glob
+    from conftest import kill_and_rerun
+    d = tmp_path / "crafter32"
+    args = ["data.py", "--source=crafter", f"--data_dir={d}", "--num_frames=600", "--episode_len=100",
+            "--image_size=32", "--num_workers=2"]
+    chunk_landed = lambda t0: any(os.path.getmtime(f) > t0 for f in glob.glob(f"{d}.partial/ep_*.npz"))
+    landed, _ = kill_and_rerun(args, chunk_landed, 2, tmp_path / "log.txt")
+    assert landed == 2 and not os.path.exists(f"{d}.partial") and not os.path.exists(f"{d}.tmp")
+    for name in ("frames", "actions", "rewards", "episodes", "policies", "epsilons"):
+        assert np.array_equal(np.load(d / f"{name}.npy"), np.load(os.path.join(tiny_store, f"{name}.npy")),
+                              equal_nan=True), name
+    assert json.load(open(d / "meta.json")) == json.load(open(os.path.join(tiny_store, "meta.json")))
