@@ -190,7 +190,13 @@ def atomic_save(obj, path):
 def load_checkpoint(path, what="checkpoint"):
     if not os.path.isfile(path):
         raise ConfigError(f"{what} '{path}' does not exist")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # truncated, or not a torch file at all: pickle, zip and EOF errors alike
+        raise ConfigError(f"{what} '{path}' is not a readable checkpoint ({type(e).__name__}: {str(e)[:80]})")
+    if not isinstance(ckpt, dict):
+        raise ConfigError(f"{what} '{path}' is not a nanodreamer checkpoint (it holds a {type(ckpt).__name__})")
+    return ckpt
 
 
 def make_optimizer(model, lr, weight_decay, betas, device, muon=False, *, dtype):

@@ -122,11 +122,19 @@ class LPIPS(nn.Module):
             layers += [nn.MaxPool2d(2)] if c == "M" else [nn.Conv2d(c_in, c, 3, padding=1), nn.ReLU()]
             c_in = c if c != "M" else c_in
         self.features = nn.Sequential(*layers[:LPIPS_TAPS[-1] + 1])
-        vgg = torch.load(vgg_path, map_location="cpu", weights_only=True)
-        self.features.load_state_dict({k[len("features."):]: v for k, v in vgg.items()
-                                       if k.startswith("features.") and int(k.split(".")[1]) <= LPIPS_TAPS[-1]})
-        lin = torch.load(lin_path, map_location="cpu", weights_only=True)
-        self.lins = nn.ParameterList([nn.Parameter(lin[f"lin{i}.model.1.weight"].flatten()) for i in range(5)])
+        try:
+            vgg = torch.load(vgg_path, map_location="cpu", weights_only=True)
+            self.features.load_state_dict({k[len("features."):]: v for k, v in vgg.items()
+                                           if k.startswith("features.") and int(k.split(".")[1]) <= LPIPS_TAPS[-1]})
+        except Exception as e:
+            raise ConfigError(f"lpips_vgg_path '{vgg_path}' is not torchvision's VGG16 state dict "
+                              f"(vgg16-397923af.pth): {type(e).__name__}")
+        try:
+            lin = torch.load(lin_path, map_location="cpu", weights_only=True)
+            self.lins = nn.ParameterList([nn.Parameter(lin[f"lin{i}.model.1.weight"].flatten()) for i in range(5)])
+        except Exception as e:
+            raise ConfigError(f"lpips_lin_path '{lin_path}' is not LPIPS v0.1's linear heads (weights/v0.1/vgg.pth): "
+                              f"{type(e).__name__}")
         self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1))
         self.requires_grad_(False).eval()

@@ -366,6 +366,14 @@ def test_bad_agent_inputs(agent_run, tmp_path):
     assert "is not a dynamics checkpoint" in fails(*ft_base, f"--init_ckpt={tmp / 'agent_bc/ckpt.pt'}", out)
     assert "is not a dynamics checkpoint" in fails(*ft_base, f"--init_ckpt={tmp / 'tokenizer/ckpt.pt'}", out)
     assert "does not exist" in fails(*ft_base, f"--init_ckpt={tmp_path / 'none.pt'}", out)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")  # not a torch file; and one cut short
+    (tmp_path / "cut.pt").write_bytes(open(tmp / "agent_bc/ckpt.pt", "rb").read()[:5000])
+    for bad in ("junk.pt", "cut.pt"):
+        assert "is not a readable checkpoint" in fails(*im_base, f"--init_ckpt={tmp_path / bad}", out)
+        assert "is not a readable checkpoint" in fails("eval_agent.py", f"--bc_ckpt={tmp_path / bad}", "--rl_ckpt=")
+    torch.save([1, 2], tmp_path / "list.pt")
+    assert "is not a nanodreamer checkpoint (it holds a list)" in fails(*ft_base, f"--init_ckpt={tmp_path / 'list.pt'}",
+                                                                        out)
     assert "phase='play'" in fails(*ft, "--phase=play", out)
     # a store whose action spec differs, one without rewards, one without labels
     import shutil

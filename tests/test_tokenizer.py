@@ -121,6 +121,11 @@ def test_lpips_loads_files_and_measures(tmp_path):
     assert (d_small > 0).all() and (d_big > d_small).all()
     with pytest.raises(SystemExit, match="LPIPS weight file .* does not exist"):
         LPIPS(str(tmp_path / "missing.pth"), lin)
+    (tmp_path / "junk.pth").write_bytes(b"junk")  # the wrong files: one clear line each, no traceback
+    with pytest.raises(SystemExit, match="is not torchvision's VGG16 state dict"):
+        LPIPS(str(tmp_path / "junk.pth"), lin)
+    with pytest.raises(SystemExit, match="is not LPIPS v0.1's linear heads"):
+        LPIPS(vgg, vgg)  # a VGG file where the linear heads belong
     # the loss uses it: MSE + 0.2 LPIPS, and LPIPS gradients reach the reconstruction
     r = torch.rand(1, 2, 32, 32, 3, requires_grad=True)
     crit = TokenizerLoss(lp)
