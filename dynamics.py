@@ -135,7 +135,12 @@ def shortcut_loss(f, z1, tau, d, actions, n_boot, k_max, z0=None, ramp=True):
     """f(z_tilde, tau, d, actions) -> z1_hat, the network; z1 (B, T, L, Dz) clean latents; tau, d, n_boot from
     sample_tau_d; actions (B, T, C) action-token inputs. Returns the per-frame losses times the ramp weight,
     flow (B, T) and boot (n, T) (n = n_boot, or 0 where no frame bootstraps), and is_boot (B, T): which frames
-    take the bootstrap term (the others take flow)."""
+    take the bootstrap term (the others take flow).
+    A deliberate approximation (as the public ports): the two teacher passes move every bootstrap frame of a clip at
+    once, so with diffusion forcing alone frame t's teacher reads earlier bootstrap frames at d/2, and in the second
+    pass at z_mid, a past half a step beyond the one its student read. Exact teachers would take a pass per frame.
+    With teacher forcing (the default, ShortcutLoss) every target reads the same fixed context copy in the student
+    and teacher passes, so the past is the student's (both pinned by a test)."""
     z0 = torch.randn_like(z1) if z0 is None else z0  # noise (§D)
     t = tau[..., None, None]  # (B, T, 1, 1)
     z_tilde = (1 - t) * z0 + t * z1  # §D: z_tilde = (1 - tau) z0 + tau z1

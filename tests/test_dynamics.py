@@ -62,6 +62,34 @@ def test_shortcut_loss_by_hand():
     assert boot1[0, 1].item() == pytest.approx(0.25 * (1.6 - 1.875) ** 2)
 
 
+@pytest.mark.parametrize("teacher_forcing", [False, True])
+def test_teacher_passes_read_which_past(teacher_forcing):
+    """Pins shortcut_loss's documented approximation: with diffusion forcing alone, the second teacher pass feeds the
+    earlier bootstrap frames moved to z_mid (not the student's past); with teacher forcing, both teacher passes read
+    the student's own context copy."""
+    torch.manual_seed(0)
+    calls = []
+
+    def f(z, tau, d, a, twin=False):  # records its inputs; predicts a fixed function of them
+        calls.append((z.clone(), tau.clone(), d.clone()))
+        return 0.5 * z
+    T = 6
+    ShortcutLoss(k_max=4, ramp=False, teacher_forcing=teacher_forcing)(f, torch.randn(2, T, 8, 8),
+                                                                       torch.zeros(2, T, 1, dtype=torch.long), 1.0)
+    student, first, second = calls
+    n = len(first[0])
+    if teacher_forcing:  # (n, 2T, ...): the context copy first, the targets after it
+        for z, tau, d in (first, second):
+            assert torch.equal(z[:, :T], student[0][:n, :T]) and torch.equal(tau[:, :T], student[1][:n, :T])
+            assert torch.equal(d[:, :T], student[2][:n, :T])
+    else:
+        boot = student[2][:n] > 1 / 4  # the bootstrap frames, of which the later frames read the earlier
+        assert boot[:, :-1].any()
+        assert torch.equal(first[0], student[0][:n])  # pass one: the student's noisy frames, at d / 2
+        assert not torch.allclose(second[0][boot], student[0][:n][boot])  # pass two: moved to z_mid
+        assert torch.equal(second[0][~boot], student[0][:n][~boot])  # flow frames ride along unmoved
+
+
 def test_d_min_is_flow_matching():
     m = tiny()
     z1, tau, _, a = inputs()
