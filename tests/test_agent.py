@@ -312,14 +312,14 @@ def test_kill9_anywhere_in_finetuning_loses_nothing(agent_run, tmp_path):
     """SIGKILL three times (in steps, evals or checkpoint saves: random moments after a step is logged), rerun with
     resume each time: the same parameters as the uninterrupted run."""
     tmp, _, ft, _, _ = agent_run
-    flags = ["--max_iters=10", "--eval_interval=2", "--log_interval=1"]
+    flags = ["--max_iters=24", "--eval_interval=3", "--log_interval=1"]
     run_script(*ft, f"--out_dir={tmp_path / 'ref'}", *flags)
     out, log = tmp_path / "killed", tmp_path / "log.txt"
     landed, text = kill_and_rerun([*ft, f"--out_dir={out}", *flags], lambda t0: "ms/iter" in open(log).read(), 3, log,
                                   resume_if=str(out / "ckpt.pt"))
     a, b = (torch.load(p / "ckpt.pt", weights_only=False) for p in (tmp_path / "ref", out))
-    assert landed == 3 and ("iter 10/10" in text or "nothing to do" in text)
-    assert a["iter"] == b["iter"] == 10 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert landed == 3 and ("iter 24/24" in text or "nothing to do" in text)
+    assert a["iter"] == b["iter"] == 24 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
 def test_policy_plays_real_episodes(agent_run):

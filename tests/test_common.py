@@ -56,7 +56,7 @@ def test_atomic_save_leaves_no_partial_file(tmp_path, monkeypatch):
     common.atomic_save({"a": torch.ones(2)}, path)
 
     def dies(obj, f):
-        open(f, "wb").write(b"half")
+        f.write(b"half")
         raise KeyboardInterrupt
     monkeypatch.setattr(torch, "save", dies)
     with pytest.raises(KeyboardInterrupt):
