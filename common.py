@@ -176,15 +176,20 @@ def compile_and_wrap(model, compile, ddp, local_rank, device):
     return model
 
 
-def atomic_save(obj, path):
-    """torch.save to a temp file, fsync, then rename: a checkpoint is never half-written under its final name."""
+def atomic_write(path, write, binary=False):
+    """write(f) into a temp file, fsync, then rename it to path: a file is never half-written under its final name."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
+    with open(tmp, "wb" if binary else "w") as f:
+        write(f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def atomic_save(obj, path):
+    """torch.save through atomic_write: a checkpoint is never half-written under its final name."""
+    atomic_write(path, lambda f: torch.save(obj, f), binary=True)
 
 
 def load_checkpoint(path, what="checkpoint"):

@@ -63,7 +63,7 @@ import time
 import zipfile
 
 import numpy as np
-from common import ConfigError, configure
+from common import ConfigError, atomic_write, configure
 
 # -----------------------------------------------------------------------------
 # config
@@ -457,10 +457,7 @@ def _job(k):
             return k, 0, str(e.code).removeprefix("error: ")
         print(f"warning: skipping episode {k}: {e.code}", file=sys.stderr)
         ep = {"frames": np.zeros((0, cfg["image_size"], cfg["image_size"], 3), np.uint8), "rewards": np.zeros(0)}
-    tmp = _chunk_path(partial, k) + ".tmp"
-    with open(tmp, "wb") as f:
-        np.savez(f, **ep)
-    os.replace(tmp, _chunk_path(partial, k))  # a chunk is complete or absent
+    atomic_write(_chunk_path(partial, k), lambda f: np.savez(f, **ep), binary=True)  # a chunk is complete or absent
     return k, len(ep["frames"]), None
 
 

@@ -106,7 +106,8 @@ for name, path in agents.items():
         row = f"{name} argmax" if greedy else name
         t0 = time.time()
         row_seeds = seeds[:argmax_episodes or episodes] if greedy else seeds
-        rows[row] = {**play_agent(path, 0 if greedy else temperature, row_seeds, row), "seconds": time.time() - t0, "ckpt": os.path.abspath(path)}
+        rows[row] = {**play_agent(path, 0 if greedy else temperature, row_seeds, row), "seconds": time.time() - t0,
+                     "ckpt": os.path.abspath(path)}
         print(f"{row}: score {rows[row]['score']:.2f}% ({rows[row]['seconds']:.0f}s)", flush=True)
         if not greedy:
             r = rows[row]
@@ -150,8 +151,7 @@ def markdown(rows, paired):
 
 for path, text in ((out, json.dumps({"config": config, "rows": rows, "paired": paired}, indent=1)),
                    (os.path.splitext(out)[0] + ".md", markdown(rows, paired))):
-    open(path + ".tmp", "w").write(text)
-    os.replace(path + ".tmp", path)
+    common.atomic_write(path, lambda f: f.write(text))
 print(f"wrote {out} and {os.path.splitext(out)[0]}.md")
 
 if agents:  # one agent episode, sampled actions, as the table plays it

@@ -40,8 +40,10 @@ def last(stage, key):
 def hardware():
     if torch.cuda.is_available():
         return f"CUDA GPU: {torch.cuda.get_device_name()}"
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                 platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
+    model = platform.processor()
+    if os.path.exists("/proc/cpuinfo"):  # Linux names the model there
+        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")]
+        model = names[0] if names else model
     return f"CPU: {model}, {os.cpu_count()} cores, {torch.backends.cpu.get_cpu_capability()}"
 
 
@@ -90,7 +92,5 @@ lines += [f"| total | {sum(times.values()) / 60:.1f} |", "",
           "Beside this file: tokenizer/recon.png (reconstructions), rollout.mp4 and rollout.gif (real | generated), "
           "agent_episode.mp4 (the RL agent in the real game), eval.json (every achievement).", ""]
 path = os.path.join(out_dir, "results.md")
-with open(path + ".tmp", "w") as f:
-    f.write("\n".join(lines))
-os.replace(path + ".tmp", path)
+common.atomic_write(path, lambda f: f.write("\n".join(lines)))
 print(f"wrote {path}")
