@@ -313,7 +313,8 @@ def test_kill9_anywhere_in_finetuning_loses_nothing(agent_run, tmp_path):
     resume each time: the same parameters as the uninterrupted run."""
     tmp, _, ft, _, _ = agent_run
     flags = ["--max_iters=24", "--eval_interval=3", "--log_interval=1"]
-    run_script(*ft, f"--out_dir={tmp_path / 'ref'}", *flags)
+    never = lambda t0: False  # the reference runs as a subprocess too: in-process runs may pick other kernels
+    kill_and_rerun([*ft, f"--out_dir={tmp_path / 'ref'}", *flags], never, 0, tmp_path / "ref.txt")
     out, log = tmp_path / "killed", tmp_path / "log.txt"
     landed, text = kill_and_rerun([*ft, f"--out_dir={out}", *flags], lambda t0: "ms/iter" in open(log).read(), 3, log,
                                   resume_if=str(out / "ckpt.pt"))
