@@ -125,10 +125,12 @@ def bench_dynamics():
 def bench_agent():
     """Phase 2 finetune step (shortcut forcing with teacher forcing + the agent pass, BC and reward losses), a phase 3
     imagination step (rollouts of `horizon` frames from 8-frame contexts, K=4, PMPO + value on the heads), and acting
-    in the real game (tokenizer encode + dynamics append + policy head per frame) at batch 1 and batch 50."""
+    in the real game (tokenizer encode + dynamics append + policy head per frame) at batch 1 and batch 50, and play.py's
+    dreamed frames (K=4 denoising + append + decode + heads) at batch 1."""
     import torch.nn as nn
     from agent import Agent, Policy, agent_pass, bc_loss, imagination_losses, imagine, reward_loss
     from dynamics import Dynamics, ShortcutLoss
+    from play import Dream
     from tokenizer import Tokenizer
     torch.manual_seed(0)
     model = Dynamics(num_latents=16, latent_dim=32, action_classes=(17,), dim=256, depth=4, n_head=4, n_kv_head=4,
@@ -163,13 +165,19 @@ def bench_agent():
         heads.zero_grad(set_to_none=True)
     out[f"agent_imagine_step_s_batch{batch_size}_h{horizon}"] = median_time(imagine_step, 1, 3)
     model.transformer.time_window = seq_len
-    policy = Policy(Tokenizer(**MATCHED, time_window=1).to(device).eval(), model, ag, device=device)
+    tok = Tokenizer(**MATCHED, time_window=1).to(device).eval()
+    policy = Policy(tok, model, ag, device=device)
     for n in (1, 50):
         frames = np.random.default_rng(0).integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)
         policy.reset()
         for _ in range(seq_len):  # a full time window first: the steady-state cost
             policy.act(frames)
         out[f"act_frames_per_s_batch{n}"] = n / median_time(lambda: policy.act(frames), 2, 10)
+    dream = Dream(tok, model, ag, 4, ctx, device)  # play.py's world model: K=4 steps, append, decode, the heads
+    dream.reset(frames[:1], np.zeros((1, 1), np.int64))
+    for _ in range(seq_len):
+        dream.step([0])
+    out["play_frames_per_s"] = 1 / median_time(lambda: dream.step([0]), 2, 10)
     return out
 
 

@@ -1,5 +1,6 @@
 import os
 import runpy
+import subprocess
 import sys
 
 import pytest
@@ -27,9 +28,9 @@ def tiny_store(tmp_path_factory):
     return d
 
 
-def kill_and_rerun(args, trigger, kills, log, seed=0, resume_if=None, timeout=300):
-    """`python args...` in a subprocess, SIGKILLed `kills` times, each a random 0-0.5 s after `trigger(t0)` (t0: when
-    this run started) turns true
+def kill_and_rerun(args, trigger, kills, log, seed=0, resume_if=None, timeout=300, delay=0.5):
+    """`python args...` in a subprocess, SIGKILLed `kills` times, each a random 0-`delay` s after `trigger(t0)` (t0:
+    when this run started) turns true
     (polled every 20 ms; so the kills land in steps, evals, checkpoint saves, chunk writes alike), then rerun to
     the end. Reruns add --init_from=resume once `resume_if` (a checkpoint path) exists. The output of every run goes
     to `log`. Returns the number of kills that landed and the last run's output."""
@@ -48,7 +49,7 @@ def kill_and_rerun(args, trigger, kills, log, seed=0, resume_if=None, timeout=30
             t0 = time.time()
             while p.poll() is None and landed < kills and time.time() - t0 < timeout:
                 if trigger(t0):
-                    time.sleep(rnd.uniform(0, 0.5))
+                    time.sleep(rnd.uniform(0, delay))
                     p.send_signal(signal.SIGKILL)
                     landed += 1
                     break
@@ -58,3 +59,44 @@ def kill_and_rerun(args, trigger, kills, log, seed=0, resume_if=None, timeout=30
         if rc == 0:
             return landed, out
         assert rc == -signal.SIGKILL, out[-3000:]
+
+
+TEST_PRESET = {
+    "data": dict(image_size=32, num_frames=600, episode_len=100),  # as the tiny store was built
+    "tokenizer": dict(patch_size=4, num_latents=16, latent_dim=8, dim=64, enc_depth=2, dec_depth=2, time_every=2,
+                      seq_len=1, batch_size=16, max_iters=20, eval_interval=20, eval_windows=16),
+    "dynamics": dict(dim=64, depth=2, time_every=2, num_registers=2, batch_size=4, seq_len=8, long_seq_len=16,
+                     context_frames=4, eval_frames=4, eval_windows=4, max_iters=10, eval_interval=10,
+                     latent_cache=True, teacher_forcing=True, k_max=4, zero_frac=0.75, bootstrap_start=0),
+    "finetune": dict(phase="finetune", batch_size=4, seq_len=8, mtp=2, eval_interval=4, log_interval=2,
+                     warmup_iters=0, min_lr_frac=1.0, max_iters=4),
+    "imagine": dict(phase="imagine", imagine_batch=4, horizon=4, context_frames=4, eval_interval=3, log_interval=1,
+                    value_lr=1e-3, max_iters=3),
+    "eval": dict(episodes=3, max_steps=12, workers=1),
+}
+
+
+def run_pipeline(config, store, out):
+    """bash pipeline.sh with the test preset: its stdout (it fails the test if the job fails)."""
+    env = {**os.environ, "CONFIG": str(config), "PRESET": "test", "DATA": store, "OUT": str(out),
+           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    r = subprocess.run(["bash", os.path.join(ROOT, "pipeline.sh")], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r.stdout
+
+
+@pytest.fixture(scope="session")
+def agent_run(tiny_store, tmp_path_factory):
+    """The main job (pipeline.sh) end to end at test sizes: data (the tiny store, already built) -> tokenizer ->
+    dynamics -> rollout video -> finetune -> imagine -> real-game eval -> results.md."""
+    tmp = tmp_path_factory.mktemp("agent")
+    (tmp / "config").mkdir()
+    for stage, keys in TEST_PRESET.items():
+        system = {} if stage == "data" else dict(threads=2, **({} if stage in ("finetune", "imagine", "eval") else
+                                                               dict(compile=False)))
+        text = f"# time: {stage} a few seconds\n" + "".join(f"{k} = {v!r}\n" for k, v in {**keys, **system}.items())
+        (tmp / "config" / f"{stage}_test.py").write_text(text)
+    stdout = run_pipeline(tmp / "config", tiny_store, tmp / "out")
+    ft = ["train_agent.py", str(tmp / "config/finetune_test.py"), f"--init_ckpt={tmp / 'out/dynamics/ckpt.pt'}"]
+    im = ["train_agent.py", str(tmp / "config/imagine_test.py"), f"--init_ckpt={tmp / 'out/agent_bc/ckpt.pt'}"]
+    return tmp / "out", tiny_store, ft, im, stdout

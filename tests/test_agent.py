@@ -3,8 +3,6 @@ and the finetune -> imagine -> evaluate pipeline on a tiny Crafter store."""
 import json
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +11,7 @@ import torch.nn as nn
 
 from agent import (Agent, agent_pass, bc_loss, imagination_losses, imagine, kl, lambda_returns, offsets,
                    pmpo_loss, reward_loss, symexp, symlog, twohot, twohot_loss, twohot_mean)
-from conftest import ROOT, kill_and_rerun, run_script
+from conftest import kill_and_rerun, run_pipeline, run_script
 from dynamics import append_frames, generate, next_frame, prev_actions
 from model import KVCache
 from test_dynamics import fails, inputs, metrics, tiny
@@ -213,47 +211,6 @@ def test_imagination_rollout():
 # ---------------------------------------------------------------------------------------------------- end to end
 
 # the test preset of the main job: every stage of pipeline.sh, a few steps each, on the tiny 32x32 Crafter store
-TEST_PRESET = {
-    "data": dict(image_size=32, num_frames=600, episode_len=100),  # as the tiny store was built
-    "tokenizer": dict(patch_size=4, num_latents=16, latent_dim=8, dim=64, enc_depth=2, dec_depth=2, time_every=2,
-                      seq_len=1, batch_size=16, max_iters=20, eval_interval=20, eval_windows=16),
-    "dynamics": dict(dim=64, depth=2, time_every=2, num_registers=2, batch_size=4, seq_len=8, long_seq_len=16,
-                     context_frames=4, eval_frames=4, eval_windows=4, max_iters=10, eval_interval=10,
-                     latent_cache=True, teacher_forcing=True, k_max=4, zero_frac=0.75, bootstrap_start=0),
-    "finetune": dict(phase="finetune", batch_size=4, seq_len=8, mtp=2, eval_interval=4, log_interval=2,
-                     warmup_iters=0, min_lr_frac=1.0, max_iters=4),
-    "imagine": dict(phase="imagine", imagine_batch=4, horizon=4, context_frames=4, eval_interval=3, log_interval=1,
-                    value_lr=1e-3, max_iters=3),
-    "eval": dict(episodes=3, max_steps=12, workers=1),
-}
-
-
-def run_pipeline(config, store, out):
-    """bash pipeline.sh with the test preset: its stdout (it fails the test if the job fails)."""
-    env = {**os.environ, "CONFIG": str(config), "PRESET": "test", "DATA": store, "OUT": str(out),
-           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
-    r = subprocess.run(["bash", os.path.join(ROOT, "pipeline.sh")], env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return r.stdout
-
-
-@pytest.fixture(scope="session")
-def agent_run(tiny_store, tmp_path_factory):
-    """The main job (pipeline.sh) end to end at test sizes: data (the tiny store, already built) -> tokenizer ->
-    dynamics -> rollout video -> finetune -> imagine -> real-game eval -> results.md."""
-    tmp = tmp_path_factory.mktemp("agent")
-    (tmp / "config").mkdir()
-    for stage, keys in TEST_PRESET.items():
-        system = {} if stage == "data" else dict(threads=2, **({} if stage in ("finetune", "imagine", "eval") else
-                                                               dict(compile=False)))
-        text = f"# time: {stage} a few seconds\n" + "".join(f"{k} = {v!r}\n" for k, v in {**keys, **system}.items())
-        (tmp / "config" / f"{stage}_test.py").write_text(text)
-    stdout = run_pipeline(tmp / "config", tiny_store, tmp / "out")
-    ft = ["train_agent.py", str(tmp / "config/finetune_test.py"), f"--init_ckpt={tmp / 'out/dynamics/ckpt.pt'}"]
-    im = ["train_agent.py", str(tmp / "config/imagine_test.py"), f"--init_ckpt={tmp / 'out/agent_bc/ckpt.pt'}"]
-    return tmp / "out", tiny_store, ft, im, stdout
-
-
 @pytest.mark.slow
 def test_main_job(agent_run, tmp_path):
     tmp, store, ft, im, stdout = agent_run

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from common import ConfigError
-from conftest import run_script
+from conftest import kill_and_rerun, run_script
 from dynamics import TAU_CTX, Dynamics, ShortcutLoss, check_tokenizer, generate, prev_actions, sample_tau_d, shortcut_loss
 
 TINY = dict(num_latents=8, latent_dim=8, pack=2, action_classes=(3, 2), dim=64, depth=4, n_head=4, n_kv_head=2,
@@ -412,3 +412,35 @@ def test_resume_matches_uninterrupted_run(bars, capsys):
     run_script("sample.py", f"--dynamics_ckpt={ckpt}", f"--out={out}", "--context_frames=2", "--num_frames=6",
                "--actions=0,1,1,2,0,2", "--num_windows=2", "--dtype=float32")
     assert "frames/s" in capsys.readouterr().out and os.path.getsize(out) > 0
+
+
+@pytest.mark.slow
+def test_kill9_in_latent_cache_build_and_training_loses_nothing(bars, tmp_path):
+    """SIGKILL while the latent cache is being built, then twice in training (steps, evals, checkpoint saves); each
+    rerun resumes: the same cache and the same parameters as an uninterrupted run (both run as subprocesses)."""
+    _, data, tok = bars
+
+    def args(name):  # a copy of the tokenizer per run: a latent cache of its own beside it
+        os.makedirs(tmp_path / name)
+        shutil.copy(tok, tmp_path / name / "tok.pt")
+        return ["train_dynamics.py", f"--data_dir={data}", f"--tokenizer_ckpt={tmp_path / name / 'tok.pt'}",
+                f"--out_dir={tmp_path / name / 'dyn'}", *DYN, "--log_interval=1", "--batch_size=1", "--seq_len=2",
+                "--long_seq_len=8", "--context_frames=2", "--eval_frames=2", "--eval_windows=4", "--max_iters=12",
+                "--eval_interval=4", "--latent_cache=True"]  # 2 frames per step: the cache is built in 800 pieces
+    kill_and_rerun(args("ref"), lambda t0: False, 0, tmp_path / "ref.txt")
+    log, seen = tmp_path / "log.txt", []
+    part = lambda suffix: glob.glob(str(tmp_path / "killed" / f"latents_*.npy{suffix}"))
+
+    def trigger(t0):
+        if not seen:  # the first kill: while the cache is being written
+            return bool(part(".tmp")) and not seen.append("cache")
+        if len(seen) == 1:  # the rerun's first look: what the killed run left
+            seen.append("cache finished" if part(".json") else "cache cut")
+        return "ms/iter" in open(log).read()
+
+    landed, text = kill_and_rerun(args("killed"), trigger, 3, log, resume_if=str(tmp_path / "killed/dyn/ckpt.pt"),
+                                  delay=0.05)
+    assert landed == 3 and seen[:2] == ["cache", "cache cut"] and ("iter 12/12" in text or "nothing to do" in text)
+    assert np.array_equal(np.load(part("")[0]), np.load(glob.glob(str(tmp_path / "ref/latents_*.npy"))[0]))
+    a, b = (torch.load(tmp_path / p / "dyn/ckpt.pt", weights_only=False) for p in ("ref", "killed"))
+    assert a["iter"] == b["iter"] == 12 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

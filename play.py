@@ -1,0 +1,264 @@
+"""Play inside the world model: a pygame window shows the dynamics model's frames live, and your keys are the
+actions. No game engine runs: every frame is denoised by the dynamics model and decoded by the tokenizer.
+
+    pip install pygame==2.6.1
+    python play.py --ckpt=out/dynamics_cpu/ckpt.pt                          # a dynamics checkpoint
+    python play.py --ckpt=out/agent_rl_cpu/ckpt.pt --start=crafter --record=play.mp4   # or an agent one
+
+Keys (Crafter's own GUI keymap): w a s d move, space do, tab sleep, r t f p place stone / table / furnace / plant,
+1 2 3 make a wood / stone / iron pickaxe, 4 5 6 a wood / stone / iron sword; no key: noop.
+Enter: a new context. '.': pause. m: autopilot (the agent's policy acts; agent checkpoints). Esc: quit.
+On screen: frames/s, step, action, and with an agent checkpoint the predicted reward and value.
+start: 'data' begins from a held-out window of the data (the model's own domain), 'crafter' from a real Crafter reset
+encoded by the tokenizer (a single frame of context).
+"""
+import os
+import time
+
+import numpy as np
+import torch
+
+import common
+from agent import build, load_agent, sample_actions, twohot_mean
+from data import FrameStore
+from dynamics import append_frames, check_K, load_dynamics, next_frame, prev_actions, write_video
+from model import KVCache
+from tokenizer import load_tokenizer
+
+# ---------------------------------------------------------------------------------------------------- config
+ckpt = "out/dynamics/ckpt.pt"  # a dynamics checkpoint, or an agent one (autopilot, predicted reward and value)
+start = "data"  # 'data': a held-out window of the data | 'crafter': a real Crafter reset (the next seed per Enter)
+data_dir = ""  # start='data': default, the data the model was trained on
+context_frames = 8  # start='data': real frames before play begins
+sample_K = 4  # denoising steps per frame (§D.2)
+fps = 10  # the frame rate to hold (0: as fast as it runs)
+scale = 8  # screen pixels per frame pixel
+record = ""  # an mp4 (or .gif) of what was played
+keymap = ""  # 'key:action,...' with pygame key names and the action spec's value names; '' = Crafter's keymap
+max_steps = 0  # quit after this many frames (0: at Esc)
+seed = 0
+device = "auto"
+dtype = "auto"
+threads = 0
+# -------------------------------------------------------------------------------------------------------------
+CRAFTER_KEYMAP = ("a:move_left,d:move_right,w:move_up,s:move_down,space:do,tab:sleep,r:place_stone,t:place_table,"
+                  "f:place_furnace,p:place_plant,1:make_wood_pickaxe,2:make_stone_pickaxe,3:make_iron_pickaxe,"
+                  "4:make_wood_sword,5:make_stone_sword,6:make_iron_sword")
+CONTROLS = ("return", ".", "m", "escape")
+
+
+def action_names(spec):
+    """One list of value names per action component ('name=class' where the spec names none)."""
+    return [comp.get("values") or [f"{comp.get('name', c)}={v}" for v in range(comp["classes"])]
+            for c, comp in enumerate(spec)]
+
+
+def parse_keymap(text, spec):
+    """'key:action,...' -> {key: (component, value)} in the text's order; an action is a value name of a component
+    of the action spec (as action_names gives them). ConfigError for anything else."""
+    names = {n: (c, v) for c, values in enumerate(action_names(spec)) for v, n in enumerate(values)}
+    out = {}
+    for entry in text.split(","):
+        key, _, action = entry.strip().partition(":")
+        if action in names:
+            out[key] = names[action]
+        else:
+            raise common.ConfigError(f"keymap entry {entry!r}: use key:action with an action of the spec "
+                                     f"({', '.join(names)})")
+        if key in CONTROLS or not key:
+            raise common.ConfigError(f"keymap entry {entry!r}: the key must be a pygame key name, not one of the "
+                                     f"controls {CONTROLS}")
+    return out
+
+
+def keys_to_action(tapped, held, keys, spec):
+    """The action of one frame, as Crafter's GUI chooses it: the last key pressed since the last frame, else the held
+    keys in keymap order, each setting a component not yet set; unset components are class 0 (noop).
+    tapped, held: pygame key names; keys: parse_keymap's dict. -> int64 (C,)."""
+    action, done = np.zeros(len(spec), np.int64), set()
+    pressed = [k for k in reversed(tapped) if k in keys][:1] or [k for k in keys if k in held]
+    for k in pressed:
+        c, v = keys[k]
+        if c not in done:
+            action[c], done = v, done | {c}
+    return action
+
+
+class Dream:
+    """The world model as a game. reset(frames, actions) starts from real frames, step(action) dreams the next one
+    (K denoising steps from the KV-cached past, then the frame joins the past), and decodes it to self.frame."""
+
+    def __init__(self, tok, dyn, agent, K, ctx, device, seed=0):
+        self.tok, self.dyn, self.agent, self.K, self.ctx, self.device = tok, dyn, agent, K, ctx, device
+        self.gen = torch.Generator(device).manual_seed(seed)
+        self.actions, self.resets = [], 0  # every action played, and the number of contexts started
+
+    @torch.no_grad()
+    def reset(self, frames, actions):
+        """frames uint8 (C, H, W, 3), actions (C, ncomp) as in the data (action t led from frame t; -1 unknown): the
+        last frame is shown, and the next one follows the first action played."""
+        self.cache, self.dec_cache, self.resets = KVCache(), KVCache(), self.resets + 1
+        a = torch.as_tensor(np.asarray(actions, np.int64), device=self.device)[None]  # (1, C, ncomp)
+        with self.ctx:
+            z = self.tok.encode(torch.as_tensor(np.asarray(frames), device=self.device)[None]).float()  # (1, C, L, Dz)
+            self._show(z, prev_actions(a))
+
+    @torch.no_grad()
+    def step(self, action):
+        """action (ncomp,) ints -> the next frame, uint8 (H, W, 3) (also in self.frame)."""
+        a = torch.as_tensor(np.asarray(action, np.int64), device=self.device).view(1, 1, -1)  # (1, 1, ncomp)
+        noise = torch.randn(1, 1, *self.dyn.latent_shape, generator=self.gen, device=self.device)
+        with self.ctx:
+            z = next_frame(self.dyn, self.cache, a, self.K, noise, self._slots(1))
+            self._show(z, a)
+        self.actions.append(np.asarray(action).tolist())
+        return self.frame
+
+    def _slots(self, T):
+        return None if self.agent is None else self.agent.slots(1, T)
+
+    def _show(self, z, a_in):
+        """Frames z (1, T, L, Dz) join the past after actions a_in (1, T, ncomp); the last is decoded and, with an
+        agent, its predicted reward (of the transition into it), value and policy logits are kept."""
+        eps = torch.randn(z.shape, generator=self.gen, device=self.device)
+        h = append_frames(self.dyn, z, a_in, self.cache, eps, self._slots(z.shape[1]))
+        x = self.tok.decode(z, cache=self.dec_cache)[0, -1].float().clamp(0, 1)
+        self.frame = (x * 255).round().to(torch.uint8).cpu().numpy()
+        if self.agent is not None:
+            h = h[:, -1]  # (1, n, D)
+            self.reward = twohot_mean(self.agent.reward_logits(h)[:, 0], self.agent.bins).item()
+            self.value = twohot_mean(self.agent.value_logits(h), self.agent.bins).item()
+            self.logits = self.agent.policy_logits(h, offset=0)
+
+    def policy_action(self):
+        """The agent's action for the current frame, sampled from its policy head (autopilot)."""
+        return sample_actions(self.logits, 1.0, self.gen)[0].cpu().numpy()
+
+
+def load(path, device):
+    """(tokenizer, dynamics model, agent or None, checkpoint) from a dynamics or an agent checkpoint, the dynamics
+    model streaming with a sliding window of the clip length it was trained on."""
+    ck = common.load_checkpoint(path, "ckpt")
+    if isinstance(ck, dict) and "agent_args" in ck:
+        models = build(load_agent(path)).to(device).eval().requires_grad_(False)
+        dyn, agent = models["dynamics"], models["agent"]
+    else:
+        dyn, ck = load_dynamics(path, device)
+        agent = None
+    dyn.transformer.time_window = dyn.transformer.time_window or dyn.transformer.max_frames
+    tok, _ = load_tokenizer(ck["tokenizer"]["path"], device)
+    return tok, dyn.requires_grad_(False), agent, ck
+
+
+def need_pygame():
+    """The pygame module (an optional extra: only play.py needs it), or one line saying how to install it."""
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    try:
+        import pygame
+    except ImportError:
+        raise common.ConfigError("play.py needs pygame (an optional extra): pip install pygame==2.6.1")
+    return pygame
+
+
+def run(dream, new_context, keys, spec, fps=10, scale=8, max_steps=0, on_tick=None):
+    """The play loop: pygame events -> action -> dream.step -> the screen. on_tick(step) runs before each frame's
+    events are read (tests post events there). Returns (the frames shown, uint8 (N, H, W, 3); mean frames/s)."""
+    pygame = need_pygame()
+    pygame.display.init(), pygame.font.init()  # not pygame.init(): no sound
+    H, W = dream.frame.shape[:2]
+    try:
+        screen = pygame.display.set_mode((W * scale, H * scale + 24))
+    except pygame.error as e:
+        raise common.ConfigError(f"no display for the window ({e}); SDL_VIDEODRIVER=dummy runs it headless")
+    pygame.display.set_caption("nanodreamer: playing inside the world model")
+    font, clock = pygame.font.Font(None, 22), pygame.time.Clock()
+    names = action_names(spec)
+    frames, held, step, paused, auto, label = [dream.frame], [], 0, False, False, "start"
+    t0 = time.time()
+    while not max_steps or step < max_steps:
+        if on_tick:
+            on_tick(step)
+        tapped, quit_ = [], False
+        for ev in pygame.event.get():
+            name = pygame.key.name(ev.key) if ev.type in (pygame.KEYDOWN, pygame.KEYUP) else None
+            if ev.type == pygame.QUIT or (ev.type == pygame.KEYDOWN and name == "escape"):
+                quit_ = True
+            elif ev.type == pygame.KEYDOWN and name == "return":
+                dream.reset(*new_context())
+                frames.append(dream.frame)
+            elif ev.type == pygame.KEYDOWN and name == ".":
+                paused = not paused
+            elif ev.type == pygame.KEYDOWN and name == "m" and dream.agent is not None:
+                auto = not auto
+            elif ev.type == pygame.KEYDOWN:
+                tapped.append(name), held.append(name)
+            elif ev.type == pygame.KEYUP:
+                held = [k for k in held if k != name]  # posted events never reach key.get_pressed(): keep our own
+        if quit_:
+            break
+        if not paused:
+            a = dream.policy_action() if auto else keys_to_action(tapped, held, keys, spec)
+            frames.append(dream.step(a))
+            step += 1
+            label = " ".join(names[c][v] for c, v in enumerate(a))
+        surf = pygame.transform.scale(pygame.surfarray.make_surface(dream.frame.transpose(1, 0, 2)),
+                                      (W * scale, H * scale))
+        screen.fill((0, 0, 0))
+        screen.blit(surf, (0, 0))
+        text = f"{clock.get_fps():4.1f} fps  step {step}  {label}"
+        if dream.agent is not None:
+            text += f"  r {dream.reward:+.2f}  v {dream.value:.2f}" + ("  AUTOPILOT" if auto else "")
+        screen.blit(font.render(text + ("  PAUSED" if paused else ""), True, (255, 255, 255)), (4, H * scale + 4))
+        pygame.display.flip()
+        clock.tick(fps)
+    pygame.quit()
+    return np.stack(frames), step / max(time.time() - t0, 1e-9)
+
+
+def contexts(start, store, image_size, C, seed):
+    """new_context() -> (frames, actions) for each reset: the next held-out window of the data, or the next seed's
+    real Crafter reset (one frame, no action)."""
+    n = iter(range(seed, seed + 10 ** 9))
+    if start == "crafter":
+        from demonstrator import _make_env
+        return lambda: (_make_env(next(n), 10, image_size).reset()[None], np.full((1, 1), -1))
+    return lambda: (lambda w: (w["frames"][0], w["actions"][0]))(store.fixed_windows(1, C, "val", next(n)))
+
+
+if __name__ == "__main__":
+    config = common.configure(globals())
+    device = common.auto_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    if start not in ("data", "crafter"):
+        raise common.ConfigError(f"start={start!r}: use 'data' or 'crafter'")
+    if context_frames < 1 or fps < 0 or scale < 1 or max_steps < 0:
+        raise common.ConfigError("context_frames >= 1, fps >= 0, scale >= 1 and max_steps >= 0 are needed")
+    if record and not record.endswith((".mp4", ".gif")):
+        raise common.ConfigError(f"record={record!r}: an .mp4 or .gif path")
+    need_pygame()  # before any long work
+    tok, dyn, agent, ck = load(ckpt, device)
+    spec = ck["action_spec"]
+    try:
+        check_K(dyn, sample_K)
+    except ValueError as e:
+        raise common.ConfigError(f"sample_K={sample_K}: {e}")
+    if context_frames >= dyn.transformer.max_frames:
+        raise common.ConfigError(f"context_frames={context_frames}: fewer than the {dyn.transformer.max_frames} "
+                                 f"frames the model was trained on")
+    if start == "crafter" and [c["classes"] for c in spec] != [17]:
+        raise common.ConfigError(f"start='crafter': this model acts in {[c['classes'] for c in spec]} classes, not "
+                                 f"Crafter's 17")
+    keys = parse_keymap(keymap or CRAFTER_KEYMAP, spec)
+    store = FrameStore(data_dir or ck["data_dir"]) if start == "data" else None
+    dream = Dream(tok, dyn, agent, sample_K, common.autocast_ctx(device, common.resolve_dtype(device, dtype)),
+                  device, seed)
+    new_context = contexts(start, store, tok.image_size, context_frames, seed)
+    dream.reset(*new_context())
+    names = action_names(spec)
+    print("keys: " + ", ".join(f"{k} {names[c][v]}" for k, (c, v) in keys.items()) +
+          "; Enter a new context, '.' pause, m autopilot, Esc quit")
+    frames, rate = run(dream, new_context, keys, spec, fps, scale, max_steps)
+    print(f"played {len(dream.actions)} frames at {rate:.1f} frames/s ({device}, K={sample_K})")
+    if record:
+        print(f"wrote {write_video(record, frames.repeat(4, 1).repeat(4, 2), fps or 10)}")
