@@ -379,6 +379,32 @@ def linear_flops(module, tokens):
     return 2 * tokens * sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear))
 
 
+def broadcast_from_rank0(module, ddp):
+    """Under DDP: every replica takes rank 0's parameters and buffers (what the DDP wrapper does when it is built;
+    for models trained without one, whose new parts were initialized from per-rank seeds)."""
+    if ddp:
+        for t in module.state_dict().values():
+            torch.distributed.broadcast(t, 0)
+
+
+def ddp_finish(params, ddp):
+    """Under DDP, at the end of training: check that every replica holds rank 0's parameters (one line; an error if
+    not), then leave the process group."""
+    if not ddp:
+        return
+    import torch.distributed as dist
+    flat = torch.cat([p.detach().float().flatten() for p in params])
+    ref = flat.clone()
+    dist.broadcast(ref, 0)
+    diff = (flat - ref).abs().max()
+    dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+    if dist.get_rank() == 0:
+        print(f"DDP: {dist.get_world_size()} replicas, largest parameter difference from rank 0: {diff.item():.3g}")
+    dist.destroy_process_group()
+    if diff > 0:
+        raise SystemExit("error: the DDP replicas' parameters differ: their gradients were not averaged alike")
+
+
 def rank0_decides(flag, ddp, device):
     """Rank 0's boolean on every rank (e.g. a wall-clock stop), so that DDP ranks leave the loop together."""
     if not ddp:

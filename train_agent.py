@@ -149,6 +149,7 @@ if phase == "imagine":
 elif "criterion" in start and init_from == "scratch":
     criterion.load_state_dict(start["criterion"])  # the dynamics loss's running RMS carries on
 models, criterion = models.to(device), criterion.to(device)
+common.broadcast_from_rank0(models, ddp)  # the new agent parts were drawn from per-rank seeds
 dyn, agent = models["dynamics"], models["agent"]
 if phase == "finetune":
     optimizer = common.make_optimizer(models, lr, weight_decay, (beta1, beta2), device, muon, dtype=dtype)
@@ -303,5 +304,4 @@ while True:
               f" grad {grad_norm:.3f} {dt * 1000:.0f} ms/iter", flush=True)
         if phase == "imagine":
             common.log_metrics(out_dir, iter=it, phase=phase, loss=loss_val, **terms)
-if ddp:
-    torch.distributed.destroy_process_group()
+common.ddp_finish(models.parameters(), ddp)

@@ -281,5 +281,4 @@ while True:
         print(f"{progress}: loss {loss_val:.4f} flow {terms['flow']:.5f}{boot} grad {grad_norm:.3f} "
               f"{dt * 1000:.0f} ms/iter (encode {t_enc / log_interval * 1000:.0f}) mfu {mfu * 100:.1f}%")
         t_enc = 0.0
-if ddp:
-    torch.distributed.destroy_process_group()
+common.ddp_finish(raw_model.parameters(), ddp)

@@ -181,5 +181,4 @@ while True:
         print(f"{progress}: loss {loss_val:.4f} mse {terms['mse']:.5f}" +
               (f" lpips {terms['lpips']:.4f}" if "lpips" in terms else "") +
               f" grad {grad_norm:.3f} {dt * 1000:.0f} ms/iter mfu {mfu * 100:.1f}%")
-if ddp:
-    torch.distributed.destroy_process_group()
+common.ddp_finish(raw_model.parameters(), ddp)
