@@ -147,6 +147,13 @@ def autocast_ctx(device, dtype):
     return torch.autocast(device_type=dev_type, dtype=torch.bfloat16)
 
 
+def at_least(config, **least):
+    """One line for the first config key below its least valid value, e.g. at_least(config, batch_size=1)."""
+    for key, lo in least.items():
+        if config[key] < lo:
+            raise ConfigError(f"{key}={config[key]!r} must be >= {lo}")
+
+
 def setup_ddp(device):
     """DDP via torchrun: returns (ddp, rank, local_rank, world_size, device). Single process otherwise."""
     if int(os.environ.get("RANK", -1)) == -1:

@@ -288,14 +288,17 @@ def generate(model, context, actions, num_frames, K=4, generator=None, use_cache
 # checkpoints and videos, shared by train_dynamics.py and sample.py
 
 def load_dynamics(path, device="cpu", time_window=None):
-    """A dynamics model from a train_dynamics checkpoint, in eval mode. Returns (model, checkpoint dict).
+    """A dynamics model from a train_dynamics checkpoint, or the world model inside a train_agent one, in eval mode.
+    Returns (model, checkpoint dict).
     time_window > 0: time layers read only the last time_window frames, so a stream of any length (a real episode)
     costs the same per frame (RoPE's relative positions: a window no longer than the clips trained on)."""
     ckpt = load_checkpoint(path, "dynamics checkpoint")
     if "model_args" not in ckpt or "action_spec" not in ckpt or "tokenizer" not in ckpt:
         raise ConfigError(f"'{path}' is not a dynamics checkpoint (made by train_dynamics.py)")
     model = Dynamics(**ckpt["model_args"])
-    model.load_state_dict(ckpt["model"])
+    agent = "agent_args" in ckpt  # its transformer is the "dynamics." part
+    model.load_state_dict({k.removeprefix("dynamics."): v for k, v in ckpt["model"].items()
+                           if not agent or k.startswith("dynamics.")})
     if time_window is not None:
         model.transformer.time_window = time_window
     return model.to(device).eval(), ckpt

@@ -206,6 +206,8 @@ def ssim(x, y, win=7, sigma=1.5):
 def load_tokenizer(path, device="cpu"):
     """A frozen tokenizer from a train_tokenizer checkpoint. Returns (model, checkpoint dict)."""
     ckpt = load_checkpoint(path, "tokenizer checkpoint")
+    if not isinstance(ckpt, dict) or "tokenizer" in ckpt or "patch_size" not in ckpt.get("model_args", {}):
+        raise ConfigError(f"'{path}' is not a tokenizer checkpoint (made by train_tokenizer.py)")
     model = Tokenizer(**ckpt["model_args"])
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval().requires_grad_(False), ckpt

@@ -280,6 +280,15 @@ def test_kill9_anywhere_in_finetuning_loses_nothing(agent_run, tmp_path):
     assert a["iter"] == b["iter"] == 24 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
+def test_sample_from_the_finetuned_world_model(agent_run, tmp_path):
+    """sample.py (and every load_dynamics) takes an agent checkpoint too: the world model inside it."""
+    tmp = agent_run[0]
+    run_script("sample.py", f"--dynamics_ckpt={tmp / 'agent_bc/ckpt.pt'}", "--num_windows=1", "--context_frames=2",
+               "--num_frames=2", f"--out={tmp_path / 'a.gif'}")
+    assert os.path.getsize(tmp_path / "a.gif") > 0
+    assert fails("train_agent.py", "--imagine_batch=0") == "error: imagine_batch=0 must be >= 1"
+
+
 def test_policy_plays_real_episodes(agent_run):
     from agent import load_policy
     from demonstrator import evaluate, evaluate_lockstep

@@ -392,6 +392,10 @@ def test_resume_matches_uninterrupted_run(bars, capsys):
     assert err.startswith("error: 6 context + 4 new frames is longer than the 8 frames this model was trained on")
     assert "must be a multiple of d_min" in fails("sample.py", f"--dynamics_ckpt={ckpt}", "--sample_K=3")
     assert "and zero_frac must be in [0, 1]" in fails("train_dynamics.py", *common, "--zero_frac=1.5")
+    assert fails("train_dynamics.py", *common, "--batch_size=0") == "error: batch_size=0 must be >= 1"
+    assert fails("train_tokenizer.py", f"--data_dir={data}", "--grad_accum=0") == "error: grad_accum=0 must be >= 1"
+    assert fails("train_dynamics.py", *common, f"--tokenizer_ckpt={ckpt}") == \
+        f"error: '{ckpt}' is not a tokenizer checkpoint (made by train_tokenizer.py)"  # a dynamics one
     # a resume keeps the labeled episodes it started with, whatever action_label_frac says now
     capsys.readouterr()
     run_script("train_dynamics.py", *common, f"--out_dir={part}", "--max_iters=7", "--init_from=resume",
