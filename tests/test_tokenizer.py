@@ -1,8 +1,6 @@
 """Tokenizer (§T) and shared transformer (§X): shapes, causality, caching, masking, LPIPS, learning, trainer."""
 import json
 import os
-import subprocess
-import sys
 
 import imageio.v3 as iio
 import numpy as np
