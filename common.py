@@ -299,15 +299,15 @@ def training_state(model, optimizer, criterion, it, rng):
 
 
 def restore_training_state(ckpt, model, optimizer, criterion, rng, rank, seed):
-    """Load training_state(); rank 0's data and noise RNGs continue exactly, other DDP ranks reseed from the
-    iteration. Returns the numpy RNG to use."""
-    import numpy as np
+    """Load training_state(); the data RNG (shared by the DDP ranks) and rank 0's noise RNGs continue exactly, other
+    ranks' noise reseeds from the iteration. Returns the numpy RNG to use."""
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     criterion.load_state_dict(ckpt["criterion"])
-    if rank != 0:
-        return np.random.default_rng([seed, rank, ckpt["iter"]])
     rng.bit_generator.state = ckpt["rng"]["numpy"]
+    if rank != 0:
+        torch.manual_seed(seed + rank + 1000003 * ckpt["iter"])
+        return rng
     torch.set_rng_state(ckpt["rng"]["torch"])
     if "cuda" in ckpt["rng"] and torch.cuda.is_available() and len(ckpt["rng"]["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])

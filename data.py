@@ -200,12 +200,16 @@ class FrameStore:
         if cum[-1:].sum() < n:
             raise ConfigError(f"{what}={n} but split '{split}' has only {int(cum[-1:].sum())} windows of T={T}")
 
-    def sample(self, batch_size, T, split="train", rng=None):
-        """batch_size windows of T consecutive frames of one episode each, uniform over all such windows."""
+    def sample(self, batch_size, T, split="train", rng=None, part=(0, 1)):
+        """batch_size windows of T consecutive frames of one episode each, uniform over all such windows.
+        part=(rank, world): DDP ranks share one rng, draw the same global batch of world * batch_size windows and
+        each gathers its own slice, so N processes train on what one process with N times the batch would."""
         rng = np.random.default_rng(rng)
         ids, starts, cum = self._windows(split, T)
         self._check(batch_size, cum, split, T, "batch_size")
-        return self._gather(ids, starts, cum, rng.integers(0, cum[-1], batch_size), T)
+        rank, world = part
+        j = rng.integers(0, cum[-1], batch_size * world)[rank * batch_size:(rank + 1) * batch_size]
+        return self._gather(ids, starts, cum, j, T)
 
     def fixed_windows(self, n, T, split="val", seed=0):
         """n distinct windows, the same on every call (for evaluation), sorted by position."""

@@ -91,7 +91,7 @@ if bc_data not in ("all", "demo"):
 if seq_len < 2 or horizon < 1 or context_frames < 1 or mtp < 0:
     raise common.ConfigError("seq_len >= 2, horizon >= 1, context_frames >= 1 and mtp >= 0 are needed")
 torch.manual_seed(seed + rank)
-rng = np.random.default_rng(seed + rank)
+rng = np.random.default_rng(seed)  # data: one stream shared by the DDP ranks (store.sample part)
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
 
 # the checkpoint to start from: a dynamics one (finetune), a finetuned agent (imagine), or our own (resume)
@@ -238,7 +238,7 @@ def save(it):
 
 
 def finetune_step():
-    z1, actions, rewards, k = batch(store.sample(batch_size, seq_len, "train", rng))
+    z1, actions, rewards, k = batch(store.sample(batch_size, seq_len, "train", rng, (rank, world)))
     frac = dyn_config["bootstrap_frac"]
     with ctx:
         dyn_loss, terms = criterion(dyn_step, z1 / dyn.latent_std, actions, frac)
@@ -250,7 +250,7 @@ def finetune_step():
 
 
 def imagine_step():
-    b = store.sample(imagine_batch, context_frames, "train", rng)
+    b = store.sample(imagine_batch, context_frames, "train", rng, (rank, world))
     z, actions, _, _ = batch(b)
     with ctx:
         roll = imagine(dyn, agent, z, actions, horizon, imagine_K)

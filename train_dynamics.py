@@ -93,7 +93,7 @@ master = rank == 0
 if threads:
     torch.set_num_threads(threads)
 torch.manual_seed(seed + rank)
-rng = np.random.default_rng(seed + rank)
+rng = np.random.default_rng(seed)  # data: one stream shared by the DDP ranks (store.sample part)
 dtype = common.resolve_dtype(device, dtype)
 ctx = common.autocast_ctx(device, dtype)
 peak = common.matmul_peak_flops(device, dtype)  # before a resumed RNG state is restored: it draws random numbers
@@ -168,7 +168,7 @@ def get_batch(it):
     """Latents (n, T, L, Dz) of frames_per_step frames, and their actions (n, T, ncomp)."""
     T = 1 if rng.random() < single_frame_frac else long_seq_len if long_every and it % long_every == long_every - 1 \
         else seq_len
-    b = store.sample(max(1, frames_per_step // T), T, "train", rng)
+    b = store.sample(max(1, frames_per_step // T), T, "train", rng, (rank, world))
     actions = np.where(labeled[b["episode"]][:, None, None], b["actions"], -1)  # hidden labels -> unlabeled
     return latents_of(b), torch.from_numpy(actions).to(device)
 

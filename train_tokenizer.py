@@ -70,7 +70,7 @@ master = rank == 0
 if threads:
     torch.set_num_threads(threads)
 torch.manual_seed(seed + rank)
-rng = np.random.default_rng(seed + rank)
+rng = np.random.default_rng(seed)  # data: one stream shared by the DDP ranks (store.sample part)
 dtype = common.resolve_dtype(device, dtype)
 ctx = common.autocast_ctx(device, dtype)
 
@@ -161,7 +161,7 @@ while True:
     for g in optimizer.param_groups:
         g["lr"] = common.lr_at(it, lr, warmup_iters, max_iters, min_lr_frac)
     for micro in range(grad_accum):
-        x = to_float(torch.from_numpy(store.sample(batch_size, seq_len, "train", rng)["frames"]), device)
+        x = to_float(torch.from_numpy(store.sample(batch_size, seq_len, "train", rng, (rank, world))["frames"]), device)
         if ddp:
             model.require_backward_grad_sync = micro == grad_accum - 1
         with ctx:
