@@ -4,6 +4,7 @@
     python data.py --source=minerl  --data_dir=data/minerl --src=PATH/MineRLTreechop-v0
     python data.py --source=vpt     --data_dir=data/vpt    --src=PATH/contractor_data
     python data.py --source=video   --data_dir=data/video  --src=PATH/videos [--like=data/vpt]
+    python data.py --source=stores  --data_dir=data/mixed  --src=data/crafter,data/video   (stores as one)
     python data.py --info --data_dir=data/crafter            (summary + a PNG grid of frames)
 
 A store is a folder:
@@ -52,6 +53,8 @@ Sources and their choices:
   actions (N, 0) by default, which a dynamics model reads as "no component labeled" (base embedding only,
   §D). --like=OTHER_STORE copies that store's action spec instead (all -1), so both stores have equal specs
   and can be mixed by code that insists on one spec.
+- stores: existing stores as one, e.g. a labeled Crafter store and unlabeled Crafter video made with --like:
+  their episodes one after the other, each with its actions (-1 unlabeled), rewards, policy and epsilon.
 Frames are resized by ffmpeg's scale filter with area averaging (antialiased) to image_size x image_size.
 """
 import json
@@ -67,9 +70,9 @@ from common import ConfigError, atomic_write, configure
 
 # -----------------------------------------------------------------------------
 # config
-source = "crafter"        # crafter | minerl | vpt | video
+source = "crafter"        # crafter | minerl | vpt | video | stores
 data_dir = "data/crafter"
-src = ""                  # input folder (minerl, vpt, video)
+src = ""                  # input folder (minerl, vpt, video); stores: comma-separated frame stores
 image_size = 64
 num_workers = os.cpu_count() or 1
 skip_bad = False          # skip unreadable episodes with a warning instead of stopping
@@ -175,15 +178,17 @@ class FrameStore:
         perm = np.random.default_rng(0).permutation(E)
         return np.sort(perm[:n_val] if split == "val" else perm[n_val:])
 
-    def _windows(self, split, T):
-        """(episode ids (S,), start frames (S,), cumulative window counts (S,)) of the split's T-windows."""
-        if (split, T) not in self._cache:
+    def _windows(self, split, T, first=0):
+        """(episode ids (S,), start frames (S,), cumulative window counts (S,)) of the split's T-windows (first > 0:
+        only the first `first` of each episode)."""
+        if (split, T, first) not in self._cache:
             if T < 1:
                 raise ConfigError(f"T={T} must be >= 1")
             ids = self.episode_ids(split)
             starts, ends = self.episodes[ids, 0], self.episodes[ids, 1]
-            self._cache[split, T] = ids, starts, np.cumsum(np.maximum(ends - starts - T + 1, 0))
-        return self._cache[split, T]
+            n = np.maximum(ends - starts - T + 1, 0)
+            self._cache[split, T, first] = ids, starts, np.cumsum(np.minimum(n, first) if first else n)
+        return self._cache[split, T, first]
 
     def _gather(self, ids, starts, cum, j, T):
         """Window numbers j (B,) -> the batch dict; index math only, one fancy index into each memmap."""
@@ -200,12 +205,13 @@ class FrameStore:
         if cum[-1:].sum() < n:
             raise ConfigError(f"{what}={n} but split '{split}' has only {int(cum[-1:].sum())} windows of T={T}")
 
-    def sample(self, batch_size, T, split="train", rng=None, part=(0, 1)):
-        """batch_size windows of T consecutive frames of one episode each, uniform over all such windows.
+    def sample(self, batch_size, T, split="train", rng=None, part=(0, 1), first=0):
+        """batch_size windows of T consecutive frames of one episode each, uniform over all such windows (first > 0:
+        those that start within the first `first` frames of their episode).
         part=(rank, world): DDP ranks share one rng, draw the same global batch of world * batch_size windows and
         each gathers its own slice, so N processes train on what one process with N times the batch would."""
         rng = np.random.default_rng(rng)
-        ids, starts, cum = self._windows(split, T)
+        ids, starts, cum = self._windows(split, T, first)
         self._check(batch_size, cum, split, T, "batch_size")
         rank, world = part
         j = rng.integers(0, cum[-1], batch_size * world)[rank * batch_size:(rank + 1) * batch_size]
@@ -259,6 +265,11 @@ def _find(src, what, pick):
         found += [os.path.join(dirpath, f) for f in sorted(filenames) if pick(dirpath, f)]
         found += [dirpath] if pick(dirpath, None) else []
     return sorted(found)
+
+
+def _abs_src(cfg):
+    """--src as absolute path(s)."""
+    return ",".join(os.path.abspath(x) for x in cfg["src"].split(","))
 
 
 def _name(path, src):
@@ -432,8 +443,37 @@ def episode_video(cfg, plan, k):
             "name": _name(plan["episodes"][k], cfg["src"])}
 
 
+def plan_stores(cfg):
+    """Stores made before (comma-separated --src), as one: the same frame size and action spec (a video store takes
+    a labeled store's spec with --like), every episode with its actions (-1 where unlabeled), rewards and policy."""
+    dirs = [d for d in cfg["src"].split(",") if d]
+    if not dirs:
+        raise ConfigError("--src is required for --source=stores: comma-separated frame stores")
+    stores = [FrameStore(d) for d in dirs]
+    for d, st in zip(dirs, stores):
+        if st.image_size != cfg["image_size"]:
+            raise ConfigError(f"store '{d}' holds {st.image_size}x{st.image_size} frames, not --image_size="
+                              f"{cfg['image_size']}")
+        if st.action_spec != stores[0].action_spec:
+            raise ConfigError(f"store '{d}' has another action spec than '{dirs[0]}' ({len(st.action_spec)} vs "
+                              f"{len(stores[0].action_spec)} components); make a video store with --like={dirs[0]}")
+    eps = [(d, j) for d, st in zip(dirs, stores) for j in range(len(st.episodes))]
+    names = [f"{os.path.basename(os.path.abspath(d))}/{j}" for d, j in eps]
+    return {"spec": stores[0].action_spec, "episodes": eps, "names": names, "fps": None}
+
+
+def episode_stores(cfg, plan, k):
+    d, j = plan["episodes"][k]
+    st = FrameStore(d)
+    a, b = st.episodes[j]
+    return {"frames": np.asarray(st.frames[a:b]), "actions": np.asarray(st.actions[a:b], np.int16),
+            "rewards": np.asarray(st.rewards[a:b], np.float32), "policy": int(st.policies[j]),
+            "epsilon": float(st.epsilons[j]), "fps": st.meta["fps"], "name": plan["names"][k]}
+
+
 SOURCES = {"crafter": (plan_crafter, episode_crafter), "minerl": (plan_minerl, episode_minerl),
-           "vpt": (plan_vpt, episode_vpt), "video": (plan_video, episode_video)}
+           "vpt": (plan_vpt, episode_vpt), "video": (plan_video, episode_video),
+           "stores": (plan_stores, episode_stores)}
 
 
 # -----------------------------------------------------------------------------
@@ -545,7 +585,7 @@ def _assemble(cfg, plan, partial, K, tmp):
         np.save(os.path.join(tmp, f"{name}.npy"), arr)
     meta = {"source": cfg["source"], "image_size": S, "fps": plan["fps"] or float(np.median(fps)), "num_frames": N,
             "num_episodes": len(keep), "labeled_frac": labeled / max(1, N - len(keep)), "action_spec": plan["spec"],
-            "src": os.path.abspath(cfg["src"]) if cfg["source"] != "crafter" else "", "episode_names": names}
+            "src": _abs_src(cfg) if cfg["source"] != "crafter" else "", "episode_names": names}
     if cfg["source"] == "crafter":
         demo = epsilons[policies == 1]
         meta["crafter"] = {k: cfg[k] for k in ["seed", "random_frac", "eps_min", "eps_max", "episode_len"]}
@@ -584,8 +624,9 @@ def build(cfg):
         return old.meta
     # what the chunks depend on: a rerun may reuse them only if all of this is the same
     keys = ["seed", "random_frac", "eps_min", "eps_max", "episode_len"] if cfg["source"] == "crafter" else ["src"]
-    settings = {k: os.path.abspath(cfg[k]) if k == "src" else cfg[k] for k in ["source", "image_size"] + keys}
-    settings.update(spec=plan["spec"], episodes=[_name(p, cfg["src"]) for p in plan["episodes"] or []])
+    settings = {k: _abs_src(cfg) if k == "src" else cfg[k] for k in ["source", "image_size"] + keys}
+    names = plan.get("names") or [_name(p, cfg["src"]) for p in plan["episodes"] or []]
+    settings.update(spec=plan["spec"], episodes=names)
     settings, path = json.loads(json.dumps(settings)), os.path.join(partial, "settings.json")
     created = not os.path.isdir(partial)
     if created:

@@ -123,6 +123,13 @@ def test_windows_never_cross_episodes(crafter_store):
     assert train <= set(s.episode_ids("train").tolist())
     with pytest.raises(ConfigError, match="split 'val' has only"):
         s.sample(10 ** 6, 8, "val")
+    rng = np.random.default_rng(0)  # windows that start in the first 3 frames of an episode:
+    draws = [s.sample(20, 4, "all", rng, first=3) for _ in range(100)]
+    early = {k: np.concatenate([d[k] for d in draws]) for k in ("start", "episode")}
+    offset = early["start"] - s.episodes[early["episode"], 0]
+    assert set(offset.tolist()) == {0, 1, 2} and abs((offset == 0).mean() - 1 / 3) < 0.05
+    long_enough = np.flatnonzero(s.episodes[:, 1] - s.episodes[:, 0] >= 4)  # (up to) 3 windows each: all drawn
+    assert set(early["episode"].tolist()) == set(long_enough.tolist())
 
 
 def test_split_and_fixed_windows(crafter_store):
@@ -440,6 +447,20 @@ def test_video_like_and_spec_mismatch(crafter_store, tmp_path):
     assert s.action_spec == crafter_store[0].action_spec and (s.actions == -1).all() and s.actions.shape == (12, 1)
     fails("different action spec", "--source=video", f"--src={tmp_path}/vid", f"--data_dir={d}", "--image_size=32")
     assert not os.path.exists(d + ".partial") and len(data.FrameStore(d)) == len(crafter_store[0])
+    # the labeled store and the video as one store: episodes one after the other, each as it was
+    meta = build("--source=stores", f"--src={d},{tmp_path}/s", f"--data_dir={tmp_path}/m", "--image_size=32")
+    m, c = data.FrameStore(f"{tmp_path}/m"), crafter_store[0]
+    check_store(m)
+    assert len(m) == len(c) + 12 and len(m.episodes) == len(c.episodes) + 1 and (m.frames[len(c):] == s.frames).all()
+    assert (m.actions[:len(c)] == c.actions).all() and (m.actions[len(c):] == -1).all()
+    assert (m.rewards[:len(c)] == c.rewards).all() and (m.policies[:-1] == c.policies).all() and m.policies[-1] == -1
+    transitions = lambda st: len(st) - len(st.episodes)
+    assert meta["labeled_frac"] == pytest.approx(c.meta["labeled_frac"] * transitions(c) / transitions(m))
+    build("--source=video", f"--src={tmp_path}/vid", f"--data_dir={tmp_path}/plain", "--image_size=32")
+    fails("make a video store with --like", "--source=stores", f"--src={d},{tmp_path}/plain",
+          f"--data_dir={tmp_path}/n", "--image_size=32")
+    fails("not --image_size=64", "--source=stores", f"--src={d}", f"--data_dir={tmp_path}/n")
+    assert nothing_left(tmp_path / "n")
 
 
 def test_bad_store_and_source(tmp_path):
@@ -453,7 +474,7 @@ def test_bad_store_and_source(tmp_path):
     r = subprocess.run([sys.executable, "data.py", "--source=atari", f"--data_dir={tmp_path}/z"], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode != 0
-    assert r.stderr.strip() == "error: unknown --source='atari'; use one of: crafter, minerl, vpt, video"
+    assert r.stderr.strip() == "error: unknown --source='atari'; use one of: crafter, minerl, vpt, video, stores"
     assert nothing_left(tmp_path / "z")
 
 

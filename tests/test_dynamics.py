@@ -243,9 +243,10 @@ def test_check_tokenizer():
 
 # ---------------------------------------------------------------------------------------------------- end to end
 
-def make_bars(path, episodes=40, length=40, size=16, seed=0):
+def make_bars(path, episodes=40, length=40, size=16, seed=0, labeled=True):
     """A frame store (data.py's format): a bar on a static gradient, in one of 4 rows (its colour tells the row);
-    actions 0 stay (p .5), 1 up, 2 down move it (wrapping). Repeating the last frame is right half the time."""
+    actions 0 stay (p .5), 1 up, 2 down move it (wrapping). Repeating the last frame is right half the time.
+    labeled=False: the actions are -1 (video)."""
     rng = np.random.default_rng(seed)
     g = np.linspace(0, 0.4, size)
     bg = np.stack([np.add.outer(g, g) / 2, np.add.outer(g, g[::-1]) / 2, np.full((size, size), 0.2)], -1)
@@ -258,7 +259,7 @@ def make_bars(path, episodes=40, length=40, size=16, seed=0):
             f = bg.copy()
             f[row * h:(row + 1) * h] = colours[row]
             frames.append((f * 255).round().astype(np.uint8))
-            actions.append([a[t] if t < length - 1 else -1])
+            actions.append([a[t] if t < length - 1 and labeled else -1])
             row = (row + [0, -1, 1][a[t]]) % 4
     os.makedirs(path)
     N, E = len(frames), len(eps)
@@ -267,7 +268,7 @@ def make_bars(path, episodes=40, length=40, size=16, seed=0):
                       ("policies", np.zeros(E, np.int8)), ("epsilons", np.full(E, np.nan, np.float32))]:
         np.save(os.path.join(path, f"{name}.npy"), arr)
     json.dump({"source": "bars", "image_size": size, "fps": 10.0, "num_frames": N, "num_episodes": E,
-               "labeled_frac": 1.0, "action_spec": [{"name": "action", "classes": 3}]},
+               "labeled_frac": float(labeled), "action_spec": [{"name": "action", "classes": 3}]},
               open(os.path.join(path, "meta.json"), "w"))
     return str(path)
 
@@ -316,6 +317,23 @@ def test_training_beats_the_floor(bars):
     assert last["iter"] == 450 and len(last["rollout_psnr_steps"]) == 4 and last["ceiling_psnr"] > 40
     assert last["rollout_psnr"] > last["floor_psnr"] + 3 and last["shuffle_ratio"] > 1.2, last
     assert os.path.getsize(os.path.join(out, "rollout.mp4")) > 0
+
+
+def test_mixed_store_trains_as_one(bars, capsys):
+    """A labeled store and unlabeled video of the same game, made into one store (data.py --source=stores), train
+    as one: the labeled share is reported, and the video's episodes feed the base embedding only."""
+    tmp, data, tok = bars
+    video, mixed = make_bars(tmp / "bars_video", episodes=10, seed=1, labeled=False), str(tmp / "bars_mixed")
+    run_script("data.py", "--source=stores", f"--src={data},{video}", f"--data_dir={mixed}", "--image_size=16")
+    from data import FrameStore
+    s = FrameStore(mixed)
+    assert len(s.episodes) == 50 and (s.actions[s.episodes[40, 0]:] == -1).all()
+    assert (s.actions[:s.episodes[40, 0]] == FrameStore(data).actions[:]).all()
+    capsys.readouterr()
+    run_script("train_dynamics.py", f"--data_dir={mixed}", f"--tokenizer_ckpt={tok}", f"--out_dir={tmp / 'dyn_mixed'}",
+               *DYN, "--batch_size=2", "--seq_len=4", "--long_every=0", "--context_frames=2", "--eval_frames=2",
+               "--eval_windows=4", "--max_iters=2", "--latent_cache=False", "--dtype=float32")
+    assert "80% of episodes labeled" in capsys.readouterr().out  # 40 of 50
 
 
 def test_latent_cache(bars, capsys):
