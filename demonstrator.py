@@ -490,14 +490,27 @@ def evaluate(make_policy, seeds, max_steps, size=64, workers=1):
     return _summary(results, seeds, max_steps)
 
 
-def evaluate_lockstep(policy, seeds, max_steps, size=64, on_step=None):
-    """evaluate() for a batched policy: every seed's episode runs at once, in lockstep, and policy.act(frames (N, size,
-    size, 3) uint8) -> actions (N, 1) is called once per step for all of them (after policy.reset()). When episodes
-    end, policy.keep(rows) (if it has one) keeps only the running ones in its batch; a policy without keep() is fed
-    the ended episodes' last frames (their actions dropped), so its batch keeps its shape.
-    on_step(step, alive): an optional progress callback. Same result dict as evaluate()."""
+def evaluate_lockstep(policy, seeds, max_steps, size=64, on_step=None, chunk=0):
+    """evaluate() for a batched policy: the seeds' episodes run at once, in lockstep (chunk > 0: at most `chunk` of
+    them at a time, chunk after chunk), and policy.act(frames (N, size, size, 3) uint8) -> actions (N, 1) is called
+    once per step for all of them (after policy.reset(), once per chunk). When episodes end, policy.keep(rows) (if
+    it has one) keeps only the running ones in its batch; a policy without keep() is fed the ended episodes' last
+    frames (their actions dropped), so its batch keeps its shape.
+    on_step(step, left): an optional progress callback; step counts on over the chunks (to max_steps times their
+    number), left is the episodes not ended. Same result dict as evaluate()."""
     seeds = list(seeds)
     _check_eval(seeds, max_steps)
+    chunk = chunk or len(seeds)
+    results = []
+    for k in range(0, len(seeds), chunk):
+        later = max(0, len(seeds) - k - chunk)  # the episodes of the chunks still to come
+        results += _lockstep(policy, seeds[k:k + chunk], max_steps, size, on_step, k // chunk * max_steps, later)
+    return _summary(results, seeds, max_steps)
+
+
+def _lockstep(policy, seeds, max_steps, size, on_step, step0, later):
+    """One lockstep batch of episodes (evaluate_lockstep): [(return, length, achievements)] per seed; on_step sees
+    steps from step0 on, and `later` more episodes left."""
     envs = [_make_env(s, max_steps, size) for s in seeds]
     obs = np.stack([env.reset() for env in envs])
     ret, length, done = np.zeros(len(envs)), np.zeros(len(envs), int), np.zeros(len(envs), bool)
@@ -516,9 +529,8 @@ def evaluate_lockstep(policy, seeds, max_steps, size=64, on_step=None):
             policy.keep(np.flatnonzero(~done[alive]))
             alive = alive[~done[alive]]
         if on_step:
-            on_step(int(length.max()), int((~done).sum()))
-    results = [(ret[i], length[i], {k for k, v in infos[i]['achievements'].items() if v > 0}) for i in range(len(envs))]
-    return _summary(results, seeds, max_steps)
+            on_step(step0 + int(length.max()), later + int((~done).sum()))
+    return [(ret[i], length[i], {k for k, v in infos[i]['achievements'].items() if v > 0}) for i in range(len(envs))]
 
 
 def random_policy(env):  # make_policy factories for evaluate(); they read the env's seed

@@ -50,6 +50,7 @@ head_hidden = 256
 # imagine (phase 3)
 horizon = 16  # imagined steps per rollout (§A.2; the paper gives none for Minecraft)
 context_frames = 8  # real frames each rollout starts from
+context_first = 0  # contexts start within the first N frames of an episode (0 = anywhere in it)
 imagine_batch = 32  # rollouts per step
 imagine_K = 4  # denoising steps per imagined frame
 alpha = 0.5  # §A.3 weight of the positive set
@@ -74,7 +75,7 @@ threads = 0
 # -------------------------------------------------------------------------------------------------------------
 config = common.configure(globals())
 common.at_least(config, batch_size=1, imagine_batch=1, imagine_K=1, max_iters=0, warmup_iters=0, value_warmup=0,
-                eval_interval=1, log_interval=1, num_agent_tokens=1, head_hidden=1)
+                context_first=0, eval_interval=1, log_interval=1, num_agent_tokens=1, head_hidden=1)
 
 ddp, rank, local_rank, world, device = common.setup_ddp(common.auto_device(device))
 master = rank == 0
@@ -250,7 +251,7 @@ def finetune_step():
 
 
 def imagine_step():
-    b = store.sample(imagine_batch, context_frames, "train", rng, (rank, world))
+    b = store.sample(imagine_batch, context_frames, "train", rng, (rank, world), context_first)
     z, actions, _, _ = batch(b)
     with ctx:
         roll = imagine(dyn, agent, z, actions, horizon, imagine_K)

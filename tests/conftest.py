@@ -70,9 +70,9 @@ TEST_PRESET = {
                      latent_cache=True, teacher_forcing=True, k_max=4, zero_frac=0.75, bootstrap_start=0),
     "finetune": dict(phase="finetune", batch_size=4, seq_len=8, mtp=2, eval_interval=4, log_interval=2,
                      warmup_iters=0, min_lr_frac=1.0, max_iters=4),
-    "imagine": dict(phase="imagine", imagine_batch=4, horizon=4, context_frames=4, eval_interval=3, log_interval=1,
-                    value_lr=1e-3, max_iters=3),
-    "eval": dict(episodes=3, max_steps=12, workers=1),
+    "imagine": dict(phase="imagine", imagine_batch=4, horizon=4, context_frames=4, context_first=20, eval_interval=3,
+                    log_interval=1, value_lr=1e-3, max_iters=3),
+    "eval": dict(episodes=3, baseline_episodes=2, max_steps=12, workers=1),
 }
 
 

@@ -3,6 +3,7 @@ and the finetune -> imagine -> evaluate pipeline on a tiny Crafter store."""
 import json
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -230,7 +231,8 @@ def test_main_job(agent_run, tmp_path):
     # the real game: every policy on the same seeds, one table, the paired comparison, metrics and a video
     res = json.load(open(tmp / "eval.json"))
     assert set(res["rows"]) == {"random", "demo eps=0", "data mix", "BC", "BC argmax", "RL", "RL argmax"}
-    assert all(r["episodes"] == 3 and r["seeds"] == [1_000_000, 1_000_001, 1_000_002] for r in res["rows"].values())
+    agents = ("BC", "BC argmax", "RL", "RL argmax")  # the baselines on the first 2 seeds (baseline_episodes)
+    assert all(r["seeds"] == [1_000_000, 1_000_001, 1_000_002][:3 if n in agents else 2] for n, r in res["rows"].items())
     assert all(0 < r["mean_length"] <= 12 for r in res["rows"].values())
     assert 0 <= res["paired"]["returns"]["sign_p"] <= 1 and "RL - BC per seed" in stdout
     assert metrics(tmp / "agent_rl")[-1]["eval_episodes"] == 3 and "crafter_score" in metrics(tmp / "agent_bc")[-1]
@@ -250,6 +252,32 @@ def test_main_job(agent_run, tmp_path):
     # a rerun skips every stage: nothing trains again, the eval is not replayed
     again = run_pipeline(tmp.parent / "config", store, tmp)
     assert again.count("nothing to do") == 5 and "== eval" not in again and "== video" not in again
+
+
+def test_eval_reuses_bc_rows(agent_run, tmp_path, capsys):
+    """bc_eval: another RL run scored against the BC rows of an earlier eval on the same seeds, not replayed; an
+    eval.json of other seeds, or of a BC checkpoint that changed since, is refused with one line."""
+    tmp, _, _, _, _ = agent_run
+    prev = json.load(open(tmp / "eval.json"))
+    args = ["eval_agent.py", str(tmp.parent / "config/eval_test.py"), f"--bc_ckpt={tmp / 'agent_bc/ckpt.pt'}",
+            f"--rl_ckpt={tmp / 'agent_rl/ckpt.pt'}", "--baselines=False", f"--bc_eval={tmp / 'eval.json'}"]
+    capsys.readouterr()
+    run_script(*args, f"--out={tmp_path / 'again.json'}")
+    res = json.load(open(tmp_path / "again.json"))
+    assert "BC: score" in capsys.readouterr().out and set(res["rows"]) == {"BC", "BC argmax", "RL", "RL argmax"}
+    assert res["rows"]["BC"] == prev["rows"]["BC"] and res["rows"]["BC argmax"] == prev["rows"]["BC argmax"]
+    d = np.array(res["rows"]["RL"]["returns"]) - np.array(prev["rows"]["BC"]["returns"])
+    assert res["paired"]["returns"]["mean_diff"] == pytest.approx(d.mean())
+    assert "was played with episodes=3, not 2" in fails(*args, "--episodes=2", f"--out={tmp_path / 'x.json'}")
+    assert "is not an eval.json" in fails(*args[:-1], f"--bc_eval={tmp / 'agent_bc/ckpt.pt'}")
+    bc2, stale = tmp_path / "bc2.pt", tmp_path / "stale.json"
+    shutil.copy(tmp / "agent_bc/ckpt.pt", bc2)  # a newer file
+    assert "not bc_ckpt" in fails(*args, f"--bc_ckpt={bc2}", f"--out={tmp_path / 'x.json'}")
+    prev["rows"]["BC"]["ckpt"] = str(bc2)
+    stale.write_text(json.dumps(prev))
+    assert "the file changed since" in fails(*args, f"--bc_ckpt={bc2}", f"--bc_eval={stale}",
+                                             f"--out={tmp_path / 'x.json'}")
+    assert not os.path.exists(tmp_path / "x.json")
 
 
 @pytest.mark.parametrize("phase", ["finetune", "imagine"])
@@ -323,6 +351,10 @@ def test_lockstep_evaluation_equals_one_at_a_time():
     one = evaluate(one_at_a_time, [3, 4, 9], 60)
     both = evaluate_lockstep(Fixed(), [3, 4, 9], 60)
     assert one["returns"] == both["returns"] and one["unlocks"] == both["unlocks"]
+    steps = []
+    chunked = evaluate_lockstep(Fixed(), [3, 4, 9], 60, on_step=lambda *a: steps.append(a), chunk=2)  # 2, then 1
+    assert chunked["returns"] == one["returns"] and chunked["seeds"] == [3, 4, 9]
+    assert steps[0] == (1, 3) and steps[59] == (60, 1) and steps[60] == (61, 1) and steps[-1] == (120, 0)
     assert one["mean_length"] == both["mean_length"] == 60 and one["success_rates"] == both["success_rates"]
 
 
