@@ -289,7 +289,7 @@ def bars(tmp_path_factory):
                "--num_latents=8", "--local_latents=False", "--latent_dim=8", "--dim=64", "--enc_depth=3", "--dec_depth=3", "--n_head=4",
                "--n_kv_head=2", "--time_every=3", "--seq_len=2", "--batch_size=16", "--max_iters=150",
                "--eval_interval=150", "--warmup_iters=20", "--lr=3e-3", "--drop_max=0.0", "--eval_windows=16",
-               "--compile=False", "--threads=2")
+               "--compile=False", "--threads=2", "--dtype=float32")  # tiny models: fp32 is faster, even with AMX
     return tmp, data, str(tmp / "tok" / "ckpt.pt")
 
 
@@ -311,7 +311,8 @@ def test_training_beats_the_floor(bars):
                "--dim=128", "--batch_size=32", "--seq_len=8", "--long_every=0", "--single_frame_frac=0.0",
                "--context_frames=4", "--eval_frames=4", "--eval_windows=48", "--max_iters=450", "--eval_interval=450",
                "--warmup_iters=20", "--lr=2e-3", "--min_lr_frac=1.0", "--bootstrap_start=100",
-               "--teacher_forcing=False", "--zero_frac=0", "--k_max=8", "--ramp=True")  # §D as written (half the cost)
+               "--teacher_forcing=False", "--zero_frac=0", "--k_max=8", "--ramp=True",  # §D as written (half the cost)
+               "--dtype=float32")
     first, last = metrics(out)[0], metrics(out)[-1]
     assert first["rollout_psnr"] < first["floor_psnr"] - 5
     assert last["iter"] == 450 and len(last["rollout_psnr_steps"]) == 4 and last["ceiling_psnr"] > 40
@@ -448,7 +449,7 @@ def test_kill9_in_latent_cache_build_and_training_loses_nothing(bars, tmp_path):
         return ["train_dynamics.py", f"--data_dir={data}", f"--tokenizer_ckpt={tmp_path / name / 'tok.pt'}",
                 f"--out_dir={tmp_path / name / 'dyn'}", *DYN, "--log_interval=1", "--batch_size=1", "--seq_len=2",
                 "--long_seq_len=8", "--context_frames=2", "--eval_frames=2", "--eval_windows=4", "--max_iters=12",
-                "--eval_interval=4", "--latent_cache=True"]  # 2 frames per step: the cache is built in 800 pieces
+                "--eval_interval=4", "--latent_cache=True", "--dtype=float32"]  # 2 frames a step: a cache of 800 pieces
     kill_and_rerun(args("ref"), lambda t0: False, 0, tmp_path / "ref.txt")
     log, seen = tmp_path / "log.txt", []
     part = lambda suffix: glob.glob(str(tmp_path / "killed" / f"latents_*.npy{suffix}"))
