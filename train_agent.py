@@ -50,7 +50,7 @@ head_hidden = 256
 # imagine (phase 3)
 horizon = 16  # imagined steps per rollout (§A.2; the paper gives none for Minecraft)
 context_frames = 8  # real frames each rollout starts from
-context_first = 0  # contexts start within the first N frames of an episode (0 = anywhere in it)
+context_first = 0  # contexts start within the first N frames of an episode (0 = anywhere; 200 was worse, docs)
 imagine_batch = 32  # rollouts per step
 imagine_K = 4  # denoising steps per imagined frame
 alpha = 0.5  # §A.3 weight of the positive set
