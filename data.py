@@ -167,6 +167,10 @@ class FrameStore:
     def __len__(self):
         return len(self.frames)
 
+    def labeled_episodes(self):
+        """(E,) bool: the episodes with at least one labeled action (video episodes have none)."""
+        return np.array([(self.actions[a:b] >= 0).any() for a, b in self.episodes])
+
     def episode_ids(self, split, val_frac=0.05):
         """Episode indices of 'train' | 'val' | 'all': a fixed seeded permutation, >= 1 val episode if E >= 2."""
         E = len(self.episodes)

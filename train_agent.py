@@ -119,7 +119,7 @@ rewards_all = np.asarray(store.rewards)
 if phase == "finetune" and not np.any(rewards_all != 0):
     raise common.ConfigError(f"{data_dir} has no rewards (rewards.npy is all zero): the reward head has nothing to "
                              f"learn from")
-labeled = np.array([(store.actions[s:e] >= 0).any() for s, e in store.episodes])  # (E,) episodes with actions
+labeled = store.labeled_episodes()  # (E,) episodes with actions
 keep = labeled & (store.policies == 1 if bc_data == "demo" else True)  # (E,) the episodes BC learns from
 if phase == "finetune" and not keep.any():
     what = "demonstrator episodes (policies.npy == 1) with actions" if bc_data == "demo" else "labeled episodes"

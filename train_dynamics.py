@@ -130,7 +130,6 @@ if ckpt is not None:  # a resumed run keeps the subset it started with, whatever
               f"{labeled.sum()} labeled episodes")
 else:
     labeled[np.random.default_rng(seed).permutation(E)[:round(action_label_frac * E)]] = True
-has_labels = np.array([(store.actions[a:b] >= 0).any() for a, b in store.episodes])  # (E,) (video: none)
 frames_per_step = batch_size * seq_len
 val = store.fixed_windows(eval_windows, C + F, "val")
 
@@ -195,7 +194,7 @@ model = common.compile_and_wrap(model, compile, ddp, local_rank, device)
 tokens_per_frame = model_args["num_latents"] // model_args["pack"] + model_args["num_registers"] + 2
 if master:
     print(f"dynamics: {sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M params, latents {L}x{Dz} -> "
-          f"{tokens_per_frame} tokens/frame, {(labeled & has_labels).mean():.0%} of episodes labeled, "
+          f"{tokens_per_frame} tokens/frame, {(labeled & store.labeled_episodes()).mean():.0%} of episodes labeled, "
           f"device {device} {dtype}, matmul peak {peak / 1e12:.2f} TFLOP/s")
 
 
