@@ -111,11 +111,21 @@ def auto_device(device="auto"):
     return "cpu"
 
 
+def cpu_has_bf16():
+    """Whether this CPU has bf16 matmul instructions (Linux /proc/cpuinfo: AMX or AVX-512 BF16). Read, not timed: a
+    timing on a busy 2-core machine flipped between runs, so a resumed run could train in another dtype."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(next((ln for ln in f if ln.startswith("flags")), "").split())
+    except OSError:
+        return False
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
 def resolve_dtype(device, dtype):
     """'bfloat16' or 'float32' from the dtype config. 'auto' is bf16 where this device runs it fast: CUDA with bf16,
-    or a CPU with AVX-512 / AMX on which a 256x256 bf16 matmul measures over 1.5x fp32's (a few ms); fp32 otherwise
-    (AVX2 CPUs run bf16 matmuls 60-100x slower than fp32; mps). An explicit 'bfloat16' is kept, with one warning line
-    on a CPU where it is slow."""
+    or a CPU with bf16 instructions (cpu_has_bf16); fp32 otherwise (other CPUs run bf16 matmuls 60-100x slower than
+    fp32; mps). An explicit 'bfloat16' is kept, with one warning line on a CPU without them."""
     if dtype not in ("auto", "bfloat16", "float32"):
         raise ConfigError(f"dtype={dtype!r}: use 'auto', 'bfloat16' or 'float32'")
     dev = device.split(":")[0]
@@ -123,14 +133,10 @@ def resolve_dtype(device, dtype):
         return dtype
     if dev != "cpu":
         return "bfloat16" if dev == "cuda" and torch.cuda.is_bf16_supported() else "float32"
-    cap = torch.backends.cpu.get_cpu_capability()  # 'AVX512' on AMX CPUs too; 'AVX2', 'DEFAULT', ARM's 'SVE256', ...
-    if dtype == "auto" and not (cap.startswith("AVX512") or "AMX" in cap):
-        return "float32"
-    bf16, fp32 = (matmul_peak_flops(device, d, n_max=256, budget=0.01) for d in ("bfloat16", "float32"))
-    fast = bf16 > 1.5 * fp32
+    fast = cpu_has_bf16()
     if dtype == "bfloat16" and not fast:
-        print(f"warning: bf16 matmul on this CPU runs at {bf16 / 1e9:.1f} GFLOP/s against {fp32 / 1e9:.1f} in fp32; "
-              f"--dtype=auto picks float32", flush=True)
+        print("warning: this CPU has no bf16 matmul instructions (AMX, AVX-512 BF16): bf16 runs 60-100x slower than "
+              "fp32 here; --dtype=auto picks float32", flush=True)
     return "bfloat16" if fast or dtype == "bfloat16" else "float32"
 
 

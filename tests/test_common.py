@@ -118,22 +118,22 @@ def test_muon_optimizer_groups_and_state():
     assert all(torch.equal(a, b) for a, b in zip(m.parameters(), m2.parameters()))
 
 
-def test_dtype_auto_is_bf16_only_where_it_is_fast(monkeypatch, capsys):
-    """CPUs: no AVX-512 -> fp32 without measuring; with it, a measurement decides. An explicit bf16 is kept, with one
-    warning line where it is slow."""
-    speed, measured = {}, []
-    monkeypatch.setattr(common, "matmul_peak_flops", lambda device, dtype, **kw: measured.append(dtype) or speed[dtype])
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
-    assert common.resolve_dtype("cpu", "auto") == "float32" == common.resolve_dtype("cpu", "float32") and not measured
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
-    speed.update(bfloat16=2e9, float32=100e9)  # AVX-512 without bf16 instructions
-    assert common.resolve_dtype("cpu", "auto") == "float32" and capsys.readouterr().out == ""
-    assert common.resolve_dtype("cpu", "bfloat16") == "bfloat16"
-    assert capsys.readouterr().out == ("warning: bf16 matmul on this CPU runs at 2.0 GFLOP/s against 100.0 in fp32; "
-                                       "--dtype=auto picks float32\n")
-    speed.update(bfloat16=600e9)  # AMX
-    assert common.resolve_dtype("cpu", "auto") == "bfloat16" == common.resolve_dtype("cpu", "bfloat16")
-    assert capsys.readouterr().out == ""
+def test_dtype_auto_is_bf16_only_where_it_is_fast(monkeypatch, tmp_path, capsys):
+    """CPUs: bf16 where /proc/cpuinfo names AMX or AVX-512 BF16, fp32 otherwise (AVX2, AVX-512 without them, no
+    cpuinfo), read and not timed; an explicit bf16 is kept, with one warning line where it is slow."""
+    import builtins
+    real_open, cpuinfo = builtins.open, tmp_path / "cpuinfo"
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: real_open(cpuinfo if f == "/proc/cpuinfo" else f, *a, **k))
+    for flags, auto in (("fpu avx2 fma", "float32"), ("avx2 avx512f avx512bw", "float32"), (None, "float32"),
+                        ("avx2 avx512f avx512_bf16", "bfloat16"), ("avx512f amx_tile amx_bf16 amx_int8", "bfloat16")):
+        cpuinfo.unlink(missing_ok=True)
+        if flags:
+            cpuinfo.write_text(f"processor\t: 0\nmodel name\t: x\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+        assert common.resolve_dtype("cpu", "auto") == auto and common.resolve_dtype("cpu", "float32") == "float32"
+        assert common.resolve_dtype("cpu", "bfloat16") == "bfloat16"
+        warned = capsys.readouterr().out
+        assert warned == ("" if auto == "bfloat16" else "warning: this CPU has no bf16 matmul instructions (AMX, "
+                          "AVX-512 BF16): bf16 runs 60-100x slower than fp32 here; --dtype=auto picks float32\n")
     for bf16 in (True, False):
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
         assert common.resolve_dtype("cuda:1", "auto") == ("bfloat16" if bf16 else "float32")
