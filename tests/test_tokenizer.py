@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import kill_and_rerun
 from model import KVCache
 from tokenizer import LPIPS, VGG16_CFG, Tokenizer, TokenizerLoss, psnr, region_of_patch, ssim
 
@@ -183,29 +184,21 @@ TRAIN = ["--compile=False", "--dtype=float32", "--batch_size=4", "--seq_len=2", 
          "--warmup_iters=2", "--eval_windows=6", "--log_interval=1"]  # eval: a batch of 4, then 2
 
 
-def test_train_resume_equals_uninterrupted(tiny_store, tmp_path, monkeypatch):
-    import common
-    args = TRAIN + [f"--data_dir={tiny_store}", "--max_iters=6", "--eval_interval=3"]
-    run_script("train_tokenizer.py", *args, f"--out_dir={tmp_path}/a")
-    lr_at = common.lr_at
-
-    def killed_at_4(it, *a):  # the process dies during iteration 4, after the checkpoint of iteration 3
-        if it == 4:
-            raise KeyboardInterrupt
-        return lr_at(it, *a)
-    monkeypatch.setattr(common, "lr_at", killed_at_4)
-    with pytest.raises(KeyboardInterrupt):
-        run_script("train_tokenizer.py", *args, f"--out_dir={tmp_path}/b")
-    assert torch.load(f"{tmp_path}/b/ckpt.pt", weights_only=False)["iter"] == 3
-    monkeypatch.setattr(common, "lr_at", lr_at)
-    run_script("train_tokenizer.py", *args, f"--out_dir={tmp_path}/b", "--init_from=resume")
-    a, b = (torch.load(f"{tmp_path}/{r}/ckpt.pt", weights_only=False) for r in "ab")
-    assert a["iter"] == b["iter"] == 6
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
-    metrics = [json.loads(l) for l in open(f"{tmp_path}/a/metrics.jsonl")]
-    assert [m["iter"] for m in metrics] == [0, 3, 6] and metrics[-1]["val_psnr"] > metrics[0]["val_psnr"]
-    png = iio.imread(f"{tmp_path}/a/recon.png")  # (T * 2H, windows * W, 3): every eval window, not the first batch
+def test_kill9_in_tokenizer_training_loses_nothing(tiny_store, tmp_path):
+    """SIGKILL three times (in steps, evals or checkpoint saves: random moments after a step is logged), rerun with
+    resume each time: the same parameters as the uninterrupted run (both run as subprocesses)."""
+    args = lambda name: ["train_tokenizer.py", *TRAIN, f"--data_dir={tiny_store}", "--max_iters=24",
+                         "--eval_interval=4", f"--out_dir={tmp_path / name}"]
+    kill_and_rerun(args("a"), lambda t0: False, 0, tmp_path / "a.txt")
+    log = tmp_path / "b.txt"
+    landed, text = kill_and_rerun(args("b"), lambda t0: "ms/iter" in open(log).read(), 3, log,
+                                  resume_if=str(tmp_path / "b/ckpt.pt"), delay=0.3)  # ~50 ms a step
+    assert landed == 3 and ("iter 24/24" in text or "nothing to do" in text)
+    a, b = (torch.load(tmp_path / r / "ckpt.pt", weights_only=False) for r in "ab")
+    assert a["iter"] == b["iter"] == 24 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    metrics = [json.loads(l) for l in open(tmp_path / "a/metrics.jsonl")]
+    assert [m["iter"] for m in metrics] == [0, 4, 8, 12, 16, 20, 24] and metrics[-1]["val_psnr"] > metrics[0]["val_psnr"]
+    png = iio.imread(tmp_path / "a/recon.png")  # (T * 2H, windows * W, 3): every eval window, not the first batch
     assert png.shape[1] * 2 * 2 == 6 * png.shape[0]
 
 
