@@ -50,7 +50,8 @@ def _coerce(key, value, default):
 
 
 def _unknown(key, keys):
-    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
+    initials = "".join(w[0] for w in key.split("_") if w)  # lerning_rate -> lr
+    close = [initials] * (initials in keys) or difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(sorted(keys))}"
     return ConfigError(f"unknown config key '{key}'{hint}")
 
@@ -102,6 +103,14 @@ def configure(g, argv=None):
 # device, precision, DDP
 
 def auto_device(device="auto"):
+    """'auto' -> cuda, then mps, then cpu; an explicit device is checked against what torch sees."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+        raise ConfigError(f"device={device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    if device.startswith("cuda") and not (torch.cuda.is_available() and int((device + ":0").split(":")[1]) <
+                                          torch.cuda.device_count()):
+        raise ConfigError(f"device={device!r} but torch sees {torch.cuda.device_count()} CUDA GPU(s)")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("device='mps' but torch sees no MPS device")
     if device != "auto":
         return device
     if torch.cuda.is_available():
@@ -158,6 +167,13 @@ def at_least(config, **least):
     for key, lo in least.items():
         if config[key] < lo:
             raise ConfigError(f"{key}={config[key]!r} must be >= {lo}")
+
+
+def positive(config, *keys):
+    """One line for the first of these config keys that is not > 0, e.g. positive(config, "lr")."""
+    for key in keys:
+        if not config[key] > 0:
+            raise ConfigError(f"{key}={config[key]!r} must be > 0")
 
 
 def setup_ddp(device):

@@ -52,8 +52,7 @@ device = common.auto_device(device)
 if threads:
     torch.set_num_threads(threads)
 common.at_least(config, episodes=1, max_steps=1, lockstep=1, baseline_episodes=0, argmax_episodes=0)
-if not temperature > 0:
-    raise common.ConfigError(f"temperature={temperature} must be > 0")
+common.positive(config, "temperature")
 agents = {name: path for name, path in (("BC", bc_ckpt), ("RL", rl_ckpt)) if path}
 for name, path in agents.items():
     spec = load_agent(path, f"{name.lower()}_ckpt")["action_spec"]

@@ -75,7 +75,9 @@ threads = 0
 # -------------------------------------------------------------------------------------------------------------
 config = common.configure(globals())
 common.at_least(config, batch_size=1, imagine_batch=1, imagine_K=1, max_iters=0, warmup_iters=0, value_warmup=0,
-                context_first=0, eval_interval=1, log_interval=1, num_agent_tokens=1, head_hidden=1)
+                context_first=0, value_lr=0, weight_decay=0, eval_interval=1, log_interval=1, num_agent_tokens=1,
+                head_hidden=1)
+common.positive(config, "lr")
 
 ddp, rank, local_rank, world, device = common.setup_ddp(common.auto_device(device))
 master = rank == 0

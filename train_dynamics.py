@@ -86,7 +86,8 @@ threads = 0  # torch CPU threads; 0 = torch's default
 # -------------------------------------------------------------------------------------------------------------
 config = common.configure(globals())
 common.at_least(config, batch_size=1, seq_len=2, long_seq_len=2, long_every=0, grad_accum=1, max_iters=0,
-                warmup_iters=0, bootstrap_start=0, eval_interval=1, log_interval=1, eval_windows=1, video_windows=1)
+                warmup_iters=0, bootstrap_start=0, eval_interval=1, weight_decay=0, log_interval=1, eval_windows=1, video_windows=1)
+common.positive(config, "lr")
 
 ddp, rank, local_rank, world, device = common.setup_ddp(common.auto_device(device))
 master = rank == 0
@@ -183,7 +184,7 @@ except ValueError as e:  # k_max or pack off their grids, no time layer, heads t
     raise common.ConfigError(str(e))
 if model.k_max % eval_K:
     raise common.ConfigError(f"eval_K={eval_K}: 1/eval_K must be a multiple of d_min = 1/{model.k_max}; use eval_K "
-                             f"in 1, 2, 4, ..., {model.k_max}")
+                             f"in {', '.join(str(2 ** i) for i in range(model.k_max.bit_length()))}")
 criterion = ShortcutLoss(model.k_max, context_frac, ramp, teacher_forcing, zero_frac).to(device)
 optimizer = common.make_optimizer(model, lr, weight_decay, (beta1, beta2), device, muon, dtype=dtype)
 if ckpt is not None:

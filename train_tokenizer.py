@@ -63,7 +63,8 @@ threads = 0  # torch CPU threads; 0 = torch's default
 # -------------------------------------------------------------------------------------------------------------
 config = common.configure(globals())
 common.at_least(config, batch_size=1, seq_len=1, grad_accum=1, max_iters=0, warmup_iters=0, eval_interval=1,
-                log_interval=1, eval_windows=1, lpips_frames=1)
+                log_interval=1, weight_decay=0, eval_windows=1, lpips_frames=1)
+common.positive(config, "lr")
 
 ddp, rank, local_rank, world, device = common.setup_ddp(common.auto_device(device))
 master = rank == 0

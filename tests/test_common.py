@@ -28,8 +28,23 @@ def test_overrides_are_type_checked():
 def test_unknown_key_names_the_closest():
     with pytest.raises(SystemExit, match=r"unknown config key 'batchsize'; did you mean batch_size\?"):
         cfg("--batchsize=3", batch_size=4, seed=0)
+    with pytest.raises(SystemExit, match=r"unknown config key 'lerning_rate'; did you mean lr\?"):  # the initials
+        cfg("--lerning_rate=1", lr=1e-3, lpips_frames=4)
     with pytest.raises(SystemExit, match="must be written --key=value"):
         cfg("--compile", compile=True)
+
+
+def test_bounds_and_devices():
+    """Keys below their least value or not positive, and devices torch does not have: one line each."""
+    common.at_least({"batch_size": 1}, batch_size=1) or common.positive({"lr": 1e-9}, "lr")
+    for call, msg in [(lambda: common.at_least({"batch_size": 0}, batch_size=1), "batch_size=0 must be >= 1"),
+                      (lambda: common.positive({"lr": -1.0}, "lr"), "lr=-1.0 must be > 0"),
+                      (lambda: common.positive({"lr": 0.0}, "lr"), "lr=0.0 must be > 0"),
+                      (lambda: common.auto_device("tpu"), "device='tpu': use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"),
+                      (lambda: common.auto_device(f"cuda:{torch.cuda.device_count()}"), "but torch sees")]:
+        with pytest.raises(SystemExit, match=msg):
+            call()
+    assert common.auto_device("cpu") == "cpu" and common.auto_device("auto") in ("cpu", "cuda", "mps")
 
 
 def test_config_file_and_constants(tmp_path):
