@@ -99,6 +99,12 @@ CASES = [  # (class, what, command line)
     ("range", "eval temperature=-1", [*ev_, "--temperature=-1"]),
     ("range", "data num_frames=0", ["data.py", "--source=crafter", f"--data_dir={OUT}", "--num_frames=0"]),
     ("range", "data source=atari", ["data.py", "--source=atari", f"--data_dir={OUT}"]),
+    ("range", "sample split=test", [*sm_, "--split=test"]),
+    ("range", "bench what=everything", ["bench.py", "--what=everything"]),
+    ("range", "demonstrator episodes=0", ["demonstrator.py", "--episodes=0"]),
+    ("range", "data image_size=0", ["data.py", "--source=crafter", f"--data_dir={OUT}", "--image_size=0"]),
+    ("path", "results.py of a folder with no runs", ["results.py", f"--out_dir={OUT}"]),
+    ("range", "play keymap of an unknown key", ["play.py", f"--ckpt={DYN}", "--keymap=ctrl:action=1"]),
     ("path", "data_dir missing", [*tok_[:1], f"--data_dir={tmp}/nope", f"--out_dir={OUT}"]),
     ("path", "tokenizer_ckpt missing", [*dyn_[:2], f"--tokenizer_ckpt={tmp}/nope.pt", f"--out_dir={OUT}"]),
     ("path", "resume with no checkpoint", [*tok_, "--init_from=resume"]),
@@ -119,6 +125,7 @@ CASES = [  # (class, what, command line)
     ("store", "action spec differs from the checkpoint's", [*ft_[:1], f"--data_dir={store_copy('spec', meta_edit(action_spec=[{'name': 'action', 'classes': 5}]))}", f"--out_dir={OUT}", "--phase=finetune", f"--init_ckpt={DYN}"]),
     ("store", "no rewards (finetune)", [*ft_[:1], f"--data_dir={store_copy('norew', no_rewards)}", f"--out_dir={OUT}", "--phase=finetune", f"--init_ckpt={DYN}"]),
     ("store", "no labeled episodes (finetune)", [*ft_[:1], f"--data_dir={store_copy('nolab', unlabeled)}", f"--out_dir={OUT}", "--phase=finetune", f"--init_ckpt={DYN}"]),
+    ("store", "stores of different frame sizes merged", ["data.py", "--source=stores", f"--data_dir={OUT}", f"--src={DATA},{store_copy('size2', meta_edit(image_size=16))}"]),
     ("store", "frame size differs from the tokenizer's", [*dyn_[:1], f"--data_dir={store_copy('size', meta_edit(image_size=16))}", f"--tokenizer_ckpt={TOK}", f"--out_dir={OUT}"]),
 ]
 
