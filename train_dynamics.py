@@ -86,7 +86,8 @@ threads = 0  # torch CPU threads; 0 = torch's default
 # -------------------------------------------------------------------------------------------------------------
 config = common.configure(globals())
 common.at_least(config, batch_size=1, seq_len=2, long_seq_len=2, long_every=0, grad_accum=1, max_iters=0,
-                warmup_iters=0, bootstrap_start=0, eval_interval=1, weight_decay=0, log_interval=1, eval_windows=1, video_windows=1)
+                warmup_iters=0, bootstrap_start=0, eval_interval=1, weight_decay=0, log_interval=1, eval_windows=1,
+                video_windows=1)
 common.positive(config, "lr")
 
 ddp, rank, local_rank, world, device = common.setup_ddp(common.auto_device(device))

@@ -31,6 +31,12 @@ def store_copy(name, edit):
     return d
 
 
+def broken(name, edit, cmd):
+    """cmd run on a copy of DATA broken by edit(folder)."""
+    d = store_copy(name, edit)
+    return [f"--data_dir={d}" if a == f"--data_dir={DATA}" else a for a in cmd]
+
+
 def truncate(path, keep=0.5):
     with open(path, "r+b") as f:
         f.truncate(int(os.path.getsize(path) * keep))
@@ -53,8 +59,8 @@ def unlabeled(d):
     np.save(f"{d}/actions.npy", np.full_like(np.load(f"{d}/actions.npy"), -1))
 
 
-def text_file(name):
-    open(f"{tmp}/{name}", "w").write("not a checkpoint\n")
+def text_file(name, text="not a checkpoint"):
+    open(f"{tmp}/{name}", "w").write(text + "\n")
     return f"{tmp}/{name}"
 
 
@@ -76,7 +82,7 @@ CASES = [  # (class, what, command line)
     ("config", "wrong type", [*dyn_, "--batch_size=four"]),
     ("config", "flag without =", [*ft_, "--max_iters"]),
     ("config", "config file missing", [*tok_, "config/nope.py"]),
-    ("config", "config file with a typo'd key", ["train_tokenizer.py", "BADCONFIG"]),
+    ("config", "config file with a typo'd key", ["train_tokenizer.py", text_file("bad_config.py", "lerning_rate = 1")]),
     ("range", "batch_size=0", [*tok_, "--batch_size=0"]),
     ("range", "dim not divisible by n_head", [*tok_, "--dim=60", "--n_head=8"]),
     ("range", "n_head not divisible by n_kv_head", [*dyn_, "--n_head=4", "--n_kv_head=3"]),
@@ -119,14 +125,16 @@ CASES = [  # (class, what, command line)
     ("checkpoint", "a text file as a checkpoint", [*ft_[:-1], f"--init_ckpt={text_file('a.pt')}"]),
     ("checkpoint", "a checkpoint cut in half", [*ft_[:-1], f"--init_ckpt={cut_ckpt()}"]),
     ("checkpoint", "a text file as tokenizer (play)", ["play.py", f"--ckpt={text_file('b.pt')}"]),
-    ("store", "frames.npy truncated", [*tok_[:1], f"--data_dir={store_copy('trunc', lambda d: truncate(f'{d}/frames.npy'))}", f"--out_dir={OUT}"]),
-    ("store", "meta.json num_frames edited", [*tok_[:1], f"--data_dir={store_copy('meta', meta_edit(num_frames=7))}", f"--out_dir={OUT}"]),
-    ("store", "meta.json missing", [*tok_[:1], f"--data_dir={store_copy('nometa', lambda d: os.remove(f'{d}/meta.json'))}", f"--out_dir={OUT}"]),
-    ("store", "action spec differs from the checkpoint's", [*ft_[:1], f"--data_dir={store_copy('spec', meta_edit(action_spec=[{'name': 'action', 'classes': 5}]))}", f"--out_dir={OUT}", "--phase=finetune", f"--init_ckpt={DYN}"]),
-    ("store", "no rewards (finetune)", [*ft_[:1], f"--data_dir={store_copy('norew', no_rewards)}", f"--out_dir={OUT}", "--phase=finetune", f"--init_ckpt={DYN}"]),
-    ("store", "no labeled episodes (finetune)", [*ft_[:1], f"--data_dir={store_copy('nolab', unlabeled)}", f"--out_dir={OUT}", "--phase=finetune", f"--init_ckpt={DYN}"]),
-    ("store", "stores of different frame sizes merged", ["data.py", "--source=stores", f"--data_dir={OUT}", f"--src={DATA},{store_copy('size2', meta_edit(image_size=16))}"]),
-    ("store", "frame size differs from the tokenizer's", [*dyn_[:1], f"--data_dir={store_copy('size', meta_edit(image_size=16))}", f"--tokenizer_ckpt={TOK}", f"--out_dir={OUT}"]),
+    ("store", "frames.npy truncated", broken("trunc", lambda d: truncate(f"{d}/frames.npy"), tok_)),
+    ("store", "meta.json num_frames edited", broken("meta", meta_edit(num_frames=7), tok_)),
+    ("store", "meta.json missing", broken("nometa", lambda d: os.remove(f"{d}/meta.json"), tok_)),
+    ("store", "action spec differs from the checkpoint's",
+     broken("spec", meta_edit(action_spec=[{"name": "action", "classes": 5}]), ft_)),
+    ("store", "no rewards (finetune)", broken("norew", no_rewards, ft_)),
+    ("store", "no labeled episodes (finetune)", broken("nolab", unlabeled, ft_)),
+    ("store", "stores of different frame sizes merged", ["data.py", "--source=stores", f"--data_dir={OUT}",
+                                                          f"--src={DATA},{store_copy('size2', meta_edit(image_size=16))}"]),
+    ("store", "frame size differs from the tokenizer's", broken("size", meta_edit(image_size=16), dyn_)),
 ]
 
 
@@ -140,8 +148,6 @@ def digest(paths):
 
 
 def main():
-    open(f"{tmp}/BADCONFIG", "w").write("lerning_rate = 1\n")
-    CASES[4][2][1] = f"{tmp}/BADCONFIG"
     inputs = [DATA, TOK, DYN, BC, RL]
     before = digest(inputs)
     rows, ok = [], 0
