@@ -377,10 +377,10 @@ def log_metrics(out_dir, **metrics):
         f.write(json.dumps(metrics) + "\n")
 
 
-def matmul_peak_flops(device, dtype, n_max=2048, budget=0.2):
+def matmul_peak_flops(device, dtype):
     """Measured dense matmul FLOP/s on this device in dtype: the denominator of MFU (CPUs differ a lot). n doubles
-    from 256 while one matmul takes under 10 ms (up to n_max), then the fastest of the repeats within `budget`
-    seconds: well under a second, also where bf16 is slow. Leaves the RNGs alone."""
+    from 256 while one matmul takes under 10 ms (up to 2048), then the fastest of the repeats within 0.2 s: well
+    under a second, also where bf16 is slow. Leaves the RNGs alone."""
     import time
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
@@ -389,15 +389,15 @@ def matmul_peak_flops(device, dtype, n_max=2048, budget=0.2):
         a @ a
         sync()
         return time.perf_counter() - t0
-    n = min(256, n_max)
+    n = 256
     while True:
         a = torch.ones(n, n, device=device, dtype=getattr(torch, dtype))  # values do not matter for GEMM speed
         seconds(a)  # the first call at a size may pick or JIT-compile its kernel
         t = seconds(a)
-        if t > 0.01 or 2 * n > n_max:
+        if t > 0.01 or n >= 2048:
             break
         n *= 2
-    t_end = time.perf_counter() + budget
+    t_end = time.perf_counter() + 0.2
     while time.perf_counter() < t_end:
         t = min(t, seconds(a))
     return 2 * n ** 3 / t

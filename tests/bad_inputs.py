@@ -139,11 +139,11 @@ CASES = [  # (class, what, command line)
 
 
 def digest(paths):
+    """sha1 over the names and bytes of these files and of every file under these folders."""
     h = hashlib.sha1()
     for p in paths:
-        for root, _, files in sorted(os.walk(p)) if os.path.isdir(p) else [(os.path.dirname(p), [], [os.path.basename(p)])]:
-            for f in sorted(files):
-                h.update(f.encode() + open(os.path.join(root, f), "rb").read())
+        for f in sorted(os.path.join(r, f) for r, _, fs in os.walk(p) for f in fs) if os.path.isdir(p) else [p]:
+            h.update(f.encode() + open(f, "rb").read())
     return h.hexdigest()
 
 
@@ -159,8 +159,7 @@ def main():
         written = os.path.exists(OUT)
         passed = r.returncode != 0 and one_line and not written
         ok += passed
-        msg = (err[-1] if err else r.stdout.strip().splitlines()[-1:] or ["(nothing)"])
-        msg = msg if isinstance(msg, str) else msg[0]
+        msg = (err or r.stdout.strip().splitlines() or ["(nothing)"])[-1]
         rows.append(f"| {cls} | {what} | `{cmd[0]}` | {'ok' if passed else 'FAIL'} | {msg[:150].replace('|', '/')} |")
         shutil.rmtree(OUT, ignore_errors=True)
     unchanged = digest(inputs) == before
