@@ -182,17 +182,19 @@ class FrameStore:
         perm = np.random.default_rng(0).permutation(E)
         return np.sort(perm[:n_val] if split == "val" else perm[n_val:])
 
-    def _windows(self, split, T, first=0):
+    def _windows(self, split, T, first=0, among=None):
         """(episode ids (S,), start frames (S,), cumulative window counts (S,)) of the split's T-windows (first > 0:
-        only the first `first` of each episode)."""
-        if (split, T, first) not in self._cache:
+        only the first `first` of each episode; among, an (E,) bool mask: only those episodes')."""
+        key = split, T, first, None if among is None else among.tobytes()
+        if key not in self._cache:
             if T < 1:
                 raise ConfigError(f"T={T} must be >= 1")
             ids = self.episode_ids(split)
             starts, ends = self.episodes[ids, 0], self.episodes[ids, 1]
             n = np.maximum(ends - starts - T + 1, 0)
-            self._cache[split, T, first] = ids, starts, np.cumsum(np.minimum(n, first) if first else n)
-        return self._cache[split, T, first]
+            n = np.minimum(n, first) if first else n
+            self._cache[key] = ids, starts, np.cumsum(n if among is None else n * among[ids])
+        return self._cache[key]
 
     def _gather(self, ids, starts, cum, j, T):
         """Window numbers j (B,) -> the batch dict; index math only, one fancy index into each memmap."""
@@ -209,13 +211,14 @@ class FrameStore:
         if cum[-1:].sum() < n:
             raise ConfigError(f"{what}={n} but split '{split}' has only {int(cum[-1:].sum())} windows of T={T}")
 
-    def sample(self, batch_size, T, split="train", rng=None, part=(0, 1), first=0):
+    def sample(self, batch_size, T, split="train", rng=None, part=(0, 1), first=0, among=None):
         """batch_size windows of T consecutive frames of one episode each, uniform over all such windows (first > 0:
-        those that start within the first `first` frames of their episode).
+        those that start within the first `first` frames of their episode; among, an (E,) bool mask: those of
+        these episodes).
         part=(rank, world): DDP ranks share one rng, draw the same global batch of world * batch_size windows and
         each gathers its own slice, so N processes train on what one process with N times the batch would."""
         rng = np.random.default_rng(rng)
-        ids, starts, cum = self._windows(split, T, first)
+        ids, starts, cum = self._windows(split, T, first, among)
         self._check(batch_size, cum, split, T, "batch_size")
         rank, world = part
         j = rng.integers(0, cum[-1], batch_size * world)[rank * batch_size:(rank + 1) * batch_size]

@@ -46,6 +46,7 @@ long_seq_len = 64  # every long_every-th step: windows this long (fewer of them)
 long_every = 4  # 0 = never
 single_frame_frac = 0.0  # share of steps made of single frames (T=1), to sharpen per-frame quality (§D uses some)
 action_label_frac = 1.0  # share of training episodes whose actions are kept; the others train as unlabeled video
+labeled_batch_frac = 0.0  # share of each batch's windows drawn from labeled episodes only (0: uniform over all)
 latent_norm = True  # divide latents by their std (measured at the start) so that they match the unit noise (§D)
 latent_cache = False  # encode the store once into latents_*.npy beside the tokenizer checkpoint (shared by every
                       # dynamics run on that tokenizer and data; rebuilt when either changes)
@@ -104,9 +105,10 @@ max_frames = max(seq_len, long_seq_len if long_every else 1)
 if C < 1 or F < 1 or C + F > max_frames:
     raise common.ConfigError(f"context_frames + eval_frames = {C + F} must be in 2..{max_frames} (the longest "
                              f"window trained on)")
-if not all(0 <= f <= 1 for f in (action_label_frac, bootstrap_frac, single_frame_frac, context_frac, zero_frac)):
-    raise common.ConfigError("action_label_frac, bootstrap_frac, single_frame_frac, context_frac and zero_frac must be "
-                             "in [0, 1]")
+if not all(0 <= f <= 1 for f in (action_label_frac, labeled_batch_frac, bootstrap_frac, single_frame_frac, context_frac,
+                                   zero_frac)):
+    raise common.ConfigError("action_label_frac, labeled_batch_frac, bootstrap_frac, single_frame_frac, context_frac "
+                             "and zero_frac must be in [0, 1]")
 
 store = FrameStore(data_dir)
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
@@ -132,6 +134,9 @@ if ckpt is not None:  # a resumed run keeps the subset it started with, whatever
               f"{labeled.sum()} labeled episodes")
 else:
     labeled[np.random.default_rng(seed).permutation(E)[:round(action_label_frac * E)]] = True
+keeps_labels = labeled & store.labeled_episodes()  # (E,) video episodes have none to keep
+if labeled_batch_frac and not keeps_labels[store.episode_ids("train")].any():
+    raise common.ConfigError(f"labeled_batch_frac={labeled_batch_frac} but no training episode is labeled")
 frames_per_step = batch_size * seq_len
 val = store.fixed_windows(eval_windows, C + F, "val")
 
@@ -170,7 +175,11 @@ def get_batch(it):
     """Latents (n, T, L, Dz) of frames_per_step frames, and their actions (n, T, ncomp)."""
     T = 1 if rng.random() < single_frame_frac else long_seq_len if long_every and it % long_every == long_every - 1 \
         else seq_len
-    b = store.sample(max(1, frames_per_step // T), T, "train", rng, (rank, world))
+    B = max(1, frames_per_step // T)
+    n = round(labeled_batch_frac * B)  # windows of labeled episodes only, then the rest uniform over all
+    parts = [store.sample(k, T, "train", rng, (rank, world), among=m) for k, m in ((n, keeps_labels), (B - n, None))
+             if k]
+    b = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     actions = np.where(labeled[b["episode"]][:, None, None], b["actions"], -1)  # hidden labels -> unlabeled
     return latents_of(b), torch.from_numpy(actions).to(device)
 
@@ -196,7 +205,8 @@ model = common.compile_and_wrap(model, compile, ddp, local_rank, device)
 tokens_per_frame = model_args["num_latents"] // model_args["pack"] + model_args["num_registers"] + 2
 if master:
     print(f"dynamics: {sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M params, latents {L}x{Dz} -> "
-          f"{tokens_per_frame} tokens/frame, {(labeled & store.labeled_episodes()).mean():.0%} of episodes labeled, "
+          f"{tokens_per_frame} tokens/frame, {keeps_labels.mean():.0%} of episodes labeled"
+          f"{f' ({labeled_batch_frac:.0%} of each batch drawn from them)' if labeled_batch_frac else ''}, "
           f"device {device} {dtype}, matmul peak {peak / 1e12:.2f} TFLOP/s")
 
 

@@ -130,6 +130,12 @@ def test_windows_never_cross_episodes(crafter_store):
     assert set(offset.tolist()) == {0, 1, 2} and abs((offset == 0).mean() - 1 / 3) < 0.05
     long_enough = np.flatnonzero(s.episodes[:, 1] - s.episodes[:, 0] >= 4)  # (up to) 3 windows each: all drawn
     assert set(early["episode"].tolist()) == set(long_enough.tolist())
+    among = np.zeros(len(s.episodes), bool)  # only these episodes' windows (labeled_batch_frac draws this way)
+    among[long_enough[::2]] = True
+    drawn = s.sample(100, 4, "all", rng, among=among)["episode"]
+    assert set(drawn.tolist()) == set(long_enough[::2].tolist())
+    early = np.concatenate([s.sample(10, 4, "all", rng, first=3, among=among)["episode"] for _ in range(10)])
+    assert set(early.tolist()) == set(long_enough[::2].tolist())
 
 
 def test_split_and_fixed_windows(crafter_store):
