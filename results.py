@@ -1,21 +1,27 @@
 """results.md of a main-job folder (pipeline.sh writes it at the end): every stage's figures in one page.
 
     python results.py --out_dir=out/cpu
+    python results.py --label_runs=out/labels/f1.0,out/labels/f0.1,out/labels/f0.0   # the label-efficiency table
 
 Reads tokenizer/, dynamics/, agent_bc/, agent_rl/ (their metrics.jsonl), eval.md and times.tsv under out_dir;
 names the device (its CPU or GPU model) and the commit (-dirty: with local changes). A missing piece is one clear line.
+label_runs: dynamics runs of one config and store at several action_label_frac (§E), scored on the same held-out
+windows -> {study}.md (and {study}.png, with matplotlib installed): each run's share of the full-label gain.
 """
 import json
 import os
 import platform
 import subprocess
 
+import numpy as np
 import torch
 
 import common
 
 # ---------------------------------------------------------------------------------------------------- config
 out_dir = "out/cpu"
+label_runs = ""  # comma-separated dynamics out_dirs: write the label-efficiency study instead of results.md
+study = "docs/label_efficiency"  # where it goes: {study}.md and {study}.png
 # -------------------------------------------------------------------------------------------------------------
 config = common.configure(globals())
 
@@ -23,6 +29,12 @@ config = common.configure(globals())
 def last(stage, key):
     """The last value of `key` in out_dir/stage/metrics.jsonl, with the line it came from."""
     path = os.path.join(out_dir, stage, "metrics.jsonl")
+    row = rows_of(path, key)[-1]
+    return row[key], row
+
+
+def rows_of(path, key):
+    """The lines of a metrics.jsonl that have `key`."""
     if not os.path.exists(path):
         raise common.ConfigError(f"{path} is missing: run that stage first (bash pipeline.sh)")
     rows = []
@@ -34,7 +46,7 @@ def last(stage, key):
     rows = [r for r in rows if r.get(key) is not None]
     if not rows:
         raise common.ConfigError(f"{path} has no '{key}': the stage has not finished an eval")
-    return rows[-1][key], rows[-1]
+    return rows
 
 
 def hardware():
@@ -55,42 +67,135 @@ def commit():
         return "unknown"
 
 
-psnr, tok = last("tokenizer", "val_psnr")
-rollout, dyn = last("dynamics", "rollout_psnr")
-bc_acc, bc = last("agent_bc", "val_bc_acc")
-imagined, _ = last("agent_rl", "imagined_return")
-eval_path = os.path.join(out_dir, "eval.md")  # the table eval_agent.py writes beside eval.json
-if not os.path.exists(eval_path):
-    raise common.ConfigError(f"{eval_path} is missing: run the eval stage first (bash pipeline.sh)")
-times = {}
-if os.path.exists(os.path.join(out_dir, "times.tsv")):
-    for line in open(os.path.join(out_dir, "times.tsv")):
-        name, sec = line.split()
-        times[name] = times.get(name, 0) + int(sec)
+def paired(y, x):
+    """Per-episode values y, x (n,) of two runs on the same episodes -> mean(y - x) and its standard error."""
+    d = np.asarray(y) - np.asarray(x)
+    return d.mean(), d.std(ddof=1) / np.sqrt(len(d))
 
-lines = [f"# nanodreamer results: {out_dir}", "",
-         f"{hardware()}; commit {commit()}.", "",
-         "## World model and agent", "",
-         "| figure | value |", "|---|---|",
-         f"| tokenizer val PSNR | {psnr:.2f} dB (iter {tok['iter']}) |",
-         f"| tokenizer val SSIM | {tok['val_ssim']:.4f} |",
-         f"| rollout PSNR (K={dyn.get('eval_K')}, {dyn.get('eval_frames')} frames, {dyn['eval_windows']} held-out "
-         f"windows) | {rollout:.2f} dB (iter {dyn['iter']}) |",
-         f"| floor (repeat the last context frame) | {dyn['floor_psnr']:.2f} dB |",
-         f"| ceiling (tokenizer reconstruction) | {dyn['ceiling_psnr']:.2f} dB |",
-         f"| shuffle ratio (true actions vs shuffled: above 1 means actions are used) | {dyn['shuffle_ratio']:.3f} |",
-         f"| BC accuracy on held-out episodes (copy-the-last-action baseline) | {bc_acc:.3f} "
-         f"({bc['val_copy_acc']:.3f}) |",
-         f"| reward head: precision / recall of unlock events ({bc['reward_events']} events) | "
-         f"{bc['reward_precision']:.2f} / {bc['reward_recall']:.2f} |",
-         f"| imagined return (last imagination step) | {imagined:.3f} |", "",
-         "## Real Crafter", ""]
-lines += open(eval_path).read().splitlines()
-lines += ["", "## Wall time", "", "| stage | minutes |", "|---|---|"]
-lines += [f"| {name} | {sec / 60:.1f} |" for name, sec in times.items()]
-lines += [f"| total | {sum(times.values()) / 60:.1f} |", "",
-          "Beside this file: tokenizer/recon.png (reconstructions), rollout.mp4 and rollout.gif (real | generated), "
-          "agent_episode.mp4 (the RL agent in the real game), eval.json (every achievement).", ""]
-path = os.path.join(out_dir, "results.md")
-common.atomic_write(path, lambda f: f.write("\n".join(lines)))
-print(f"wrote {path}")
+
+def share(y, lo, hi):
+    """§E's share of the full-label gain, mean(y - lo) / mean(hi - lo), per-episode values; its standard error by the
+    delta method."""
+    y, lo, hi = (np.asarray(v) for v in (y, lo, hi))
+    g = (hi - lo).mean()
+    if abs(g) < 1e-9:  # no gain to share
+        return float("nan"), float("nan")
+    r = (y - lo).mean() / g
+    return r, (y - lo - r * (hi - lo)).std(ddof=1) / np.sqrt(len(y)) / abs(g)
+
+
+def label_study():
+    runs = []
+    for run in label_runs.split(","):
+        ckpt = common.load_checkpoint(os.path.join(run, "ckpt.pt"), "dynamics checkpoint")
+        if "labeled_episodes" not in ckpt:
+            raise common.ConfigError(f"{run}/ckpt.pt is not a dynamics checkpoint (made by train_dynamics.py)")
+        rows = rows_of(os.path.join(run, "metrics.jsonl"), "rollout_psnr")
+        m = rows[-1]
+        if "rollout_psnr_episodes" not in m:
+            raise common.ConfigError(f"{run}: its last eval has no per-episode figures; evaluate it again with "
+                                     f"python train_dynamics.py ... --out_dir={run} --init_from=resume --eval_only=True")
+        c = ckpt["config"]
+        runs.append(dict(name=os.path.basename(run.rstrip("/")), frac=c["action_label_frac"], m=m, c=c,
+                         minutes=max((r["minutes"] for r in rows if r.get("loss") is not None), default=0.0),
+                         same=(ckpt["data_dir"], ckpt["tokenizer"]["path"], ckpt["iter"], m["eval_windows"],
+                               m["eval_episodes"])))
+    if any(r["same"] != runs[0]["same"] for r in runs):
+        raise common.ConfigError("label_runs must share their store, tokenizer, steps and eval windows")
+    ends = {f: next((r for r in runs if r["frac"] == f and r["c"].get("unlabeled_video", True)
+                     and not r["c"].get("labeled_batch_frac")), None) for f in (0.0, 1.0)}
+    if None in ends.values():
+        raise common.ConfigError("label_runs needs a run at action_label_frac=1.0 and one at 0.0 (the gain's ends)")
+    m0, m1 = ends[0.0]["m"], ends[1.0]["m"]
+    lines = [f"# Label efficiency (§E): {len(runs)} dynamics runs, {runs[0]['same'][2]} steps each", "",
+             f"{hardware()}; commit {commit()}. Every run is scored on the same {m0['eval_windows']} held-out windows "
+             f"({len(m0['eval_episodes'])} episodes) with the true actions; ± is a standard error over those episodes "
+             "(paired: every run sees the same ones). Share of the gain: (X_f - X_0) / (X_1 - X_0), as the paper "
+             "reports it.", "",
+             "| run | labeled | batch from labeled | unlabeled video | rollout PSNR | vs floor | SSIM | shuffle ratio "
+             "| share of PSNR gain | share of SSIM gain | minutes |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(runs, key=lambda r: -r["frac"]):
+        m, c = r["m"], r["c"]
+        gain = paired(m["rollout_psnr_episodes"], m["floor_psnr_episodes"])
+        s_psnr = share(m["rollout_psnr_episodes"], m0["rollout_psnr_episodes"], m1["rollout_psnr_episodes"])
+        s_ssim = share(m["rollout_ssim_episodes"], m0["rollout_ssim_episodes"], m1["rollout_ssim_episodes"])
+        lines.append(f"| {r['name']} | {r['frac']:.0%} | {c.get('labeled_batch_frac', 0):.0%} | "
+                     f"{'yes' if c.get('unlabeled_video', True) else 'no'} | {m['rollout_psnr']:.2f} | "
+                     f"{gain[0]:+.2f} ± {gain[1]:.2f} | {m['rollout_ssim']:.4f} | {m['shuffle_ratio']:.2f} | "
+                     f"{s_psnr[0]:.0%} ± {s_psnr[1]:.0%} | {s_ssim[0]:.0%} ± {s_ssim[1]:.0%} | {r["minutes"]:.1f} |")
+    lines += ["", "Rollout PSNR per generated frame (dB):", "", "| run | " + " | ".join(
+        f"t+{i + 1}" for i in range(len(m0["rollout_psnr_steps"]))) + " |",
+              "|---|" + "---|" * len(m0["rollout_psnr_steps"])]
+    lines += [f"| {r['name']} | " + " | ".join(f"{p:.2f}" for p in r["m"]["rollout_psnr_steps"]) + " |" for r in runs]
+    os.makedirs(os.path.dirname(study) or ".", exist_ok=True)
+    common.atomic_write(study + ".md", lambda f: f.write("\n".join(lines) + "\n"))
+    print(f"wrote {study}.md")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"no plot: pip install matplotlib==3.11.2 for {study}.png")
+        return
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    plain = sorted((r for r in runs if not r["c"].get("labeled_batch_frac") and r["c"].get("unlabeled_video", True)
+                    and r["frac"] > 0), key=lambda r: r["frac"])
+    for key, name in (("psnr", "PSNR"), ("ssim", "SSIM")):
+        s = [share(r["m"][f"rollout_{key}_episodes"], m0[f"rollout_{key}_episodes"], m1[f"rollout_{key}_episodes"])
+             for r in plain]
+        ax.errorbar([r["frac"] for r in plain], [v[0] for v in s], [v[1] for v in s], marker="o", capsize=3, label=name)
+    ax.set(xscale="log", xlabel="share of episodes labeled", ylabel="share of the full-label gain",
+           title=f"Label efficiency, {runs[0]['same'][2]} steps")
+    ax.axhline(0, color="gray", lw=0.5)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(study + ".png.tmp", format="png", dpi=120)
+    os.replace(study + ".png.tmp", study + ".png")
+    print(f"wrote {study}.png")
+
+
+def main():
+    psnr, tok = last("tokenizer", "val_psnr")
+    rollout, dyn = last("dynamics", "rollout_psnr")
+    bc_acc, bc = last("agent_bc", "val_bc_acc")
+    imagined, _ = last("agent_rl", "imagined_return")
+    eval_path = os.path.join(out_dir, "eval.md")  # the table eval_agent.py writes beside eval.json
+    if not os.path.exists(eval_path):
+        raise common.ConfigError(f"{eval_path} is missing: run the eval stage first (bash pipeline.sh)")
+    times = {}
+    if os.path.exists(os.path.join(out_dir, "times.tsv")):
+        for line in open(os.path.join(out_dir, "times.tsv")):
+            name, sec = line.split()
+            times[name] = times.get(name, 0) + int(sec)
+
+    lines = [f"# nanodreamer results: {out_dir}", "",
+             f"{hardware()}; commit {commit()}.", "",
+             "## World model and agent", "",
+             "| figure | value |", "|---|---|",
+             f"| tokenizer val PSNR | {psnr:.2f} dB (iter {tok['iter']}) |",
+             f"| tokenizer val SSIM | {tok['val_ssim']:.4f} |",
+             f"| rollout PSNR (K={dyn.get('eval_K')}, {dyn.get('eval_frames')} frames, {dyn['eval_windows']} held-out "
+             f"windows) | {rollout:.2f} dB (iter {dyn['iter']}) |",
+             f"| floor (repeat the last context frame) | {dyn['floor_psnr']:.2f} dB |",
+             f"| ceiling (tokenizer reconstruction) | {dyn['ceiling_psnr']:.2f} dB |",
+             *([f"| rollout SSIM (floor) | {dyn['rollout_ssim']:.4f} ({dyn['floor_ssim']:.4f}) |"] if "rollout_ssim" in dyn
+               else []),
+             f"| shuffle ratio (true actions vs shuffled: above 1 means actions are used) | {dyn['shuffle_ratio']:.3f} |",
+             f"| BC accuracy on held-out episodes (copy-the-last-action baseline) | {bc_acc:.3f} "
+             f"({bc['val_copy_acc']:.3f}) |",
+             f"| reward head: precision / recall of unlock events ({bc['reward_events']} events) | "
+             f"{bc['reward_precision']:.2f} / {bc['reward_recall']:.2f} |",
+             f"| imagined return (last imagination step) | {imagined:.3f} |", "",
+             "## Real Crafter", ""]
+    lines += open(eval_path).read().splitlines()
+    lines += ["", "## Wall time", "", "| stage | minutes |", "|---|---|"]
+    lines += [f"| {name} | {sec / 60:.1f} |" for name, sec in times.items()]
+    lines += [f"| total | {sum(times.values()) / 60:.1f} |", "",
+              "Beside this file: tokenizer/recon.png (reconstructions), rollout.mp4 and rollout.gif (real | generated), "
+              "agent_episode.mp4 (the RL agent in the real game), eval.json (every achievement).", ""]
+    path = os.path.join(out_dir, "results.md")
+    common.atomic_write(path, lambda f: f.write("\n".join(lines)))
+    print(f"wrote {path}")
+
+
+label_study() if label_runs else main()

@@ -22,7 +22,7 @@ import common
 from data import FrameStore
 from dynamics import (Dynamics, ShortcutLoss, check_action_spec, check_tokenizer, generate, side_by_side,
                       write_video)
-from tokenizer import cached_latents, load_tokenizer, psnr, to_float
+from tokenizer import cached_latents, load_tokenizer, psnr, ssim, to_float
 
 # ---------------------------------------------------------------------------------------------------- config
 data_dir = "data/crafter"
@@ -47,6 +47,7 @@ long_every = 4  # 0 = never
 single_frame_frac = 0.0  # share of steps made of single frames (T=1), to sharpen per-frame quality (§D uses some)
 action_label_frac = 1.0  # share of training episodes whose actions are kept; the others train as unlabeled video
 labeled_batch_frac = 0.0  # share of each batch's windows drawn from labeled episodes only (0: uniform over all)
+unlabeled_video = True  # the unlabeled episodes train too, as video; False: the labeled ones alone (§E's ablation)
 latent_norm = True  # divide latents by their std (measured at the start) so that they match the unit noise (§D)
 latent_cache = False  # encode the store once into latents_*.npy beside the tokenizer checkpoint (shared by every
                       # dynamics run on that tokenizer and data; rebuilt when either changes)
@@ -135,8 +136,9 @@ if ckpt is not None:  # a resumed run keeps the subset it started with, whatever
 else:
     labeled[np.random.default_rng(seed).permutation(E)[:round(action_label_frac * E)]] = True
 keeps_labels = labeled & store.labeled_episodes()  # (E,) video episodes have none to keep
-if labeled_batch_frac and not keeps_labels[store.episode_ids("train")].any():
-    raise common.ConfigError(f"labeled_batch_frac={labeled_batch_frac} but no training episode is labeled")
+if (labeled_batch_frac or not unlabeled_video) and not keeps_labels[store.episode_ids("train")].any():
+    raise common.ConfigError(f"labeled_batch_frac={labeled_batch_frac}, unlabeled_video={unlabeled_video}: no "
+                             f"training episode is labeled")
 frames_per_step = batch_size * seq_len
 val = store.fixed_windows(eval_windows, C + F, "val")
 
@@ -176,7 +178,7 @@ def get_batch(it):
     T = 1 if rng.random() < single_frame_frac else long_seq_len if long_every and it % long_every == long_every - 1 \
         else seq_len
     B = max(1, frames_per_step // T)
-    n = round(labeled_batch_frac * B)  # windows of labeled episodes only, then the rest uniform over all
+    n = round(labeled_batch_frac * B) if unlabeled_video else B  # labeled episodes' windows, then uniform over all
     parts = [store.sample(k, T, "train", rng, (rank, world), among=m) for k, m in ((n, keeps_labels), (B - n, None))
              if k]
     b = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -206,7 +208,8 @@ tokens_per_frame = model_args["num_latents"] // model_args["pack"] + model_args[
 if master:
     print(f"dynamics: {sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M params, latents {L}x{Dz} -> "
           f"{tokens_per_frame} tokens/frame, {keeps_labels.mean():.0%} of episodes labeled"
-          f"{f' ({labeled_batch_frac:.0%} of each batch drawn from them)' if labeled_batch_frac else ''}, "
+          f"{f' ({labeled_batch_frac:.0%} of each batch drawn from them)' if labeled_batch_frac else ''}"
+          f"{'' if unlabeled_video else ', the unlabeled ones left out'}, "
           f"device {device} {dtype}, matmul peak {peak / 1e12:.2f} TFLOP/s")
 
 
@@ -227,14 +230,21 @@ def evaluate():
             gen[name] = decode(torch.cat((z[:, :C], z_gen), 1))[:, C:]  # decoded after the context
     raw_model.train()
     mse = lambda y: ((y.clamp(0, 1) - x) ** 2).mean().item()
-    steps = {"rollout": psnr(gen["true"], x), "floor": psnr(recon[:, C - 1:C].expand_as(x), x),
-             "ceiling": psnr(recon[:, C:], x)}  # each (N, F)
+    floor = recon[:, C - 1:C].expand_as(x)
+    steps = {"rollout": psnr(gen["true"], x), "floor": psnr(floor, x), "ceiling": psnr(recon[:, C:], x)}  # (N, F)
+    ssims = {"rollout": ssim(gen["true"], x), "floor": ssim(floor, x)}  # (N, F)
     n = video_windows
     video = side_by_side(to_float(frames[:n]), torch.cat((recon[:n, :C], gen["true"][:n]), 1))
     write_video(os.path.join(out_dir, "rollout.mp4"), video)
+    episodes = np.unique(val["episode"])  # windows of one episode overlap: error bars count episodes, not windows
+    by_episode = lambda v: [round(v.mean(1)[torch.from_numpy(val["episode"] == e)].mean().item(), 4) for e in episodes]
     return {**{f"{k}_psnr": v.mean().item() for k, v in steps.items()},
+            **{f"{k}_ssim": v.mean().item() for k, v in ssims.items()},
             "shuffle_ratio": mse(gen["shuffled"]) / mse(gen["true"]),
-            **{f"{k}_psnr_steps": [round(p, 3) for p in v.mean(0).tolist()] for k, v in steps.items()}}
+            **{f"{k}_psnr_steps": [round(p, 3) for p in v.mean(0).tolist()] for k, v in steps.items()},
+            "eval_episodes": episodes.tolist(), "rollout_psnr_episodes": by_episode(steps["rollout"]),
+            "floor_psnr_episodes": by_episode(steps["floor"]), "rollout_ssim_episodes": by_episode(ssims["rollout"]),
+            "floor_ssim_episodes": by_episode(ssims["floor"])}
 
 
 def save(it):
@@ -257,8 +267,9 @@ while True:
         break
     if master and ((it % eval_interval == 0 and (it > start_it or it == 0)) or last):
         m = evaluate()
-        print(f"iter {it}: rollout {m['rollout_psnr']:.2f} dB, floor {m['floor_psnr']:.2f}, ceiling "
-              f"{m['ceiling_psnr']:.2f}, shuffle_ratio {m['shuffle_ratio']:.3f}")
+        print(f"iter {it}: rollout {m['rollout_psnr']:.2f} dB (SSIM {m['rollout_ssim']:.3f}), floor "
+              f"{m['floor_psnr']:.2f} ({m['floor_ssim']:.3f}), ceiling {m['ceiling_psnr']:.2f}, shuffle_ratio "
+              f"{m['shuffle_ratio']:.3f}")
         common.log_metrics(out_dir, iter=it, loss=loss_val, **m, eval_windows=eval_windows, eval_K=eval_K,
                            eval_frames=eval_frames, minutes=(time.time() - t_start) / 60)
         if it > start_it:

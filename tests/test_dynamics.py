@@ -340,7 +340,10 @@ def test_mixed_store_trains_as_one(bars, capsys):
     assert "(50% of each batch drawn from them)" in capsys.readouterr().out
     has_labels = np.stack([(g["get_batch"](1)[1] >= 0).any(1)[:, 0].numpy() for _ in range(200)])  # (200, 4)
     assert has_labels[:, :2].all() and 0.05 < has_labels[:, 2:].mean() < 0.4, has_labels.mean(0)  # ~1 in 5 keep labels
-    assert "but no training episode is labeled" in fails(*args, "--action_label_frac=0", "--labeled_batch_frac=0.5")
+    assert "no training episode is labeled" in fails(*args, "--action_label_frac=0", "--labeled_batch_frac=0.5")
+    g = run_script(*args, f"--out_dir={tmp / 'dyn_labeled_only'}", "--action_label_frac=0.25", "--unlabeled_video=False")
+    assert "the unlabeled ones left out" in capsys.readouterr().out
+    assert all((g["get_batch"](1)[1] >= 0).any(1).all() for _ in range(50))  # every window from a labeled episode
 
 
 def test_latent_cache(bars, capsys):
@@ -473,3 +476,26 @@ def test_kill9_in_latent_cache_build_and_training_loses_nothing(bars, tmp_path):
     assert np.array_equal(np.load(part("")[0]), np.load(glob.glob(str(tmp_path / "ref/latents_*.npy"))[0]))
     a, b = (torch.load(tmp_path / p / "dyn/ckpt.pt", weights_only=False) for p in ("ref", "killed"))
     assert a["iter"] == b["iter"] == 12 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_label_study(bars, tmp_path, capsys):
+    """results.py --label_runs: runs at several action_label_frac scored on the same windows -> the study table, each
+    run's share of the full-label gain (1 and 0 at the ends, the middle one by hand from its per-episode figures)."""
+    _, data, tok = bars
+    args = ["train_dynamics.py", f"--data_dir={data}", f"--tokenizer_ckpt={tok}", *DYN, "--batch_size=2", "--seq_len=4",
+            "--long_every=0", "--context_frames=2", "--eval_frames=2", "--eval_windows=8", "--max_iters=4",
+            "--lr=1e-2", "--warmup_iters=0", "--dtype=float32"]
+    runs = {f: str(tmp_path / f"f{f}") for f in (1.0, 0.5, 0.0)}
+    for f, out in runs.items():
+        run_script(*args, f"--out_dir={out}", f"--action_label_frac={f}")
+    m = {f: metrics(out)[-1] for f, out in runs.items()}
+    assert len(m[1.0]["eval_episodes"]) == 2 and m[1.0]["eval_episodes"] == m[0.0]["eval_episodes"]
+    assert 0 < m[1.0]["rollout_ssim"] < 1 and len(m[1.0]["rollout_psnr_episodes"]) == 2
+    run_script("results.py", f"--label_runs={','.join(runs.values())}", f"--study={tmp_path / 'study'}")
+    rows = {ln.split(" | ")[0][2:]: ln.split(" | ") for ln in open(tmp_path / "study.md") if ln.count("|") == 12}
+    y, lo, hi = (np.array(m[f]["rollout_psnr_episodes"]) for f in (0.5, 0.0, 1.0))
+    assert rows["f1.0"][8].startswith("100% ± 0%") and rows["f0.0"][8].startswith("0% ± 0%")
+    assert rows["f0.5"][8].startswith(f"{(y - lo).mean() / (hi - lo).mean():.0%} ±"), rows["f0.5"]
+    assert "wrote" in capsys.readouterr().out
+    err = fails("results.py", f"--label_runs={runs[1.0]},{runs[0.5]}", f"--study={tmp_path / 'bad'}")
+    assert err.startswith("error: label_runs needs a run at action_label_frac=1.0 and one at 0.0")
