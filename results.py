@@ -122,7 +122,7 @@ def label_study():
         lines.append(f"| {r['name']} | {r['frac']:.0%} | {c.get('labeled_batch_frac', 0):.0%} | "
                      f"{'yes' if c.get('unlabeled_video', True) else 'no'} | {m['rollout_psnr']:.2f} | "
                      f"{gain[0]:+.2f} ± {gain[1]:.2f} | {m['rollout_ssim']:.4f} | {m['shuffle_ratio']:.2f} | "
-                     f"{s_psnr[0]:.0%} ± {s_psnr[1]:.0%} | {s_ssim[0]:.0%} ± {s_ssim[1]:.0%} | {r["minutes"]:.1f} |")
+                     f"{s_psnr[0]:.0%} ± {s_psnr[1]:.0%} | {s_ssim[0]:.0%} ± {s_ssim[1]:.0%} | {r['minutes']:.1f} |")
     lines += ["", "Rollout PSNR per generated frame (dB):", "", "| run | " + " | ".join(
         f"t+{i + 1}" for i in range(len(m0["rollout_psnr_steps"]))) + " |",
               "|---|" + "---|" * len(m0["rollout_psnr_steps"])]
