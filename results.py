@@ -67,21 +67,23 @@ def commit():
         return "unknown"
 
 
-def paired(y, x):
-    """Per-episode values y, x (n,) of two runs on the same episodes -> mean(y - x) and its standard error."""
-    d = np.asarray(y) - np.asarray(x)
-    return d.mean(), d.std(ddof=1) / np.sqrt(len(d))
+def paired(y, x, n):
+    """Per-episode mean values y, x (E,) of two runs on the same windows, n (E,) windows per episode -> the mean
+    of y - x over all windows and its standard error with episodes as clusters (their windows overlap)."""
+    d, n = np.asarray(y) - np.asarray(x), np.asarray(n)
+    m = (n * d).sum() / n.sum()
+    return m, np.sqrt(len(n) / (len(n) - 1) * ((n * (d - m)) ** 2).sum()) / n.sum()
 
 
-def share(y, lo, hi):
-    """§E's share of the full-label gain, mean(y - lo) / mean(hi - lo), per-episode values; its standard error by the
-    delta method."""
-    y, lo, hi = (np.asarray(v) for v in (y, lo, hi))
-    g = (hi - lo).mean()
+def share(y, lo, hi, n):
+    """§E's share of the full-label gain over all windows, sum(y - lo) / sum(hi - lo), from per-episode means
+    (E,) and windows per episode n (E,); its standard error with episodes as clusters (the ratio's delta method)."""
+    y, lo, hi, n = (np.asarray(v) for v in (y, lo, hi, n))
+    g = (n * (hi - lo)).sum()
     if abs(g) < 1e-9:  # no gain to share
         return float("nan"), float("nan")
-    r = (y - lo).mean() / g
-    return r, (y - lo - r * (hi - lo)).std(ddof=1) / np.sqrt(len(y)) / abs(g)
+    r = (n * (y - lo)).sum() / g
+    return r, np.sqrt(len(n) / (len(n) - 1) * ((n * (y - lo - r * (hi - lo))) ** 2).sum()) / abs(g)
 
 
 def label_study():
@@ -92,7 +94,7 @@ def label_study():
             raise common.ConfigError(f"{run}/ckpt.pt is not a dynamics checkpoint (made by train_dynamics.py)")
         rows = rows_of(os.path.join(run, "metrics.jsonl"), "rollout_psnr")
         m = rows[-1]
-        if "rollout_psnr_episodes" not in m:
+        if "eval_episode_windows" not in m:
             raise common.ConfigError(f"{run}: its last eval has no per-episode figures; evaluate it again with "
                                      f"python train_dynamics.py ... --out_dir={run} --init_from=resume --eval_only=True")
         c = ckpt["config"]
@@ -109,16 +111,16 @@ def label_study():
     m0, m1 = ends[0.0]["m"], ends[1.0]["m"]
     lines = [f"# Label efficiency (§E): {len(runs)} dynamics runs, {runs[0]['same'][2]} steps each", "",
              f"{hardware()}; commit {commit()}. Every run is scored on the same {m0['eval_windows']} held-out windows "
-             f"({len(m0['eval_episodes'])} episodes) with the true actions; ± is a standard error over those episodes "
-             "(paired: every run sees the same ones). Share of the gain: (X_f - X_0) / (X_1 - X_0), as the paper "
+             f"({len(m0['eval_episodes'])} episodes) with the true actions; ± is a standard error with those episodes as "
+             "clusters (their windows overlap), paired: every run sees the same windows. Share of the gain: (X_f - X_0) / (X_1 - X_0), as the paper "
              "reports it.", "",
              "| run | labeled | batch from labeled | unlabeled video | rollout PSNR | vs floor | SSIM | shuffle ratio "
              "| share of PSNR gain | share of SSIM gain | minutes |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(runs, key=lambda r: -r["frac"]):
         m, c = r["m"], r["c"]
-        gain = paired(m["rollout_psnr_episodes"], m["floor_psnr_episodes"])
-        s_psnr = share(m["rollout_psnr_episodes"], m0["rollout_psnr_episodes"], m1["rollout_psnr_episodes"])
-        s_ssim = share(m["rollout_ssim_episodes"], m0["rollout_ssim_episodes"], m1["rollout_ssim_episodes"])
+        n = m["eval_episode_windows"]
+        gain = paired(m["rollout_psnr_episodes"], m["floor_psnr_episodes"], n)
+        s_psnr, s_ssim = (share(*(x[f"rollout_{k}_episodes"] for x in (m, m0, m1)), n) for k in ("psnr", "ssim"))
         lines.append(f"| {r['name']} | {r['frac']:.0%} | {c.get('labeled_batch_frac', 0):.0%} | "
                      f"{'yes' if c.get('unlabeled_video', True) else 'no'} | {m['rollout_psnr']:.2f} | "
                      f"{gain[0]:+.2f} ± {gain[1]:.2f} | {m['rollout_ssim']:.4f} | {m['shuffle_ratio']:.2f} | "
@@ -137,17 +139,19 @@ def label_study():
     except ImportError:
         print(f"no plot: pip install matplotlib==3.11.2 for {study}.png")
         return
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    plain = sorted((r for r in runs if not r["c"].get("labeled_batch_frac") and r["c"].get("unlabeled_video", True)
-                    and r["frac"] > 0), key=lambda r: r["frac"])
-    for key, name in (("psnr", "PSNR"), ("ssim", "SSIM")):
-        s = [share(r["m"][f"rollout_{key}_episodes"], m0[f"rollout_{key}_episodes"], m1[f"rollout_{key}_episodes"])
-             for r in plain]
-        ax.errorbar([r["frac"] for r in plain], [v[0] for v in s], [v[1] for v in s], marker="o", capsize=3, label=name)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    video = [r for r in runs if r["c"].get("unlabeled_video", True) and 0 < r["frac"] < 1]
+    for lbf in sorted({r["c"].get("labeled_batch_frac", 0) for r in video}):  # a line per batch share; all end at 1
+        line = sorted((r for r in video if r["c"].get("labeled_batch_frac", 0) == lbf), key=lambda r: r["frac"])
+        for key, style in (("psnr", "-o"), ("ssim", "--s")):
+            s = [share(*(x[f"rollout_{key}_episodes"] for x in (r["m"], m0, m1)), r["m"]["eval_episode_windows"])
+                 for r in line] + [(1.0, 0.0)]
+            ax.errorbar([r["frac"] for r in line] + [1.0], [v[0] for v in s], [v[1] for v in s], fmt=style,
+                        capsize=3, label=f"{key.upper()}, labeled_batch_frac {lbf:g}")
     ax.set(xscale="log", xlabel="share of episodes labeled", ylabel="share of the full-label gain",
            title=f"Label efficiency, {runs[0]['same'][2]} steps")
     ax.axhline(0, color="gray", lw=0.5)
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(study + ".png.tmp", format="png", dpi=120)
     os.replace(study + ".png.tmp", study + ".png")

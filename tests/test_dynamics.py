@@ -494,8 +494,10 @@ def test_label_study(bars, tmp_path, capsys):
     run_script("results.py", f"--label_runs={','.join(runs.values())}", f"--study={tmp_path / 'study'}")
     rows = {ln.split(" | ")[0][2:]: ln.split(" | ") for ln in open(tmp_path / "study.md") if ln.count("|") == 12}
     y, lo, hi = (np.array(m[f]["rollout_psnr_episodes"]) for f in (0.5, 0.0, 1.0))
-    assert rows["f1.0"][8].startswith("100% ± 0%") and rows["f0.0"][8].startswith("0% ± 0%")
-    assert rows["f0.5"][8].startswith(f"{(y - lo).mean() / (hi - lo).mean():.0%} ±"), rows["f0.5"]
+    n = np.array(m[0.5]["eval_episode_windows"])  # episodes weigh by their windows: the shares of the window means
+    assert n.sum() == 8 and rows["f1.0"][8].startswith("100% ± 0%") and rows["f0.0"][8].startswith("0% ± 0%")
+    assert rows["f0.5"][8].startswith(f"{(n * (y - lo)).sum() / (n * (hi - lo)).sum():.0%} ±"), rows["f0.5"]
+    assert rows["f0.5"][5].startswith(f"{m[0.5]['rollout_psnr'] - m[0.5]['floor_psnr']:+.2f} ±"), rows["f0.5"]
     assert "wrote" in capsys.readouterr().out
     err = fails("results.py", f"--label_runs={runs[1.0]},{runs[0.5]}", f"--study={tmp_path / 'bad'}")
     assert err.startswith("error: label_runs needs a run at action_label_frac=1.0 and one at 0.0")
