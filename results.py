@@ -67,23 +67,16 @@ def commit():
         return "unknown"
 
 
-def paired(y, x, n):
-    """Per-episode mean values y, x (E,) of two runs on the same windows, n (E,) windows per episode -> the mean
-    of y - x over all windows and its standard error with episodes as clusters (their windows overlap)."""
-    d, n = np.asarray(y) - np.asarray(x), np.asarray(n)
-    m = (n * d).sum() / n.sum()
-    return m, np.sqrt(len(n) / (len(n) - 1) * ((n * (d - m)) ** 2).sum()) / n.sum()
-
-
-def share(y, lo, hi, n):
-    """§E's share of the full-label gain over all windows, sum(y - lo) / sum(hi - lo), from per-episode means
-    (E,) and windows per episode n (E,); its standard error with episodes as clusters (the ratio's delta method)."""
-    y, lo, hi, n = (np.asarray(v) for v in (y, lo, hi, n))
-    g = (n * (hi - lo)).sum()
-    if abs(g) < 1e-9:  # no gain to share
+def cluster_ratio(num, den, n):
+    """sum(n * num) / sum(n * den) over episodes, from per-episode means num, den (E,) and windows per episode n (E,):
+    a mean over all windows (den = 1) or §E's share of the full-label gain (num = X_f - X_0, den = X_1 - X_0); its
+    standard error with episodes as clusters (their windows overlap; the ratio's delta method). nan: no gain."""
+    num, den, n = (np.broadcast_to(np.asarray(v, float), np.shape(n)) for v in (num, den, n))
+    g = (n * den).sum()
+    if abs(g) < 1e-9:
         return float("nan"), float("nan")
-    r = (n * (y - lo)).sum() / g
-    return r, np.sqrt(len(n) / (len(n) - 1) * ((n * (y - lo - r * (hi - lo))) ** 2).sum()) / abs(g)
+    r = (n * num).sum() / g
+    return r, np.sqrt(len(n) / (len(n) - 1) * ((n * (num - r * den)) ** 2).sum()) / abs(g)
 
 
 def label_study():
@@ -95,8 +88,8 @@ def label_study():
         rows = rows_of(os.path.join(run, "metrics.jsonl"), "rollout_psnr")
         m = rows[-1]
         if "eval_episode_windows" not in m:
-            raise common.ConfigError(f"{run}: its last eval has no per-episode figures; evaluate it again with "
-                                     f"python train_dynamics.py ... --out_dir={run} --init_from=resume --eval_only=True")
+            raise common.ConfigError(f"{run}: its last eval has no per-episode figures; evaluate it again: python "
+                                     f"train_dynamics.py ... --out_dir={run} --init_from=resume --eval_only=True")
         c = ckpt["config"]
         runs.append(dict(name=os.path.basename(run.rstrip("/")), frac=c["action_label_frac"], m=m, c=c,
                          minutes=max((r["minutes"] for r in rows if r.get("loss") is not None), default=0.0),
@@ -111,16 +104,17 @@ def label_study():
     m0, m1 = ends[0.0]["m"], ends[1.0]["m"]
     lines = [f"# Label efficiency (§E): {len(runs)} dynamics runs, {runs[0]['same'][2]} steps each", "",
              f"{hardware()}; commit {commit()}. Every run is scored on the same {m0['eval_windows']} held-out windows "
-             f"({len(m0['eval_episodes'])} episodes) with the true actions; ± is a standard error with those episodes as "
-             "clusters (their windows overlap), paired: every run sees the same windows. Share of the gain: (X_f - X_0) / (X_1 - X_0), as the paper "
-             "reports it.", "",
+             f"({len(m0['eval_episodes'])} episodes) with the true actions; ± is a standard error with those "
+             "episodes as clusters (their windows overlap), paired: every run sees the same windows. Share of the "
+             "gain: (X_f - X_0) / (X_1 - X_0), as the paper reports it.", "",
              "| run | labeled | batch from labeled | unlabeled video | rollout PSNR | vs floor | SSIM | shuffle ratio "
              "| share of PSNR gain | share of SSIM gain | minutes |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    ep = lambda m, k: np.array(m[f"rollout_{k}_episodes"])  # (E,) per-episode means
     for r in sorted(runs, key=lambda r: -r["frac"]):
-        m, c = r["m"], r["c"]
-        n = m["eval_episode_windows"]
-        gain = paired(m["rollout_psnr_episodes"], m["floor_psnr_episodes"], n)
-        s_psnr, s_ssim = (share(*(x[f"rollout_{k}_episodes"] for x in (m, m0, m1)), n) for k in ("psnr", "ssim"))
+        m, c, n = r["m"], r["c"], r["m"]["eval_episode_windows"]
+        gain = cluster_ratio(ep(m, "psnr") - np.array(m["floor_psnr_episodes"]), 1, n)
+        r["share"] = {k: cluster_ratio(ep(m, k) - ep(m0, k), ep(m1, k) - ep(m0, k), n) for k in ("psnr", "ssim")}
+        s_psnr, s_ssim = r["share"]["psnr"], r["share"]["ssim"]
         lines.append(f"| {r['name']} | {r['frac']:.0%} | {c.get('labeled_batch_frac', 0):.0%} | "
                      f"{'yes' if c.get('unlabeled_video', True) else 'no'} | {m['rollout_psnr']:.2f} | "
                      f"{gain[0]:+.2f} ± {gain[1]:.2f} | {m['rollout_ssim']:.4f} | {m['shuffle_ratio']:.2f} | "
@@ -144,8 +138,7 @@ def label_study():
     for lbf in sorted({r["c"].get("labeled_batch_frac", 0) for r in video}):  # a line per batch share; all end at 1
         line = sorted((r for r in video if r["c"].get("labeled_batch_frac", 0) == lbf), key=lambda r: r["frac"])
         for key, style in (("psnr", "-o"), ("ssim", "--s")):
-            s = [share(*(x[f"rollout_{key}_episodes"] for x in (r["m"], m0, m1)), r["m"]["eval_episode_windows"])
-                 for r in line] + [(1.0, 0.0)]
+            s = [r["share"][key] for r in line] + [(1.0, 0.0)]
             ax.errorbar([r["frac"] for r in line] + [1.0], [v[0] for v in s], [v[1] for v in s], fmt=style,
                         capsize=3, label=f"{key.upper()}, labeled_batch_frac {lbf:g}")
     ax.set(xscale="log", xlabel="share of episodes labeled", ylabel="share of the full-label gain",
@@ -182,9 +175,10 @@ def main():
              f"windows) | {rollout:.2f} dB (iter {dyn['iter']}) |",
              f"| floor (repeat the last context frame) | {dyn['floor_psnr']:.2f} dB |",
              f"| ceiling (tokenizer reconstruction) | {dyn['ceiling_psnr']:.2f} dB |",
-             *([f"| rollout SSIM (floor) | {dyn['rollout_ssim']:.4f} ({dyn['floor_ssim']:.4f}) |"] if "rollout_ssim" in dyn
-               else []),
-             f"| shuffle ratio (true actions vs shuffled: above 1 means actions are used) | {dyn['shuffle_ratio']:.3f} |",
+             *([f"| rollout SSIM (floor) | {dyn['rollout_ssim']:.4f} ({dyn['floor_ssim']:.4f}) |"]
+               if "rollout_ssim" in dyn else []),
+             f"| shuffle ratio (true actions vs shuffled: above 1 means actions are used) | "
+             f"{dyn['shuffle_ratio']:.3f} |",
              f"| BC accuracy on held-out episodes (copy-the-last-action baseline) | {bc_acc:.3f} "
              f"({bc['val_copy_acc']:.3f}) |",
              f"| reward head: precision / recall of unlock events ({bc['reward_events']} events) | "
@@ -195,7 +189,8 @@ def main():
     lines += ["", "## Wall time", "", "| stage | minutes |", "|---|---|"]
     lines += [f"| {name} | {sec / 60:.1f} |" for name, sec in times.items()]
     lines += [f"| total | {sum(times.values()) / 60:.1f} |", "",
-              "Beside this file: tokenizer/recon.png (reconstructions), rollout.mp4 and rollout.gif (real | generated), "
+              "Beside this file: tokenizer/recon.png (reconstructions), rollout.mp4 and rollout.gif "
+              "(real | generated), "
               "agent_episode.mp4 (the RL agent in the real game), eval.json (every achievement).", ""]
     path = os.path.join(out_dir, "results.md")
     common.atomic_write(path, lambda f: f.write("\n".join(lines)))

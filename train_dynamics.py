@@ -236,16 +236,16 @@ def evaluate():
     n = video_windows
     video = side_by_side(to_float(frames[:n]), torch.cat((recon[:n, :C], gen["true"][:n]), 1))
     write_video(os.path.join(out_dir, "rollout.mp4"), video)
-    episodes, counts = np.unique(val["episode"], return_counts=True)  # windows of one episode overlap: error bars
-    # count episodes (clusters of windows), not windows
-    by_episode = lambda v: [round(v.mean(1)[torch.from_numpy(val["episode"] == e)].mean().item(), 4) for e in episodes]
+    # windows of one episode overlap: error bars count episodes (clusters of windows), not windows
+    episodes, which, counts = np.unique(val["episode"], return_inverse=True, return_counts=True)
+    by_episode = lambda v: np.round(np.bincount(which, v.mean(1).cpu().double().numpy()) / counts, 4).tolist()
     return {**{f"{k}_psnr": v.mean().item() for k, v in steps.items()},
             **{f"{k}_ssim": v.mean().item() for k, v in ssims.items()},
             "shuffle_ratio": mse(gen["shuffled"]) / mse(gen["true"]),
             **{f"{k}_psnr_steps": [round(p, 3) for p in v.mean(0).tolist()] for k, v in steps.items()},
-            "eval_episodes": episodes.tolist(), "eval_episode_windows": counts.tolist(), "rollout_psnr_episodes": by_episode(steps["rollout"]),
-            "floor_psnr_episodes": by_episode(steps["floor"]), "rollout_ssim_episodes": by_episode(ssims["rollout"]),
-            "floor_ssim_episodes": by_episode(ssims["floor"])}
+            "eval_episodes": episodes.tolist(), "eval_episode_windows": counts.tolist(),
+            **{f"{k}_{what}_episodes": by_episode(v[k]) for what, v in (("psnr", steps), ("ssim", ssims))
+               for k in ("rollout", "floor")}}
 
 
 def save(it):
