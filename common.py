@@ -344,13 +344,21 @@ def lr_at(it, lr, warmup_iters, max_iters, min_lr_frac=0.1):
     return lr * (min_lr_frac + (1 - min_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def progress(it, max_iters, start_it, t_start, max_minutes=0.0):
-    """'iter 120/2000 (6%, eta 14m)': where a training run is, and when it ends at the pace since it (re)started."""
+def progress_clock(max_iters, start_it, max_minutes=0.0):
+    """progress(it) -> 'iter 120/2000 (6%, eta 14m)': where a training run is, and when it ends. The pace is taken
+    from the first call on (the first log line), so that compiling and the first steps do not inflate the eta."""
     import time
-    left = (time.time() - t_start) / max(1, it - start_it) * (max_iters - it)
-    if max_minutes > 0:
-        left = min(left, 60 * max_minutes - (time.time() - t_start))
-    return f"iter {it}/{max_iters} ({it / max(1, max_iters):.0%}, eta {max(0, left) / 60:.0f}m)"
+    t_start, since = time.time(), []
+
+    def progress(it):
+        now = time.time()
+        t0, it0 = since[0] if since else (t_start, start_it)
+        since[:] = since or [(now, it)]
+        left = (now - t0) / max(1, it - it0) * (max_iters - it)
+        if max_minutes > 0:
+            left = min(left, 60 * max_minutes - (now - t_start))
+        return f"iter {it}/{max_iters} ({it / max(1, max_iters):.0%}, eta {max(0, left) / 60:.0f}m)"
+    return progress
 
 
 def ticker(what, total, every=None):

@@ -269,6 +269,7 @@ if master:
           f"matmul peak {peak / 1e12:.2f} TFLOP/s")
 t_start = t0 = time.time()
 start_it, loss_val = it, None
+clock = common.progress_clock(max_iters, start_it, max_minutes)
 while True:
     last = it >= max_iters or (max_minutes > 0 and
                                common.rank0_decides(time.time() - t_start > 60 * max_minutes, ddp, device))
@@ -304,7 +305,7 @@ while True:
     if master and it % log_interval == 0:
         dt = (time.time() - t0) / log_interval
         t0 = time.time()
-        progress = common.progress(it, max_iters, start_it, t_start, max_minutes)
+        progress = clock(it)
         print(f"{progress}: loss {loss_val:.4f} " + " ".join(f"{k} {v:.4f}" for k, v in terms.items()) +
               f" grad {grad_norm:.3f} {dt * 1000:.0f} ms/iter", flush=True)
         if phase == "imagine":

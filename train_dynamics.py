@@ -260,6 +260,7 @@ if master:
     os.makedirs(out_dir, exist_ok=True)
 t_start = t0 = time.time()
 start_it, loss_val, t_enc = it, None, 0.0
+clock = common.progress_clock(max_iters, start_it, max_minutes)
 while True:
     last = eval_only or it >= max_iters or (max_minutes > 0 and  # no per-step broadcast without a wall-clock budget
                                common.rank0_decides(time.time() - t_start > 60 * max_minutes, ddp, device))
@@ -299,7 +300,7 @@ while True:
     if master and it % log_interval == 0:
         dt = (time.time() - t0) / log_interval
         t0 = time.time()
-        progress = common.progress(it, max_iters, start_it, t_start, max_minutes)
+        progress = clock(it)
         passes = 3 + 2 * terms["n_boot"] / len(z1)  # forward + backward, and the two teacher forwards
         passes *= 2 if teacher_forcing and z1.shape[1] > 1 else 1  # the clip twice: context and targets
         mfu = passes * common.linear_flops(raw_model, frames_per_step * tokens_per_frame) * grad_accum / dt / peak

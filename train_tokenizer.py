@@ -144,6 +144,7 @@ if master:
     os.makedirs(out_dir, exist_ok=True)
 t_start = t0 = time.time()
 start_it, loss_val = it, None
+clock = common.progress_clock(max_iters, start_it, max_minutes)
 while True:
     last = it >= max_iters or (max_minutes > 0 and  # no per-step broadcast without a wall-clock budget
                                common.rank0_decides(time.time() - t_start > 60 * max_minutes, ddp, device))
@@ -179,7 +180,7 @@ while True:
     if master and it % log_interval == 0:
         dt = (time.time() - t0) / log_interval
         t0 = time.time()
-        progress = common.progress(it, max_iters, start_it, t_start, max_minutes)
+        progress = clock(it)
         mfu = flops_per_iter / dt / peak
         print(f"{progress}: loss {loss_val:.4f} mse {terms['mse']:.5f}" +
               (f" lpips {terms['lpips']:.4f}" if "lpips" in terms else "") +

@@ -2,6 +2,7 @@
 import copy
 import math
 import os
+import time
 
 import pytest
 import torch
@@ -243,3 +244,35 @@ def test_ticker_prints_totals_and_eta_sparingly(capsys):
     for n in (1, 2):
         tick(n)
     assert capsys.readouterr().out.splitlines() == ["eval: 1/4 (25%, eta 0m)", "eval: 2/4 (50%, eta 0m)"]
+
+
+def test_progress_eta_leaves_out_the_compile(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    progress = common.progress_clock(1000, 0)
+    now[0] += 600  # the first 100 steps, compiling included: 6 s a step
+    assert progress(100) == "iter 100/1000 (10%, eta 90m)"  # the only pace known yet
+    now[0] += 60  # then 0.6 s a step
+    assert progress(200) == "iter 200/1000 (20%, eta 8m)"
+    now[0] += 60
+    assert progress(300) == "iter 300/1000 (30%, eta 7m)"
+    clock = common.progress_clock(1000, 0, max_minutes=5)  # a wall-clock budget caps the eta
+    now[0] += 60
+    assert clock(10) == "iter 10/1000 (1%, eta 4m)"
+
+
+def test_bench_reads_a_peer_and_sets_figures_beside_ours(capsys, monkeypatch):
+    import sys
+    monkeypatch.setattr(sys, "argv", ["bench.py"])  # bench.py reads its config from the command line on import
+    import bench
+    theirs = bench.run_json([sys.executable, "-c", "print('warming up'); print('{\"tokenizer_step_s\": 4.0, "
+                             "\"gen_frames_per_s_cached\": 20, \"only_theirs\": 1}')"], "the peer")
+    assert theirs["tokenizer_step_s"] == 4.0
+    side = bench.beside_peer({"tokenizer_step_s": 1.0, "gen_frames_per_s_cached": 50.0, "threads": 2}, theirs)
+    assert side == {"peer_tokenizer_step_s": 4.0, "vs_peer_tokenizer_step_s": 0.25,
+                    "peer_gen_frames_per_s_cached": 20, "vs_peer_gen_frames_per_s_cached": 2.5}
+    assert "ours 1, peer 4, ours / peer 0.25" in capsys.readouterr().err
+    for cmd, said in ((["no-such-peer-binary"], "did not start"), ([sys.executable, "-c", "print('x')"], "no JSON"),
+                      ([sys.executable, "-c", "raise SystemExit(3)"], "exit 3")):
+        with pytest.raises(SystemExit, match=said):
+            bench.run_json(cmd, "the peer")
