@@ -10,6 +10,7 @@ Speed figures mean something only beside a peer's measured in the same run on th
 """
 import json
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -24,12 +25,15 @@ what = "all"  # 'all' | 'tokenizer' | 'dynamics' | 'agent'
 device = "auto"
 dtype = "auto"  # 'auto' (bf16 where this device runs it fast, else fp32) | 'bfloat16' | 'float32'
 compile = False
+profile = False  # also run each figure's timed calls under torch.profiler and print its top ops (stderr)
 threads = 2
 warmup = 2
 repeats = 5
 batch_size = 4
 seq_len = 16
 horizon = 16  # imagined frames per rollout (the agent stage)
+peer = ""  # a command printing another implementation's figures (same names) as its last stdout line in JSON:
+# run after ours in the same bench, each shared figure printed beside ours with the ratio (../shared/peers/)
 config = common.configure(globals())
 device = common.auto_device(device)
 torch.set_num_threads(threads)
@@ -44,7 +48,9 @@ def sync():
         torch.cuda.synchronize()
 
 
-def median_time(fn, n_warmup=None, n_repeats=None):
+def median_time(name, fn, n_warmup=None, n_repeats=None):
+    """The median seconds of fn over the timed repeats after the warm-up calls; with profile=True, the same repeats
+    once more under torch.profiler, whose top ops by self time are printed under the figure's name."""
     for _ in range(warmup if n_warmup is None else n_warmup):
         fn()
     sync()
@@ -54,6 +60,16 @@ def median_time(fn, n_warmup=None, n_repeats=None):
         fn()
         sync()
         ts.append(time.perf_counter() - t0)
+    if profile:
+        acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if
+                                                        device.startswith("cuda") else [])
+        with torch.profiler.profile(activities=acts) as prof:
+            for _ in range(len(ts)):
+                fn()
+            sync()
+        key = "self_cuda_time_total" if device.startswith("cuda") else "self_cpu_time_total"
+        print(f"== profile of {name}, {len(ts)} calls\n" + prof.key_averages().table(sort_by=key, row_limit=15),
+              file=sys.stderr)
     return statistics.median(ts)
 
 
@@ -66,7 +82,7 @@ def bench_tokenizer():
     torch.manual_seed(0)
     model = Tokenizer(**MATCHED, time_window=seq_len).to(device)
     criterion = TokenizerLoss().to(device)
-    opt = common.make_optimizer(model, 3e-4, 0.05, (0.9, 0.95), device, muon=True, dtype=dtype)  # train_tokenizer's default
+    opt = common.make_optimizer(model, 3e-4, 0.05, (0.9, 0.95), device, muon=True, dtype=dtype)  # the trainer's
     fwd = torch.compile(model) if compile else model
     x = torch.randint(0, 256, (batch_size, seq_len, 64, 64, 3), dtype=torch.uint8).to(device).float() / 255
 
@@ -79,9 +95,10 @@ def bench_tokenizer():
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    s = median_time(step)
+    s = median_time("tokenizer_step_s", step)
     flops = 3 * common.linear_flops(model, batch_size * seq_len * (model.num_patches + model.num_latents))
-    return dict(tokenizer_step_s=s, tokenizer_peak_rss_gb=peak_rss_gb(), tokenizer_params=sum(p.numel() for p in model.parameters()),
+    return dict(tokenizer_step_s=s, tokenizer_peak_rss_gb=peak_rss_gb(),
+                tokenizer_params=sum(p.numel() for p in model.parameters()),
                 tokenizer_mfu=flops / s / common.matmul_peak_flops(device, dtype))
 
 
@@ -105,7 +122,7 @@ def bench_dynamics():
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-        out[f"dynamics_{name}_step_s"] = median_time(step)
+        out[f"dynamics_{name}_step_s"] = median_time(f"dynamics_{name}_step_s", step)
     model.eval()
     tok = Tokenizer(**MATCHED, time_window=seq_len).to(device).eval()
     ctx_z, gen_actions = z1[:1, :4], actions[:1, :12]
@@ -116,7 +133,7 @@ def bench_dynamics():
             return tok.decode(z) if decode else z
     for name, kw in (("cached", dict(use_cache=True)), ("uncached", dict(use_cache=False)),
                      ("cached_decoded", dict(use_cache=True, decode=True))):
-        out[f"gen_frames_per_s_{name}"] = 8 / median_time(lambda: gen(**kw))
+        out[f"gen_frames_per_s_{name}"] = 8 / median_time(f"gen_frames_per_s_{name}", lambda: gen(**kw))
     flops = 3 * common.linear_flops(model, batch_size * seq_len * (8 + 4 + 2))
     out["dynamics_flow_mfu"] = flops / out["dynamics_flow_step_s"] / common.matmul_peak_flops(device, dtype)
     return out
@@ -141,7 +158,8 @@ def bench_agent():
     opt = common.make_optimizer(models, 1e-3, 0.05, (0.9, 0.95), device, muon=True, dtype=dtype)
     z1 = torch.rand(batch_size, seq_len, 16, 32, device=device) * 2 - 1
     actions = torch.randint(0, 17, (batch_size, seq_len, 1), device=device)
-    rewards, keep = (torch.rand(batch_size, seq_len, device=device) < 0.05).float(), torch.ones(batch_size, dtype=torch.bool, device=device)
+    rewards = (torch.rand(batch_size, seq_len, device=device) < 0.05).float()
+    keep = torch.ones(batch_size, dtype=torch.bool, device=device)
 
     def finetune_step():
         with ctx:
@@ -151,7 +169,7 @@ def bench_agent():
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    out = dict(agent_finetune_step_s=median_time(finetune_step))
+    out = dict(agent_finetune_step_s=median_time("agent_finetune_step_s", finetune_step))
     model.eval()
     prior = ag.policy
     heads = torch.optim.AdamW([*ag.policy.parameters(), *ag.value.parameters()], lr=3e-4)
@@ -163,7 +181,8 @@ def bench_agent():
         imagination_losses(ag, prior, roll)[0].backward()
         heads.step()
         heads.zero_grad(set_to_none=True)
-    out[f"agent_imagine_step_s_batch{batch_size}_h{horizon}"] = median_time(imagine_step, 1, 3)
+    name = f"agent_imagine_step_s_batch{batch_size}_h{horizon}"
+    out[name] = median_time(name, imagine_step, 1, 3)
     model.transformer.time_window = seq_len
     tok = Tokenizer(**MATCHED, time_window=1).to(device).eval()
     policy = Policy(tok, model, ag, device=device)
@@ -172,16 +191,44 @@ def bench_agent():
         policy.reset()
         for _ in range(seq_len):  # a full time window first: the steady-state cost
             policy.act(frames)
-        out[f"act_frames_per_s_batch{n}"] = n / median_time(lambda: policy.act(frames), 2, 10)
+        name = f"act_frames_per_s_batch{n}"
+        out[name] = n / median_time(name, lambda: policy.act(frames), 2, 10)
     dream = Dream(tok, model, ag, 4, ctx, device)  # play.py's world model: K=4 steps, append, decode, the heads
     dream.reset(frames[:1], np.zeros((1, 1), np.int64))
     for _ in range(seq_len):
         dream.step([0])
-    out["play_frames_per_s"] = 1 / median_time(lambda: dream.step([0]), 2, 10)
+    out["play_frames_per_s"] = 1 / median_time("play_frames_per_s", lambda: dream.step([0]), 2, 10)
     return out
 
 
 STAGES = {"tokenizer": bench_tokenizer, "dynamics": bench_dynamics, "agent": bench_agent}
+
+
+def run_json(cmd, what):
+    """Run cmd and return the JSON object on the last line of its stdout."""
+    try:
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    except OSError as e:
+        raise SystemExit(f"error: {what} did not start: {e}")
+    lines = r.stdout.strip().splitlines()
+    if r.returncode != 0 or not lines:
+        raise SystemExit(f"error: {what} failed (exit {r.returncode})")
+    try:
+        return json.loads(lines[-1])
+    except json.JSONDecodeError:
+        raise SystemExit(f"error: {what} printed no JSON on its last line: {lines[-1][:100]!r}")
+
+
+def beside_peer(ours, theirs):
+    """peer_<k> and vs_peer_<k> = ours / peer for every figure both measured (a time: below 1 is faster; a rate:
+    above 1), each printed as a line."""
+    out = {}
+    for k in sorted(set(theirs) & set(ours)):
+        if isinstance(ours[k], float) and isinstance(theirs[k], (int, float)) and theirs[k] > 0:
+            out[f"peer_{k}"], out[f"vs_peer_{k}"] = theirs[k], ours[k] / theirs[k]
+            print(f"{k}: ours {ours[k]:.4g}, peer {theirs[k]:.4g}, ours / peer {ours[k] / theirs[k]:.3g}",
+                  file=sys.stderr)
+    return out
 
 
 def main():
@@ -193,12 +240,11 @@ def main():
     out = dict(matmul_peak_tflops=common.matmul_peak_flops(device, dtype) / 1e12)
     for name in STAGES:  # a fresh process per stage: its own peak RSS, no cross-talk
         args = sys.argv[1:] + [f"--what={name}", f"--dtype={dtype}"]  # the dtype as resolved here
-        r = subprocess.run([sys.executable, __file__] + args, stdout=subprocess.PIPE, text=True)
-        if r.returncode != 0:
-            raise SystemExit(f"error: bench stage {name} failed (exit {r.returncode})")
-        res = json.loads(r.stdout.strip().splitlines()[-1])
+        res = run_json([sys.executable, __file__] + args, f"bench stage {name}")
         print(f"{name}: " + ", ".join(f"{k} {v:.4g}" for k, v in res.items()), file=sys.stderr)
         out.update(res)
+    if peer:
+        out.update(beside_peer(out, run_json(shlex.split(peer), "the peer")))
     out.update(device=device, dtype=dtype, compile=compile, threads=threads, torch=torch.__version__)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}))
 
