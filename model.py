@@ -27,6 +27,17 @@ def rope(x, pos, base=10000.0):
     return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
 
 
+def sdpa(q, k, v, mask, is_causal, enable_gqa):
+    """F.scaled_dot_product_attention. Where it will be backpropagated on a CPU in bf16, it runs in fp32: torch's
+    CPU flash-attention backward is 2-12x slower in bf16 than in fp32 at these sizes (docs/experiments.md, Speed)."""
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.requires_grad:
+        with torch.autocast("cpu", enabled=False):
+            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, is_causal=is_causal,
+                                               enable_gqa=enable_gqa)
+        return y.to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=enable_gqa)
+
+
 class RMSNorm(nn.RMSNorm):
     """RMSNorm in the input's dtype (under bf16 autocast the fused kernel needs weight and input alike)."""
 
@@ -70,8 +81,7 @@ class Attention(nn.Module):
                 logits = logits.masked_fill(~mask, float("-inf"))
             y = logits.softmax(dim=-1) @ v
         else:  # fused SDPA (QK-norm already bounds the logits)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
-                                               enable_gqa=self.n_head != self.n_kv_head)
+            y = sdpa(q, k, v, mask, is_causal, self.n_head != self.n_kv_head)
         return self.wo(rearrange(y, "N h n d -> N n (h d)")), kv
 
 

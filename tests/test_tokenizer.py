@@ -236,3 +236,24 @@ def test_train_bad_inputs(tiny_store, tmp_path, monkeypatch):
                "--image_size=48", "--num_workers=1")
     with pytest.raises(SystemExit, match="48px frames but the checkpoint was trained on 32px"):
         run_script("train_tokenizer.py", *args, f"--data_dir={other}", "--init_from=resume")
+
+
+def test_cpu_bf16_attention_backward_runs_in_fp32():
+    """model.sdpa: under bf16 autocast on a CPU, attention that will be backpropagated runs in fp32 (torch's bf16 CPU
+    flash-attention backward is slow); its output is bf16 as before and matches the fp32 result."""
+    import torch.nn.functional as F
+    from model import sdpa
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(8, 4, 20, 16, generator=g) for _ in range(3))
+    mask = torch.rand(20, 20, generator=g) < 0.7
+    mask[:, 0] = True
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    qb, kb, vb = (t.bfloat16().requires_grad_() for t in (q, k, v))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = sdpa(qb, kb, vb, mask, False, False)
+    assert y.dtype == torch.bfloat16
+    assert (y.float() - ref).abs().max() < 0.02
+    y.float().sum().backward()
+    assert qb.grad.dtype == torch.bfloat16 and qb.grad.abs().sum() > 0
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # no backward: bf16 SDPA as it is
+        assert (sdpa(qb, kb, vb, mask, False, False).float() - y.float()).abs().max() < 0.05
