@@ -67,7 +67,7 @@ def median_time(name, fn, n_warmup=None, n_repeats=None):
             for _ in range(len(ts)):
                 fn()
             sync()
-        key = "self_cuda_time_total" if device.startswith("cuda") else "self_cpu_time_total"
+        key = "self_device_time_total" if device.startswith("cuda") else "self_cpu_time_total"
         print(f"== profile of {name}, {len(ts)} calls\n" + prof.key_averages().table(sort_by=key, row_limit=15),
               file=sys.stderr)
     return statistics.median(ts)

@@ -344,16 +344,17 @@ def lr_at(it, lr, warmup_iters, max_iters, min_lr_frac=0.1):
     return lr * (min_lr_frac + (1 - min_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def progress_clock(max_iters, start_it, max_minutes=0.0):
+def progress_clock(max_iters, start_it, t_start, max_minutes=0.0):
     """progress(it) -> 'iter 120/2000 (6%, eta 14m)': where a training run is, and when it ends. The pace is taken
     from the first call on (the first log line), so that compiling and the first steps do not inflate the eta."""
     import time
-    t_start, since = time.time(), []
+    first = None  # (time, iter) of the first call
 
     def progress(it):
+        nonlocal first
         now = time.time()
-        t0, it0 = since[0] if since else (t_start, start_it)
-        since[:] = since or [(now, it)]
+        t0, it0 = first or (t_start, start_it)
+        first = first or (now, it)
         left = (now - t0) / max(1, it - it0) * (max_iters - it)
         if max_minutes > 0:
             left = min(left, 60 * max_minutes - (now - t_start))

@@ -269,7 +269,7 @@ if master:
           f"matmul peak {peak / 1e12:.2f} TFLOP/s")
 t_start = t0 = time.time()
 start_it, loss_val = it, None
-clock = common.progress_clock(max_iters, start_it, max_minutes)
+clock = common.progress_clock(max_iters, start_it, t_start, max_minutes)
 while True:
     last = it >= max_iters or (max_minutes > 0 and
                                common.rank0_decides(time.time() - t_start > 60 * max_minutes, ddp, device))

@@ -260,7 +260,7 @@ if master:
     os.makedirs(out_dir, exist_ok=True)
 t_start = t0 = time.time()
 start_it, loss_val, t_enc = it, None, 0.0
-clock = common.progress_clock(max_iters, start_it, max_minutes)
+clock = common.progress_clock(max_iters, start_it, t_start, max_minutes)
 while True:
     last = eval_only or it >= max_iters or (max_minutes > 0 and  # no per-step broadcast without a wall-clock budget
                                common.rank0_decides(time.time() - t_start > 60 * max_minutes, ddp, device))

@@ -249,14 +249,14 @@ def test_ticker_prints_totals_and_eta_sparingly(capsys):
 def test_progress_eta_leaves_out_the_compile(monkeypatch):
     now = [1000.0]
     monkeypatch.setattr(time, "time", lambda: now[0])
-    progress = common.progress_clock(1000, 0)
+    progress = common.progress_clock(1000, 0, now[0])
     now[0] += 600  # the first 100 steps, compiling included: 6 s a step
     assert progress(100) == "iter 100/1000 (10%, eta 90m)"  # the only pace known yet
     now[0] += 60  # then 0.6 s a step
     assert progress(200) == "iter 200/1000 (20%, eta 8m)"
     now[0] += 60
     assert progress(300) == "iter 300/1000 (30%, eta 7m)"
-    clock = common.progress_clock(1000, 0, max_minutes=5)  # a wall-clock budget caps the eta
+    clock = common.progress_clock(1000, 0, now[0], max_minutes=5)  # a wall-clock budget caps the eta
     now[0] += 60
     assert clock(10) == "iter 10/1000 (1%, eta 4m)"
 
