@@ -32,6 +32,8 @@ repeats = 5
 batch_size = 4
 seq_len = 16
 horizon = 16  # imagined frames per rollout (the agent stage)
+peak_tflops = 0.0  # matmul peak in dtype, MFU's denominator (0: measured in this process); 'all' measures it once and
+# hands it to every stage, so that their MFU figures share one denominator
 peer = ""  # a command printing another implementation's figures (same names) as its last stdout line in JSON:
 # run after ours in the same bench, each shared figure printed beside ours with the ratio (../shared/peers/)
 config = common.configure(globals())
@@ -41,6 +43,10 @@ dtype = common.resolve_dtype(device, dtype)
 ctx = common.autocast_ctx(device, dtype)
 MATCHED = dict(image_size=64, patch_size=8, num_latents=16, latent_dim=32, dim=256, enc_depth=4, dec_depth=4,
                n_head=4, n_kv_head=4, time_every=4)
+
+
+def peak_flops():
+    return peak_tflops * 1e12 or common.matmul_peak_flops(device, dtype)
 
 
 def sync():
@@ -99,7 +105,7 @@ def bench_tokenizer():
     flops = 3 * common.linear_flops(model, batch_size * seq_len * (model.num_patches + model.num_latents))
     return dict(tokenizer_step_s=s, tokenizer_peak_rss_gb=peak_rss_gb(),
                 tokenizer_params=sum(p.numel() for p in model.parameters()),
-                tokenizer_mfu=flops / s / common.matmul_peak_flops(device, dtype))
+                tokenizer_mfu=flops / s / peak_flops())
 
 
 def bench_dynamics():
@@ -135,7 +141,7 @@ def bench_dynamics():
                      ("cached_decoded", dict(use_cache=True, decode=True))):
         out[f"gen_frames_per_s_{name}"] = 8 / median_time(f"gen_frames_per_s_{name}", lambda: gen(**kw))
     flops = 3 * common.linear_flops(model, batch_size * seq_len * (8 + 4 + 2))
-    out["dynamics_flow_mfu"] = flops / out["dynamics_flow_step_s"] / common.matmul_peak_flops(device, dtype)
+    out["dynamics_flow_mfu"] = flops / out["dynamics_flow_step_s"] / peak_flops()
     return out
 
 
@@ -237,9 +243,11 @@ def main():
         return
     if what != "all":
         raise common.ConfigError(f"what={what!r}: use 'all' or one of {', '.join(STAGES)}")
-    out = dict(matmul_peak_tflops=common.matmul_peak_flops(device, dtype) / 1e12)
+    out = dict(matmul_peak_tflops=peak_flops() / 1e12)
+    print(f"matmul peak {out['matmul_peak_tflops']:.3g} TFLOP/s ({dtype})", file=sys.stderr)
     for name in STAGES:  # a fresh process per stage: its own peak RSS, no cross-talk
-        args = sys.argv[1:] + [f"--what={name}", f"--dtype={dtype}"]  # the dtype as resolved here
+        args = sys.argv[1:] + [f"--what={name}", f"--dtype={dtype}",  # the dtype as resolved here, and its peak
+                               f"--peak_tflops={out['matmul_peak_tflops']}"]
         res = run_json([sys.executable, __file__] + args, f"bench stage {name}")
         print(f"{name}: " + ", ".join(f"{k} {v:.4g}" for k, v in res.items()), file=sys.stderr)
         out.update(res)

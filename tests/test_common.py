@@ -276,3 +276,17 @@ def test_bench_reads_a_peer_and_sets_figures_beside_ours(capsys, monkeypatch):
                       ([sys.executable, "-c", "raise SystemExit(3)"], "exit 3")):
         with pytest.raises(SystemExit, match=said):
             bench.run_json(cmd, "the peer")
+
+
+def test_bench_measures_the_matmul_peak_once_and_hands_it_to_every_stage(monkeypatch):
+    import sys
+    monkeypatch.setattr(sys, "argv", ["bench.py"])
+    import bench
+    calls, cmds = [], []
+    monkeypatch.setattr(common, "matmul_peak_flops", lambda *a: calls.append(a) or 1.5e12)
+    monkeypatch.setattr(bench, "run_json", lambda cmd, what: cmds.append(cmd) or {f"{what}_s": 1.0})
+    bench.main()
+    assert len(calls) == 1 and len(cmds) == len(bench.STAGES)
+    assert all("--peak_tflops=1.5" in cmd for cmd in cmds)
+    monkeypatch.setattr(bench, "peak_tflops", 1.5)  # a stage given the peak does not measure its own
+    assert bench.peak_flops() == 1.5e12 and len(calls) == 1
