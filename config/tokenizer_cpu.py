@@ -6,6 +6,7 @@ seq_len = 1  # single frames: 64 independent frames per step learn faster than 1
 drop_max = 0.0  # no MAE patch dropping: at this budget p ~ U(0, 0.9) costs 3.3 dB (docs); the GPU default keeps 0.9
 lr = 2e-3  # with Muon (the trainer's default)
 warmup_iters = 100
+log_interval = 40  # a line every ~30 s
 max_iters = 2400  # val PSNR ~33 dB (docs/experiments.md, "Tokenizer on a CPU")
 eval_interval = 200
 eval_windows = 256  # single frames: 256 held-out frames per eval
