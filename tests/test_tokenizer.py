@@ -187,17 +187,18 @@ TRAIN = ["--compile=False", "--dtype=float32", "--batch_size=4", "--seq_len=2", 
 def test_kill9_in_tokenizer_training_loses_nothing(tiny_store, tmp_path):
     """SIGKILL three times (in steps, evals or checkpoint saves: random moments after a step is logged), rerun with
     resume each time: the same parameters as the uninterrupted run (both run as subprocesses)."""
-    args = lambda name: ["train_tokenizer.py", *TRAIN, f"--data_dir={tiny_store}", "--max_iters=24",
+    args = lambda name: ["train_tokenizer.py", *TRAIN, f"--data_dir={tiny_store}", "--max_iters=48",
                          "--eval_interval=4", f"--out_dir={tmp_path / name}"]
     kill_and_rerun(args("a"), lambda t0: False, 0, tmp_path / "a.txt")
     log = tmp_path / "b.txt"
     landed, text = kill_and_rerun(args("b"), lambda t0: "ms/iter" in open(log).read(), 3, log,
-                                  resume_if=str(tmp_path / "b/ckpt.pt"), delay=0.3)  # ~50 ms a step
-    assert landed == 3 and ("iter 24/24" in text or "nothing to do" in text)
+                                  resume_if=str(tmp_path / "b/ckpt.pt"), delay=0.3)  # ~10-50 ms a step: 48 steps, so that a fast CPU cannot finish
+    # the run inside a kill's delay before the third kill lands
+    assert landed == 3 and ("iter 48/48" in text or "nothing to do" in text)
     a, b = (torch.load(tmp_path / r / "ckpt.pt", weights_only=False) for r in "ab")
-    assert a["iter"] == b["iter"] == 24 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["iter"] == b["iter"] == 48 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     metrics = [json.loads(l) for l in open(tmp_path / "a/metrics.jsonl")]
-    assert [m["iter"] for m in metrics] == list(range(0, 25, 4)) and metrics[-1]["val_psnr"] > metrics[0]["val_psnr"]
+    assert [m["iter"] for m in metrics] == list(range(0, 49, 4)) and metrics[-1]["val_psnr"] > metrics[0]["val_psnr"]
     png = iio.imread(tmp_path / "a/recon.png")  # (T * 2H, windows * W, 3): every eval window, not the first batch
     assert png.shape[1] * 2 * 2 == 6 * png.shape[0]
 
