@@ -27,15 +27,32 @@ def rope(x, pos, base=10000.0):
     return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
 
 
-def sdpa(q, k, v, mask, is_causal, enable_gqa):
-    """F.scaled_dot_product_attention. Where it will be backpropagated on a CPU in bf16, it runs in fp32: torch's
-    CPU flash-attention backward is 2-12x slower in bf16 than in fp32 at these sizes (docs/experiments.md, Speed)."""
-    if q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.requires_grad:
-        with torch.autocast("cpu", enabled=False):
-            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, is_causal=is_causal,
-                                               enable_gqa=enable_gqa)
-        return y.to(q.dtype)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=enable_gqa)
+def attention(q, k, v, mask=None, is_causal=False, softcap=0.0):
+    """softmax(q k^T / sqrt(hd)) v written out, q (N, H, n, hd), k and v (N, Hkv, m, hd) with H a multiple of Hkv
+    (GQA); mask (n, m) bool, True = may attend. The logits and softmax in fp32, p @ v in v's dtype. softcap > 0:
+    logits soft-capped to cap * tanh(logits / cap) first (§X)."""
+    rep = q.shape[1] // k.shape[1]
+    if rep > 1:
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    with torch.autocast(q.device.type, enabled=False):
+        logits = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(q.shape[-1])
+        if softcap > 0:
+            logits = softcap * torch.tanh(logits / softcap)
+        if is_causal:
+            mask = torch.ones(logits.shape[-2:], dtype=torch.bool, device=q.device).tril()
+        if mask is not None:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        return logits.softmax(dim=-1).to(v.dtype) @ v
+
+
+def sdpa(q, k, v, mask, is_causal, softcap):
+    """Attention as Attention.forward runs it: fused F.scaled_dot_product_attention, or written out (attention) with
+    soft-capping and where it will be backpropagated on a CPU in bf16: there torch's flash-attention backward is slow,
+    and the written-out one takes 10-13% off a training step (docs/experiments.md, Speed)."""
+    if softcap > 0 or (q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.requires_grad):
+        return attention(q, k, v, mask, is_causal, softcap)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                          enable_gqa=q.shape[1] != k.shape[1])
 
 
 class RMSNorm(nn.RMSNorm):
@@ -70,18 +87,7 @@ class Attention(nn.Module):
         if past_kv is not None:
             k, v = torch.cat((past_kv[0], k), dim=2), torch.cat((past_kv[1], v), dim=2)
         kv = (k, v)
-        if self.softcap > 0:  # soft-capped logits, written out: cap * tanh(logits / cap)
-            rep = self.n_head // self.n_kv_head
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-            logits = (q @ k.transpose(-1, -2)) / math.sqrt(self.hd)
-            logits = self.softcap * torch.tanh(logits / self.softcap)
-            if is_causal:
-                mask = torch.ones(logits.shape[-2:], dtype=torch.bool, device=x.device).tril()
-            if mask is not None:
-                logits = logits.masked_fill(~mask, float("-inf"))
-            y = logits.softmax(dim=-1) @ v
-        else:  # fused SDPA (QK-norm already bounds the logits)
-            y = sdpa(q, k, v, mask, is_causal, self.n_head != self.n_kv_head)
+        y = sdpa(q, k, v, mask, is_causal, self.softcap)
         return self.wo(rearrange(y, "N h n d -> N n (h d)")), kv
 
 

@@ -239,11 +239,32 @@ def test_train_bad_inputs(tiny_store, tmp_path, monkeypatch):
         run_script("train_tokenizer.py", *args, f"--data_dir={other}", "--init_from=resume")
 
 
-def test_cpu_bf16_attention_backward_runs_in_fp32():
-    """model.sdpa: under bf16 autocast on a CPU, attention that will be backpropagated runs in fp32 (torch's bf16 CPU
-    flash-attention backward is slow); its output is bf16 as before and matches the fp32 result."""
+@pytest.mark.parametrize("gqa", [False, True])
+def test_written_out_attention_matches_sdpa(gqa):
+    """model.attention equals F.scaled_dot_product_attention in fp32, values and gradients, under a mask, causal, and
+    with GQA (2 query heads per key head)."""
     import torch.nn.functional as F
-    from model import sdpa
+    from model import attention
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(3, 4, 10, 16, generator=g, requires_grad=True)
+    k, v = (torch.randn(3, 2 if gqa else 4, 10, 16, generator=g, requires_grad=True) for _ in range(2))
+    mask = torch.rand(10, 10, generator=g) < 0.6
+    mask[:, 0] = True
+    for kw in (dict(mask=mask), dict(is_causal=True)):
+        ref = F.scaled_dot_product_attention(q, k, v, attn_mask=kw.get("mask"), is_causal=kw.get("is_causal", False),
+                                             enable_gqa=gqa)
+        y = attention(q, k, v, **kw)
+        assert (y - ref).abs().max() < 1e-5
+        grads = torch.autograd.grad(y.square().sum(), (q, k, v))
+        for a, b in zip(grads, torch.autograd.grad(ref.square().sum(), (q, k, v))):
+            assert (a - b).abs().max() < 1e-4
+
+
+def test_cpu_bf16_attention_backward_is_written_out():
+    """model.sdpa: under bf16 autocast on a CPU, attention that will be backpropagated is written out (model.attention:
+    torch's bf16 CPU flash-attention backward is slow); its output is bf16 as before and matches the fp32 result."""
+    import torch.nn.functional as F
+    from model import attention, sdpa
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(8, 4, 20, 16, generator=g) for _ in range(3))
     mask = torch.rand(20, 20, generator=g) < 0.7
@@ -251,10 +272,11 @@ def test_cpu_bf16_attention_backward_runs_in_fp32():
     ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     qb, kb, vb = (t.bfloat16().requires_grad_() for t in (q, k, v))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = sdpa(qb, kb, vb, mask, False, False)
+        y = sdpa(qb, kb, vb, mask, False, 0.0)
+        assert torch.equal(y, attention(qb, kb, vb, mask))
     assert y.dtype == torch.bfloat16
     assert (y.float() - ref).abs().max() < 0.02
     y.float().sum().backward()
     assert qb.grad.dtype == torch.bfloat16 and qb.grad.abs().sum() > 0
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # no backward: bf16 SDPA as it is
-        assert (sdpa(qb, kb, vb, mask, False, False).float() - y.float()).abs().max() < 0.05
+        assert (sdpa(qb, kb, vb, mask, False, 0.0).float() - y.float()).abs().max() < 0.05
