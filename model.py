@@ -48,7 +48,7 @@ def attention(q, k, v, mask=None, is_causal=False, softcap=0.0):
 def sdpa(q, k, v, mask, is_causal, softcap):
     """Attention as Attention.forward runs it: fused F.scaled_dot_product_attention, or written out (attention) with
     soft-capping and where it will be backpropagated on a CPU in bf16: there torch's flash-attention backward is slow,
-    and the written-out one takes 10-13% off a training step (docs/experiments.md, Speed)."""
+    and the written-out one takes 12-15% off a compiled training step (docs/experiments.md, Speed)."""
     if softcap > 0 or (q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.requires_grad):
         return attention(q, k, v, mask, is_causal, softcap)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
@@ -68,12 +68,12 @@ class Attention(nn.Module):
         if dim % n_head or n_head % n_kv_head or dim // n_head % 2:
             raise ValueError(f"dim={dim} must be a multiple of n_head={n_head} with an even quotient (RoPE rotates "
                              f"pairs), and n_head a multiple of n_kv_head={n_kv_head}")
-        self.n_head, self.n_kv_head, self.hd, self.softcap = n_head, n_kv_head, dim // n_head, softcap
+        self.n_head, self.n_kv_head, self.softcap, hd = n_head, n_kv_head, softcap, dim // n_head
         self.wq = nn.Linear(dim, dim, bias=False)
-        self.wkv = nn.Linear(dim, 2 * n_kv_head * self.hd, bias=False)
+        self.wkv = nn.Linear(dim, 2 * n_kv_head * hd, bias=False)
         self.wo = nn.Linear(dim, dim, bias=False)
-        self.q_norm = RMSNorm(self.hd)  # QK-norm (§X): bounded logits, stable bf16
-        self.k_norm = RMSNorm(self.hd)
+        self.q_norm = RMSNorm(hd)  # QK-norm (§X): bounded logits, stable bf16
+        self.k_norm = RMSNorm(hd)
 
     def forward(self, x, mask=None, pos=None, past_kv=None, is_causal=False):
         """x (N, n, D) sequences; mask (n, n_total) bool, True = may attend (or is_causal); pos (n_total,) for RoPE;
