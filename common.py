@@ -425,6 +425,12 @@ def broadcast_from_rank0(module, ddp):
             torch.distributed.broadcast(t, 0)
 
 
+# The last collectives' works, kept until the interpreter exits: had gloo's worker thread dropped the last reference,
+# it would free their tensors there, which takes the GIL, and if the main thread is already finalizing, the worker
+# aborts the process ("terminate called without an active exception"; seen in about 1 in 3 2-process runs).
+_final_works = []
+
+
 def ddp_finish(params, ddp):
     """Under DDP, at the end of training: check that every replica holds rank 0's parameters (one line; an error if
     not), then leave the process group."""
@@ -433,9 +439,11 @@ def ddp_finish(params, ddp):
     import torch.distributed as dist
     flat = torch.cat([p.detach().float().flatten() for p in params])
     ref = flat.clone()
-    dist.broadcast(ref, 0)
+    _final_works.append(dist.broadcast(ref, 0, async_op=True))
+    _final_works[-1].wait()
     diff = (flat - ref).abs().max()
-    dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+    _final_works.append(dist.all_reduce(diff, op=dist.ReduceOp.MAX, async_op=True))
+    _final_works[-1].wait()
     if dist.get_rank() == 0:
         print(f"DDP: {dist.get_world_size()} replicas, largest parameter difference from rank 0: {diff.item():.3g}")
     dist.destroy_process_group()
