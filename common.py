@@ -249,15 +249,24 @@ def make_optimizer(model, lr, weight_decay, betas, device, muon=False, *, dtype)
     return Optimizers(Muon(hidden, lr, weight_decay, getattr(torch, dtype)), adamw)
 
 
-def orthogonalize(g, dtype, steps=5, eps=1e-7):
-    """~U V^T of g = U S V^T by torch.optim.Muon's quintic Newton-Schulz iteration, computed in dtype."""
+def orthogonalize(gs, dtype, steps=5, eps=1e-7):
+    """~U V^T of each g = U S V^T in the list gs, by torch.optim.Muon's quintic Newton-Schulz iteration, computed in
+    dtype; the matrices of one shape go through it as one batch (fewer, larger matmuls: Muon's share of a CPU step
+    is 20-27%)."""
     a, b, c = 3.4445, -4.7750, 2.0315
-    x = g.to(dtype).T if g.size(0) > g.size(1) else g.to(dtype)
-    x = x / x.norm().clamp(min=eps)  # spectral norm <= 1
-    for _ in range(steps):
-        gram = x @ x.T
-        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
-    return x.T if g.size(0) > g.size(1) else x
+    out, by_shape = [None] * len(gs), {}
+    for i, g in enumerate(gs):
+        by_shape.setdefault(g.shape, []).append(i)
+    for (rows, cols), idx in by_shape.items():
+        x = torch.stack([gs[i] for i in idx]).to(dtype)  # (n, rows, cols)
+        x = x.mT if rows > cols else x  # (n, m, k) with m <= k
+        x = x / x.norm(dim=(1, 2), keepdim=True).clamp(min=eps)  # spectral norm <= 1
+        for _ in range(steps):
+            gram = x @ x.mT
+            x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+        for i, u in zip(idx, x.mT if rows > cols else x):
+            out[i] = u
+    return out
 
 
 class Muon(torch.optim.Optimizer):
@@ -274,12 +283,13 @@ class Muon(torch.optim.Optimizer):
     def step(self):
         for group in self.param_groups:
             lr, mu = group["lr"], group["momentum"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
+            params = [p for p in group["params"] if p.grad is not None]
+            nesterov = []
+            for p in params:
                 buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
                 buf.lerp_(p.grad, 1 - mu)
-                update = orthogonalize(p.grad.lerp(buf, mu), self.ns_dtype)
+                nesterov.append(p.grad.lerp(buf, mu))
+            for p, update in zip(params, orthogonalize(nesterov, self.ns_dtype)):
                 p.mul_(1 - lr * group["weight_decay"])
                 p.add_(update, alpha=-lr * 0.2 * math.sqrt(max(p.shape)))
 
