@@ -20,7 +20,10 @@ DATA=${DATA:-data/crafter$([ "$PRESET" = cpu ] || echo "_$PRESET")}
 OUT=${OUT:-out/$PRESET}
 mkdir -p "$OUT"
 echo "nanodreamer main job: preset $PRESET ($CONFIG/*_$PRESET.py), data $DATA, results in $OUT/results.md"
-grep -h "^# time:" "$CONFIG"/{data,tokenizer,dynamics,finetune,imagine,eval}_"$PRESET".py | sed "s/^# time:/  /"
+times=$(grep -h "^# time:" "$CONFIG"/{data,tokenizer,dynamics,finetune,imagine,eval}_"$PRESET".py)
+echo "$times" | sed "s/^# time:/  /"
+echo "$times" | awk '{n = substr($4, 2); t += ($5 ~ /^s/) ? n / 60 : n}  # "# time: STAGE ~N min|s ..."
+  END {printf "   total      ~%.0f min (%.1f h)\n", t, t / 60}'
 
 init() { [ -f "$1/ckpt.pt" ] && echo resume || echo scratch; }  # resume a stage that has a checkpoint
 stage() {  # stage NAME COMMAND...: run it and add its wall time to $OUT/times.tsv

@@ -1,4 +1,4 @@
-# time: dynamics   ~55 min (latent cache ~4 min, then 8000 compiled steps of ~0.37 s on a 2-core AMX Xeon)
+# time: dynamics   ~23 min (latent cache ~2.5 min, then 8000 compiled steps of ~0.12 s on a 2-core AMX Xeon)
 # The dynamics model (§D) on 2 CPU cores, after config/tokenizer_cpu.py:  python train_dynamics.py config/dynamics_cpu.py
 # In one run of 8000 steps: +2.16 dB over the floor, shuffle ratio 2.09 (docs/experiments.md, "Dynamics on a CPU").
 data_dir = "data/crafter"

@@ -1,4 +1,4 @@
-# time: tokenizer  ~30 min (2400 steps of 0.7 s on a 2-core AMX Xeon; ~2.5x longer on AVX2-only CPUs, in fp32)
+# time: tokenizer  ~18 min (2400 steps of 0.41 s on a 2-core AMX Xeon; ~2.5x longer on AVX2-only CPUs, in fp32)
 # The tokenizer (§T) on 2 CPU cores:  python train_tokenizer.py config/tokenizer_cpu.py
 out_dir = "out/tokenizer_cpu"
 batch_size = 64

@@ -94,7 +94,8 @@ def agent_run(tiny_store, tmp_path_factory):
     for stage, keys in TEST_PRESET.items():
         system = {} if stage == "data" else dict(threads=2, **({} if stage in ("finetune", "imagine", "eval") else
                                                                dict(compile=False)))
-        text = f"# time: {stage} a few seconds\n" + "".join(f"{k} = {v!r}\n" for k, v in {**keys, **system}.items())
+        text = f"# time: {stage} ~30 s: a few seconds\n"  # (the plan sums these)
+        text += "".join(f"{k} = {v!r}\n" for k, v in {**keys, **system}.items())
         (tmp / "config" / f"{stage}_test.py").write_text(text)
     stdout = run_pipeline(tmp / "config", tiny_store, tmp / "out")
     ft = ["train_agent.py", str(tmp / "config/finetune_test.py"), f"--init_ckpt={tmp / 'out/dynamics/ckpt.pt'}"]

@@ -215,7 +215,8 @@ def test_imagination_rollout():
 @pytest.mark.slow
 def test_main_job(agent_run, tmp_path):
     tmp, store, ft, im, stdout = agent_run
-    assert "main job: preset test" in stdout and "tokenizer a few seconds" in stdout  # the plan, first
+    assert "main job: preset test" in stdout and "tokenizer ~30 s: a few seconds" in stdout  # the plan, first
+    assert "total      ~3 min (0.1 h)" in stdout  # six stages of ~30 s
     bc = [m for m in metrics(tmp / "agent_bc") if "val_bc_acc" in m]  # (the eval appends its scores)
     rl = metrics(tmp / "agent_rl")
     assert bc[-1]["iter"] == 4 and 0 <= bc[-1]["val_bc_acc"] <= 1 and 0 <= bc[-1]["reward_recall"] <= 1
