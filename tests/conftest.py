@@ -1,5 +1,6 @@
 import os
 import runpy
+import re
 import subprocess
 import sys
 
@@ -59,6 +60,13 @@ def kill_and_rerun(args, trigger, kills, log, seed=0, resume_if=None, timeout=30
         if rc == 0:
             return landed, out
         assert rc == -signal.SIGKILL, out[-3000:]
+
+
+def steps_of(text, steps=3):
+    """The time of `steps` training steps in a run's output (its median "ms/iter"), in s: a kill's delay that leaves
+    the run room on a fast CPU and still lands in steps, evals and checkpoint saves on a slow one."""
+    ms = sorted(int(m) for m in re.findall(r"(\d+) ms/iter", text))
+    return steps * ms[len(ms) // 2] / 1000
 
 
 TEST_PRESET = {

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from agent import (Agent, agent_pass, bc_loss, imagination_losses, imagine, kl, lambda_returns, offsets,
                    pmpo_loss, reward_loss, symexp, symlog, twohot, twohot_loss, twohot_mean)
-from conftest import kill_and_rerun, run_pipeline, run_script
+from conftest import kill_and_rerun, run_pipeline, run_script, steps_of
 from dynamics import append_frames, generate, next_frame, prev_actions
 from model import KVCache
 from test_dynamics import fails, inputs, metrics, tiny
@@ -302,10 +302,10 @@ def test_kill9_anywhere_in_finetuning_loses_nothing(agent_run, tmp_path):
     tmp, _, ft, _, _ = agent_run
     flags = ["--max_iters=24", "--eval_interval=3", "--log_interval=1"]
     never = lambda t0: False  # the reference runs as a subprocess too: in-process runs may pick other kernels
-    kill_and_rerun([*ft, f"--out_dir={tmp_path / 'ref'}", *flags], never, 0, tmp_path / "ref.txt")
+    _, ref = kill_and_rerun([*ft, f"--out_dir={tmp_path / 'ref'}", *flags], never, 0, tmp_path / "ref.txt")
     out, log = tmp_path / "killed", tmp_path / "log.txt"
     landed, text = kill_and_rerun([*ft, f"--out_dir={out}", *flags], lambda t0: "ms/iter" in open(log).read(), 3, log,
-                                  resume_if=str(out / "ckpt.pt"))
+                                  resume_if=str(out / "ckpt.pt"), delay=steps_of(ref))  # 3 kills <= 15 of 24 steps
     a, b = (torch.load(p / "ckpt.pt", weights_only=False) for p in (tmp_path / "ref", out))
     assert landed == 3 and ("iter 24/24" in text or "nothing to do" in text)
     assert a["iter"] == b["iter"] == 24 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import kill_and_rerun
+from conftest import kill_and_rerun, steps_of
 from model import KVCache
 from tokenizer import LPIPS, VGG16_CFG, Tokenizer, TokenizerLoss, psnr, region_of_patch, ssim
 
@@ -189,11 +189,10 @@ def test_kill9_in_tokenizer_training_loses_nothing(tiny_store, tmp_path):
     resume each time: the same parameters as the uninterrupted run (both run as subprocesses)."""
     args = lambda name: ["train_tokenizer.py", *TRAIN, f"--data_dir={tiny_store}", "--max_iters=48",
                          "--eval_interval=4", f"--out_dir={tmp_path / name}"]
-    kill_and_rerun(args("a"), lambda t0: False, 0, tmp_path / "a.txt")
+    _, ref = kill_and_rerun(args("a"), lambda t0: False, 0, tmp_path / "a.txt")
     log = tmp_path / "b.txt"
     landed, text = kill_and_rerun(args("b"), lambda t0: "ms/iter" in open(log).read(), 3, log,
-                                  resume_if=str(tmp_path / "b/ckpt.pt"), delay=0.3)  # ~10-50 ms a step: 48 steps, so that a fast CPU cannot finish
-    # the run inside a kill's delay before the third kill lands
+                                  resume_if=str(tmp_path / "b/ckpt.pt"), delay=steps_of(ref, 6))  # 3 kills <= 25 of 48
     assert landed == 3 and ("iter 48/48" in text or "nothing to do" in text)
     a, b = (torch.load(tmp_path / r / "ckpt.pt", weights_only=False) for r in "ab")
     assert a["iter"] == b["iter"] == 48 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
