@@ -70,12 +70,15 @@ def commit():
 def cluster_ratio(num, den, n):
     """sum(n * num) / sum(n * den) over episodes, from per-episode means num, den (E,) and windows per episode n (E,):
     a mean over all windows (den = 1) or §E's share of the full-label gain (num = X_f - X_0, den = X_1 - X_0); its
-    standard error with episodes as clusters (their windows overlap; the ratio's delta method). nan: no gain."""
+    standard error with episodes as clusters (their windows overlap; the ratio's delta method). nan: no gain (no
+    error bar from one episode)."""
     num, den, n = (np.broadcast_to(np.asarray(v, float), np.shape(n)) for v in (num, den, n))
     g = (n * den).sum()
     if abs(g) < 1e-9:
         return float("nan"), float("nan")
     r = (n * num).sum() / g
+    if len(n) < 2:
+        return r, float("nan")
     return r, np.sqrt(len(n) / (len(n) - 1) * ((n * (num - r * den)) ** 2).sum()) / abs(g)
 
 
@@ -102,6 +105,10 @@ def label_study():
     if None in ends.values():
         raise common.ConfigError("label_runs needs a run at action_label_frac=1.0 and one at 0.0 (the gain's ends)")
     m0, m1 = ends[0.0]["m"], ends[1.0]["m"]
+    if np.allclose(m1["rollout_psnr_episodes"], m0["rollout_psnr_episodes"]):
+        print(f"warning: {ends[1.0]['name']} and {ends[0.0]['name']} tie in rollout PSNR: no gain to take a share of")
+    if len(m0["eval_episodes"]) < 2:
+        print("warning: the eval windows come from one episode: no error bars (more eval_windows give more episodes)")
     lines = [f"# Label efficiency (§E): {len(runs)} dynamics runs, {runs[0]['same'][2]} steps each", "",
              f"{hardware()}; commit {commit()}. Every run is scored on the same {m0['eval_windows']} held-out windows "
              f"({len(m0['eval_episodes'])} episodes) with the true actions; ± is a standard error with those "

@@ -84,9 +84,10 @@ TEST_PRESET = {
 }
 
 
-def run_pipeline(config, store, out):
-    """bash pipeline.sh with the test preset: its stdout (it fails the test if the job fails)."""
-    env = {**os.environ, "CONFIG": str(config), "PRESET": "test", "DATA": store, "OUT": str(out),
+def run_pipeline(config, store, out, **env):
+    """bash pipeline.sh with the test preset (and env, e.g. LABEL_STUDY): its stdout (it fails the test if the job
+    fails)."""
+    env = {**os.environ, **env, "CONFIG": str(config), "PRESET": "test", "DATA": store, "OUT": str(out),
            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
     r = subprocess.run(["bash", os.path.join(ROOT, "pipeline.sh")], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

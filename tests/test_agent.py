@@ -255,6 +255,29 @@ def test_main_job(agent_run, tmp_path):
     assert again.count("nothing to do") == 5 and "== eval" not in again and "== video" not in again
 
 
+@pytest.mark.slow
+def test_label_study_job(agent_run, tmp_path):
+    """LABEL_STUDY=... bash pipeline.sh: the main job's store, tokenizer and dynamics run (as f1.0), then one dynamics
+    run per name in LABEL_RUNS, its settings read from the name, then the study table; no agent stage; a rerun skips."""
+    out, store, _, _, _ = agent_run
+    env = dict(LABEL_STUDY=str(tmp_path / "study"), LABEL_RUNS="f0.5_lb0.5 f0.5_alone f0.0")
+    stdout = run_pipeline(out.parent / "config", store, out, **env)
+    assert "label study" in stdout and "and 3 more dynamics runs" in stdout and "total      ~3 min" in stdout
+    assert stdout.count("nothing to do") == 3 and "== finetune" not in stdout  # data, tokenizer, dynamics: done
+    want = {"f0.5_lb0.5": (0.5, 0.5, True), "f0.5_alone": (0.5, 0.0, False), "f0.0": (0.0, 0.0, True)}
+    for name, (frac, lb, video) in want.items():
+        c = torch.load(out / "labels" / name / "ckpt.pt", weights_only=False)
+        assert (c["config"]["action_label_frac"], c["config"]["labeled_batch_frac"]) == (frac, lb), name
+        assert c["config"]["unlabeled_video"] == video and c["iter"] == 10, name
+    rows = {ln.split(" | ")[0][2:]: ln.split(" | ") for ln in open(tmp_path / "study.md") if ln.startswith("| f")
+            and ln.count("|") == 12}
+    assert set(rows) == {"f1.0", *want} and rows["f0.0"][1] == "0%" and rows["f0.5_alone"][3] == "no"
+    assert "no error bars" in stdout and "tie in rollout PSNR" in stdout  # the test preset: one episode, no gain
+    assert all(np.isfinite(float(r[4])) and np.isfinite(float(r[10].strip(" |\n"))) for r in rows.values())
+    again = run_pipeline(out.parent / "config", store, out, **env)
+    assert again.count("nothing to do") == 6 and "wrote" in again
+
+
 def test_eval_reuses_bc_rows(agent_run, tmp_path, capsys):
     """bc_eval: another RL run scored against the BC rows of an earlier eval on the same seeds, not replayed; an
     eval.json of other seeds, or of a BC checkpoint that changed since, is refused with one line."""
