@@ -33,9 +33,9 @@ batch_size = 4
 seq_len = 16
 horizon = 16  # imagined frames per rollout (the agent stage)
 peak_tflops = 0.0  # matmul peak in dtype, MFU's denominator (0: measured in this process); 'all' measures it once and
-# hands it to every stage, so that their MFU figures share one denominator
+                   # hands it to every stage, so that their MFU figures share one denominator
 peer = ""  # a command printing another implementation's figures (same names) as its last stdout line in JSON:
-# run after ours in the same bench, each shared figure printed beside ours with the ratio (../shared/peers/)
+           # run after ours in the same bench, each shared figure printed beside ours with the ratio (../shared/peers/)
 config = common.configure(globals())
 device = common.auto_device(device)
 torch.set_num_threads(threads)

@@ -60,9 +60,10 @@ def print_help(g, keys):
     """The script's docstring, then every config key with its default and the comment beside it in the source."""
     src = open(g["__file__"]).read() if g.get("__file__") else ""
     print((g.get("__doc__") or "").strip() + "\n\nconfig keys (--key=value, or config files that assign them):")
-    for k in keys:
-        m = re.search(rf"^{k}\s*=[^#\n]*#\s*(.*)$", src, re.M)
-        print(f"  --{k}={g[k]!r}" + (f"  # {m.group(1)}" if m else ""))
+    for k in keys:  # the comment may go on in indented comment lines below
+        m = re.search(rf"^{k}\s*=[^#\n]*#\s*(.*(?:\n[ \t]+#.*)*)", src, re.M)
+        comment = re.sub(r"\n[ \t]+#\s*", " ", m.group(1)) if m else ""
+        print(f"  --{k}={g[k]!r}" + (f"  # {comment}" if m else ""))
 
 
 def configure(g, argv=None):

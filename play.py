@@ -38,7 +38,8 @@ keymap = ""  # 'key:action,...' with pygame key names and the action spec's valu
 max_steps = 0  # quit after this many frames (0: at Esc)
 seed = 0
 device = "auto"
-dtype = "float32"  # at batch 1 fp32 beat bf16 autocast on an AMX Xeon (20 vs 15 frames/s); 'auto': bf16 where fast
+dtype = "float32"  # at batch 1 fp32 beat bf16 autocast on an AMX Xeon (20 vs 15 frames/s), but on an AVX-512
+                   # BF16 CPU without AMX 'bfloat16' is faster (28 vs 22; docs, Speed); 'auto': bf16 where there is
 threads = 0
 # -------------------------------------------------------------------------------------------------------------
 CRAFTER_KEYMAP = ("a:move_left,d:move_right,w:move_up,s:move_down,space:do,tab:sleep,r:place_stone,t:place_table,"

@@ -247,6 +247,14 @@ def test_help_lists_every_key(script, capsys):
     assert len(listed) == len(set(listed)) and "  # " in out  # each once, with the comments beside them
 
 
+def test_help_keeps_a_comment_that_goes_on(tmp_path, capsys):
+    """A key's comment continued on indented comment lines is printed whole; a section header below it is not."""
+    (tmp_path / "s.py").write_text("lr = 0.1  # the rate,\n         # halved at the end\n# system\nsteps = 3  # how many\n")
+    common.print_help({"__file__": str(tmp_path / "s.py"), "lr": 0.1, "steps": 3}, ["lr", "steps"])
+    assert capsys.readouterr().out.splitlines()[-2:] == ["  --lr=0.1  # the rate, halved at the end",
+                                                         "  --steps=3  # how many"]
+
+
 def test_ticker_prints_totals_and_eta_sparingly(capsys):
     tick = common.ticker("cache", 300, every=1000)  # a log: nothing until the end
     for n in range(1, 301):
