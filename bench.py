@@ -24,7 +24,7 @@ import common
 what = "all"  # 'all' | 'tokenizer' | 'dynamics' | 'agent'
 device = "auto"
 dtype = "auto"  # 'auto' (bf16 where this device runs it fast, else fp32) | 'bfloat16' | 'float32'
-compile = False
+compile = False  # the training steps (and generation, the play loop and imagination, at fixed shapes) compiled
 profile = False  # also run each figure's timed calls under torch.profiler and print its top ops (stderr)
 threads = 2
 warmup = 2
@@ -77,6 +77,12 @@ def median_time(name, fn, n_warmup=None, n_repeats=None):
         print(f"== profile of {name}, {len(ts)} calls\n" + prof.key_averages().table(sort_by=key, row_limit=15),
               file=sys.stderr)
     return statistics.median(ts)
+
+
+def inference(model):
+    """model compiled for fixed-shape inference passes (the KV cache is preallocated), as play.py and imagination run
+    it, where compile=True; else model."""
+    return torch.compile(model, dynamic=False) if compile else model
 
 
 def peak_rss_gb():
@@ -132,10 +138,11 @@ def bench_dynamics():
     model.eval()
     tok = Tokenizer(**MATCHED, time_window=seq_len).to(device).eval()
     ctx_z, gen_actions = z1[:1, :4], actions[:1, :12]
+    gen_model = inference(model)
 
     def gen(use_cache, decode=False):
         with torch.no_grad(), ctx:
-            z = generate(model, ctx_z, gen_actions, 8, K=4, use_cache=use_cache)
+            z = generate(gen_model if use_cache else model, ctx_z, gen_actions, 8, K=4, use_cache=use_cache)
             return tok.decode(z) if decode else z
     for name, kw in (("cached", dict(use_cache=True)), ("uncached", dict(use_cache=False)),
                      ("cached_decoded", dict(use_cache=True, decode=True))):
@@ -179,11 +186,11 @@ def bench_agent():
     model.eval()
     prior = ag.policy
     heads = torch.optim.AdamW([*ag.policy.parameters(), *ag.value.parameters()], lr=3e-4)
-    zc, ac = z1[:, :8], actions[:, :8]
+    zc, ac, dyn = z1[:, :8], actions[:, :8], inference(model)
 
     def imagine_step():
         with ctx:
-            roll = imagine(model, ag, zc, ac, horizon, 4)
+            roll = imagine(dyn, ag, zc, ac, horizon, 4)
         imagination_losses(ag, prior, roll)[0].backward()
         heads.step()
         heads.zero_grad(set_to_none=True)
@@ -199,7 +206,7 @@ def bench_agent():
             policy.act(frames)
         name = f"act_frames_per_s_batch{n}"
         out[name] = n / median_time(name, lambda: policy.act(frames), 2, 10)
-    dream = Dream(tok, model, ag, 4, ctx, device)  # play.py's world model: K=4 steps, append, decode, the heads
+    dream = Dream(tok, dyn, ag, 4, ctx, device)  # play.py's world model: K=4 steps, append, decode, the heads
     dream.reset(frames[:1], np.zeros((1, 1), np.int64))
     for _ in range(seq_len):
         dream.step([0])

@@ -76,17 +76,17 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(hd)
 
     def forward(self, x, mask=None, pos=None, past_kv=None, is_causal=False):
-        """x (N, n, D) sequences; mask (n, n_total) bool, True = may attend (or is_causal); pos (n_total,) for RoPE;
-        past_kv: (k, v) of earlier positions, each (N, Hkv, n_past, hd). Returns (out (N, n, D), (k, v))."""
+        """x (N, n, D) sequences; mask (n, n_past + n) bool, True = may attend (or is_causal); pos (n,) the new tokens'
+        positions for RoPE; past_kv: (k, v) of earlier positions, each (N, Hkv, n_past, hd), already rotated.
+        Returns (out (N, n, D), (k, v) of the n new tokens)."""
         q = rearrange(self.wq(x), "N n (h d) -> N h n d", h=self.n_head)
         k, v = rearrange(self.wkv(x), "N n (two h d) -> two N h n d", two=2, h=self.n_kv_head)
         q, k = self.q_norm(q), self.k_norm(k)
         if pos is not None:
-            n_past = 0 if past_kv is None else past_kv[0].shape[2]
-            q, k = rope(q, pos[n_past:]), rope(k, pos[n_past:])
-        if past_kv is not None:
-            k, v = torch.cat((past_kv[0], k), dim=2), torch.cat((past_kv[1], v), dim=2)
+            q, k = rope(q, pos), rope(k, pos)
         kv = (k, v)
+        if past_kv is not None:
+            k, v = torch.cat((past_kv[0].to(k.dtype), k), dim=2), torch.cat((past_kv[1].to(v.dtype), v), dim=2)
         y = sdpa(q, k, v, mask, is_causal, self.softcap)
         return self.wo(rearrange(y, "N h n d -> N n (h d)")), kv
 
@@ -110,27 +110,15 @@ class Block(nn.Module):
         self.attn = Attention(dim, n_head, n_kv_head, softcap)
         self.mlp = SwiGLU(dim, int(mlp_ratio * dim * 2 / 3 / 32 + 0.5) * 32)
 
-    def forward(self, x, space_mask, past_kv=None, offset=0, window=0, twin=False):
-        """x (B, T, S, D): T new frames, the first at absolute frame index `offset`.
-        past_kv (time layers): cached (k, v) of the frames before; window > 0: attend to the last `window` frames.
-        twin: x is a clip's T/2 frames as context, then the same frames as targets (twin_time_mask)."""
+    def forward(self, x, space_mask, time=None, past_kv=None):
+        """x (B, T, S, D). time (time layers): (pos (T,), mask, is_causal) from Transformer.time_layout;
+        past_kv: the cached (k, v) it reads before the T frames. Returns (x, the new frames' (k, v) or None)."""
         B, T, S, _ = x.shape
         h = self.norm1(x)
         kv = None
         if self.is_time:  # same slot across frames, causal in time (§X)
-            if twin:  # context frames, then the same frames as targets: positions 0..T/2-1 twice
-                pos = torch.arange(T // 2, device=x.device).repeat(2)
-                mask, is_causal = twin_time_mask(T // 2, x.device), False
-            else:
-                n_past = 0 if past_kv is None else past_kv[0].shape[2]
-                pos = torch.arange(offset - n_past, offset + T, device=x.device)  # absolute frame indices of the keys
-                mask, is_causal = None, n_past == 0 and T > 1 and not window
-                if not is_causal and (T > 1 or window):
-                    mask = (pos[n_past:, None] >= pos[None, :])  # (T, n_past + T)
-                    if window:
-                        mask &= pos[n_past:, None] - pos[None, :] < window
             h = rearrange(h, "B T S D -> (B S) T D")
-            h, kv = self.attn(h, mask, pos, past_kv, is_causal)
+            h, kv = self.attn(h, time[1], time[0], past_kv, time[2])
             h = rearrange(h, "(B S) T D -> B T S D", B=B)
         else:  # within a frame, under the token-group mask
             h = rearrange(h, "B T S D -> (B T) S D")
@@ -157,23 +145,43 @@ class Transformer(nn.Module):
     def forward(self, x, space_mask=None, cache=None, twin=False):
         """x (B, T, S, D) -> (B, T, S, D). space_mask: (S, S) bool (True = row may read column), or a list with one
         mask per block. cache: a KVCache; x are then the frames that follow the cached ones, and their
-        time-layer keys/values are appended to it. twin: x holds a clip's frames twice (training only, no cache):
+        time-layer keys/values are written to it. twin: x holds a clip's frames twice (training only, no cache):
         first as context, then as targets that each read the context before them (twin_time_mask)."""
-        offset = 0 if cache is None else cache.length
         n = x.shape[1] // 2 if twin else x.shape[1]
-        if not self.time_window and offset + n > self.max_frames:
-            raise ValueError(f"context of {offset + n} frames is longer than the {self.max_frames} frames "
-                             f"this model was built for")
+        if cache is not None:
+            cache.begin(n, self.time_window - 1 if self.time_window else self.max_frames, self.max_frames,
+                        self.time_window, x.device)
+        elif not self.time_window and n > self.max_frames:
+            raise ValueError(f"context of {n} frames is longer than the {self.max_frames} frames this model was built "
+                             f"for")
+        time = self.time_layout(x.shape[1], twin, cache, x.device)
         masks = space_mask if isinstance(space_mask, (list, tuple)) else [space_mask] * len(self.blocks)
         for i, (block, mask) in enumerate(zip(self.blocks, masks)):
-            past = None if cache is None or not block.is_time else cache.get(i)
-            x, kv = block(x, mask, past, offset, self.time_window, twin)
+            past = None if cache is None or not block.is_time else cache.kv.get(i)
+            x, kv = block(x, mask, time, past)
             if cache is not None and block.is_time:
-                keep = self.time_window - 1 if self.time_window else None  # the next frame reads only these
-                cache.put(i, kv if keep is None else (kv[0][:, :, -keep:], kv[1][:, :, -keep:]) if keep else None)
+                cache.write(i, kv, time[0])
         if cache is not None and not cache.frozen:
-            cache.length += x.shape[1]
+            cache.advance(time[0])
         return self.norm(x)
+
+    def time_layout(self, T, twin, cache, device):
+        """The time layers' (pos (T,), mask, is_causal) for T new frames: RoPE positions (absolute frame indices) and
+        the mask (T, n_keys) over [the cache's slots, the new frames]; None with is_causal where plain causal will do."""
+        new = torch.arange(T, device=device)
+        if twin:  # context frames, then the same frames as targets: positions 0..T/2-1 twice
+            return new % (T // 2), twin_time_mask(T // 2, device), False
+        pos = new if cache is None else cache.next + new  # (T,)
+        if cache is None or not cache.kv:  # nothing cached yet
+            if not self.time_window or self.time_window >= T:
+                return pos, None, T > 1
+            keys = pos
+        else:
+            keys = torch.cat((cache.pos, pos))  # empty slots hold EMPTY: in the future of every query, never read
+        mask = keys[None] <= pos[:, None]  # (T, n_keys)
+        if self.time_window:
+            mask &= pos[:, None] - keys[None] < self.time_window
+        return pos, mask, False
 
 
 def twin_time_mask(T, device=None):
@@ -187,27 +195,56 @@ def twin_time_mask(T, device=None):
 
 class KVCache:
     """Keys/values of the time layers for the frames seen so far: each new frame then costs only its own tokens.
-    `frozen` caches are read but not extended (e.g. the K sampling steps of one frame, §D.2)."""
+    Preallocated: per time layer a ring of `size` frame slots (the time window - 1: all the next frame reads; or
+    max_frames), and `pos` (size,) the absolute frame index each slot holds (EMPTY where none). Every pass over a
+    frame then has the same shapes, whatever its index, so a compiled step compiles once. `next` is the index of
+    the next frame (a tensor, so that compiled code does not specialize on it), `length` the same as an int.
+    `frozen` caches are read but not extended (the K sampling steps of one frame, §D.2)."""
+    EMPTY = 2 ** 40
 
     def __init__(self):
-        self.kv, self.length, self.frozen = {}, 0, False
+        self.kv, self.size, self.pos, self.next, self.length, self.frozen = {}, 0, None, None, 0, False
 
-    def get(self, i):
-        return self.kv.get(i)
-
-    def put(self, i, kv):
+    @torch.compiler.disable
+    def begin(self, n, size, max_frames, window, device):
+        """Before a pass over n new frames: the checks and the bookkeeping in plain Python, out of compiled code."""
+        if not window and self.length + n > max_frames:
+            raise ValueError(f"context of {self.length + n} frames is longer than the {max_frames} frames this model "
+                             f"was built for")
+        if self.pos is None:
+            self.size, self.next = size, torch.zeros((), dtype=torch.long, device=device)
+            self.pos = torch.full((size,), self.EMPTY, dtype=torch.long, device=device)
         if not self.frozen:
-            self.kv[i] = kv
+            self.length += n
+
+    def write(self, i, kv, pos):
+        """The new frames' (k, v) of time layer i, each (N, Hkv, T, hd), at their positions pos (T,): the last
+        min(T, size) of them go to their slots, pos % size."""
+        if self.frozen or not self.size:
+            return
+        m = min(kv[0].shape[2], self.size)
+        if i not in self.kv:
+            self.kv[i] = tuple(t.new_zeros(*t.shape[:2], self.size, t.shape[3]) for t in kv)
+        slots = pos[-m:] % self.size
+        for buf, t in zip(self.kv[i], kv):
+            buf.index_copy_(2, slots, t[:, :, -m:].to(buf.dtype))
+
+    def advance(self, pos):
+        if self.size:
+            m = min(len(pos), self.size)
+            self.pos.index_copy_(0, pos[-m:] % self.size, pos[-m:])
+        self.next += len(pos)
 
     def select(self, rows, batch):
         """Keep only the sequences `rows` (indices into a batch of `batch`), e.g. the episodes still running."""
         pick = lambda t: t.unflatten(0, (batch, -1))[rows].flatten(0, 1)  # (B S, ...) -> (len(rows) S, ...)
-        self.kv = {i: None if kv is None else (pick(kv[0]), pick(kv[1])) for i, kv in self.kv.items()}
+        self.kv = {i: (pick(kv[0]), pick(kv[1])) for i, kv in self.kv.items()}
 
     def fork(self):
         """A read-only view of this cache: forward passes through it see the past but append nothing."""
         view = KVCache()
-        view.kv, view.length, view.frozen = self.kv, self.length, True
+        view.kv, view.size, view.pos, view.next, view.length = self.kv, self.size, self.pos, self.next, self.length
+        view.frozen = True
         return view
 
 

@@ -40,6 +40,8 @@ seed = 0
 device = "auto"
 dtype = "float32"  # at batch 1 fp32 beat bf16 autocast on an AMX Xeon (20 vs 15 frames/s), but on an AVX-512
                    # BF16 CPU without AMX 'bfloat16' is faster (28 vs 22; docs, Speed); 'auto': bf16 where there is
+compile = True  # the dynamics model's per-frame passes compiled (fixed shapes: ~30 s at start, then ~1.5x the
+                # frames/s on a CPU; docs, Speed)
 threads = 0
 # -------------------------------------------------------------------------------------------------------------
 CRAFTER_KEYMAP = ("a:move_left,d:move_right,w:move_up,s:move_down,space:do,tab:sleep,r:place_stone,t:place_table,"
@@ -252,6 +254,9 @@ if __name__ == "__main__":
                                  f"Crafter's 17")
     keys = parse_keymap(keymap or CRAFTER_KEYMAP, spec)
     store = FrameStore(data_dir or ck["data_dir"]) if start == "data" else None
+    if compile:
+        print("compiling the per-frame step (torch.compile: ~30 s on a CPU)", flush=True)
+        dyn = torch.compile(dyn, dynamic=False)
     dream = Dream(tok, dyn, agent, sample_K, common.autocast_ctx(device, common.resolve_dtype(device, dtype)),
                   device, seed)
     new_context = contexts(start, store, tok.image_size, context_frames, seed)

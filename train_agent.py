@@ -69,7 +69,7 @@ muon = True  # finetune: Muon for the transformer's matrices (as the dynamics re
 # system
 device = "auto"
 dtype = "auto"
-compile = False
+compile = False  # finetune: the shortcut-forcing passes; imagine: the rollout's fixed-shape passes
 seed = 1337
 threads = 0
 # -------------------------------------------------------------------------------------------------------------
@@ -169,7 +169,7 @@ if init_from == "resume":
     rng = common.restore_training_state(start, models, optimizer, criterion, rng, rank, seed)
     it = start["iter"]
 start = None
-dyn_step = torch.compile(dyn) if compile and phase == "finetune" else dyn  # the shortcut-forcing passes
+dyn_step = dyn if not compile else torch.compile(dyn, dynamic=False if phase == "imagine" else None)
 params = [p for p in models.parameters() if p.requires_grad]
 peak = common.matmul_peak_flops(device, dtype)
 
@@ -256,7 +256,7 @@ def imagine_step():
     b = store.sample(imagine_batch, context_frames, "train", rng, (rank, world), context_first)
     z, actions, _, _ = batch(b)
     with ctx:
-        roll = imagine(dyn, agent, z, actions, horizon, imagine_K)
+        roll = imagine(dyn_step, agent, z, actions, horizon, imagine_K)
     return imagination_losses(agent, models["prior"], roll, alpha, beta, train_policy=it >= value_warmup)
 
 

@@ -149,6 +149,17 @@ def test_time_window_streams_at_constant_cost():
         for t in range(30):  # 30 frames through a model built for 12
             append_frames(m, z[:, t % 6:t % 6 + 1], a[:, :1], cache)
     assert cache.length == 30 and all(kv[0].shape[2] == 3 for kv in cache.kv.values())
+    # the cache is a ring of window - 1 slots: streamed one by one, or in chunks longer than the ring, each frame's
+    # output is the one a single pass over the whole stream under the window mask gives
+    zs, a_in = torch.randn(1, 30, 8, 8), torch.randint(0, 2, (1, 30, 2))
+    tau, d = torch.rand(1, 30), torch.full((1, 30), 0.25)
+    with torch.no_grad():
+        whole = m(zs, tau, d, a_in)
+        for n in (1, 7):
+            cache = KVCache()
+            step = torch.cat([m(zs[:, t:t + n], tau[:, t:t + n], d[:, t:t + n], a_in[:, t:t + n], cache)
+                              for t in range(0, 30, n)], 1)
+            assert torch.allclose(step, whole, atol=1e-5), (n, (step - whole).abs().max())
     out = generate(m, z[:, :6], torch.zeros(1, 16, 2, dtype=torch.long), 10, K=2)  # 16 > 12 frames with a window
     assert out.shape == (1, 10, 8, 8) and torch.isfinite(out).all()
 

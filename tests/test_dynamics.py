@@ -193,6 +193,23 @@ def test_cached_equals_uncached(softcap):
     assert not torch.allclose(cached, generate(m, z[:, :4], a2, 5, generator=torch.Generator().manual_seed(3)))
 
 
+def test_compiled_generation_compiles_once():
+    """Compiled at fixed shapes (play.py, imagination), generation gives the eager frames, and the KV cache's fixed
+    shapes keep it to one graph per kind of pass: a rollout of 5 frames compiles as many graphs as one of 2."""
+    m = tiny()
+    z, _, _, a = inputs(B=1, T=9)
+    run = lambda model, n: generate(model, z[:, :4], a[:, :4 + n], n, K=2, generator=torch.Generator().manual_seed(3))
+    graphs = []
+    for n in (2, 5):
+        torch._dynamo.reset()
+        before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        compiled = run(torch.compile(m, dynamic=False), n)
+        graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"] - before)
+    assert graphs[0] == graphs[1] > 0, graphs
+    eager = run(m, 5)
+    assert torch.allclose(compiled, eager, atol=1e-4), (compiled - eager).abs().max()
+
+
 def test_generation_schedule():
     """Cached: the context once at tau = 0.9 (d_min), then per new frame K steps of d = 1/K from tau = 0 on that frame
     alone, then the finished frame, re-noised to 0.9 (d_min), appended; nothing is appended after the last one."""

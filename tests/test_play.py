@@ -71,7 +71,7 @@ def test_play_script_records_and_refuses_bad_input(agent_run, tmp_path, monkeypa
     out = agent_run[0]
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
     video = tmp_path / "play.mp4"
-    run_script("play.py", f"--ckpt={out / 'dynamics/ckpt.pt'}", "--start=crafter", "--max_steps=3", "--fps=0",
+    run_script("play.py", f"--ckpt={out / 'dynamics/ckpt.pt'}", "--start=crafter", "--max_steps=3", "--fps=0", "--compile=False",
                f"--record={video}", "--sample_K=2")
     assert os.path.getsize(video) > 0 and "played 3 frames" in capsys.readouterr().out
     for args, msg in [(["--sample_K=3"], "sample_K=3"), (["--start=video"], "start='video'"),
