@@ -231,6 +231,9 @@ def load_checkpoint(path, what="checkpoint"):
         raise ConfigError(f"{what} '{path}' is not a readable checkpoint ({type(e).__name__}: {str(e)[:80]})")
     if not isinstance(ckpt, dict):
         raise ConfigError(f"{what} '{path}' is not a nanodreamer checkpoint (it holds a {type(ckpt).__name__})")
+    if "model" in ckpt and ckpt.get("format", 1) != FORMAT:
+        raise ConfigError(f"{what} '{path}' was made by another version of nanodreamer (checkpoint format "
+                          f"{ckpt.get('format', 1)}, this one reads {FORMAT}): train it again")
     return ckpt
 
 
@@ -321,6 +324,9 @@ class Optimizers:
             o.load_state_dict(s)
 
 
+FORMAT = 2  # of the checkpoints: 2 since RoPE rotates contiguous halves (1: interleaved pairs, a different model)
+
+
 def training_state(model, optimizer, criterion, it, rng):
     """What a resumable checkpoint holds beyond each stage's own metadata (config, shapes, specs): the CUDA RNGs too,
     so that a GPU resume draws the same noise."""
@@ -328,7 +334,7 @@ def training_state(model, optimizer, criterion, it, rng):
     if torch.cuda.is_available():
         rngs["cuda"] = torch.cuda.get_rng_state_all()
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "criterion": criterion.state_dict(),
-            "iter": it, "rng": rngs}
+            "iter": it, "rng": rngs, "format": FORMAT}
 
 
 def restore_training_state(ckpt, model, optimizer, criterion, rng, rank, seed):

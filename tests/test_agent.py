@@ -410,6 +410,10 @@ def test_bad_agent_inputs(agent_run, tmp_path):
     torch.save([1, 2], tmp_path / "list.pt")
     assert "is not a nanodreamer checkpoint (it holds a list)" in fails(*ft_base, f"--init_ckpt={tmp_path / 'list.pt'}",
                                                                         out)
+    old = torch.load(tmp / "dynamics/ckpt.pt", weights_only=False)
+    del old["format"]  # made before RoPE rotated halves: the same weights would make another model
+    torch.save(old, tmp_path / "old.pt")
+    assert "checkpoint format 1, this one reads 2" in fails(*ft_base, f"--init_ckpt={tmp_path / 'old.pt'}", out)
     assert "phase='play'" in fails(*ft, "--phase=play", out)
     # a store whose action spec differs, one without rewards, one without labels
     import shutil

@@ -10,7 +10,9 @@ import torch
 
 from common import ConfigError
 from conftest import kill_and_rerun, run_script
-from dynamics import TAU_CTX, Dynamics, ShortcutLoss, check_tokenizer, generate, prev_actions, sample_tau_d, shortcut_loss
+from dynamics import (TAU_CTX, Dynamics, ShortcutLoss, append_frames, check_tokenizer, generate, next_frame, prev_actions,
+                      sample_tau_d, shortcut_loss)
+from model import KVCache
 
 TINY = dict(num_latents=8, latent_dim=8, pack=2, action_classes=(3, 2), dim=64, depth=4, n_head=4, n_kv_head=2,
             time_every=2, num_registers=2, k_max=8, max_frames=12)
@@ -194,20 +196,23 @@ def test_cached_equals_uncached(softcap):
 
 
 def test_compiled_generation_compiles_once():
-    """Compiled at fixed shapes (play.py, imagination), generation gives the eager frames, and the KV cache's fixed
-    shapes keep it to one graph per kind of pass: a rollout of 5 frames compiles as many graphs as one of 2."""
+    """Compiled at fixed shapes (play.py, imagination), the closed loop gives the eager frames, and the KV cache's
+    fixed shapes keep it to one graph per kind of pass: frames after the first compile nothing new."""
     m = tiny()
     z, _, _, a = inputs(B=1, T=9)
-    run = lambda model, n: generate(model, z[:, :4], a[:, :4 + n], n, K=2, generator=torch.Generator().manual_seed(3))
-    graphs = []
-    for n in (2, 5):
-        torch._dynamo.reset()
-        before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-        compiled = run(torch.compile(m, dynamic=False), n)
-        graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"] - before)
-    assert graphs[0] == graphs[1] > 0, graphs
-    eager = run(m, 5)
-    assert torch.allclose(compiled, eager, atol=1e-4), (compiled - eager).abs().max()
+    a_in, graphs, out = prev_actions(a), [], []
+    torch._dynamo.reset()
+    for model in (torch.compile(m, dynamic=False), m):
+        g, cache, frames = torch.Generator().manual_seed(3), KVCache(), []
+        with torch.no_grad():
+            append_frames(model, z[:, :4], a_in[:, :4], cache, torch.randn(1, 4, 8, 8, generator=g))
+            for t in range(4, 9):
+                frames.append(next_frame(model, cache, a_in[:, t:t + 1], 2, torch.randn(1, 1, 8, 8, generator=g)))
+                append_frames(model, frames[-1], a_in[:, t:t + 1], cache, torch.randn(1, 1, 8, 8, generator=g))
+                graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+        out.append(torch.cat(frames, 1))
+    assert graphs[0] == graphs[4], graphs[:5]
+    assert torch.allclose(out[0], out[1], atol=1e-4), (out[0] - out[1]).abs().max()
 
 
 def test_generation_schedule():
