@@ -1,12 +1,17 @@
-"""Speed of each stage's hot loop at the matched config (../shared/peers/README.md), with MFU.
+"""Speed of each stage's hot loop, with MFU, at the matched config (../shared/peers/README.md) or at the trainers'
+own defaults (preset='default').
 
     python bench.py                      # everything; the last stdout line is one JSON object
     python bench.py --what=tokenizer --compile=True
+    python bench.py --preset=default --compile=True    # as the trainers run (they compile by default)
 
 Matched config: 64x64 RGB, patch 8, batch 4, 16 frames, width 256, depth 4 (tokenizer encoder, decoder,
-dynamics), 16 latents x 32, 4 heads of 64, one 17-way action, 2 threads, LPIPS off. Each figure is the median
-of `repeats` timed steps after `warmup`; each stage runs in its own process so that its peak RSS is its own.
-Speed figures mean something only beside a peer's measured in the same run on the same machine.
+dynamics), 16 latents x 32, 4 heads of 64, one 17-way action, 2 threads, LPIPS off. Figures: training steps
+(tokenizer; dynamics flow / shortcut on latents; the agent's finetune and imagination steps), tokenizer encode and
+decode frames/s, generation frames/s (K = 4; batch 1 and 16; cached, uncached, decoded), acting in the real game
+and play.py's loop, peak RSS. Each figure is the median of `repeats` timed calls after `warmup`; each stage runs in
+its own process so that its peak RSS is its own. Speed figures mean something only beside a peer's measured in the
+same run on the same machine.
 """
 import json
 import resource
@@ -29,8 +34,10 @@ profile = False  # also run each figure's timed calls under torch.profiler and p
 threads = 2
 warmup = 2
 repeats = 5
-batch_size = 4
-seq_len = 16
+preset = "matched"  # 'matched': the peer's matched config (below); 'default': the trainers' own defaults
+                    # (train_tokenizer.py, train_dynamics.py: model sizes, batch shapes, the dynamics recipe)
+batch_size = 4  # matched: clips per training step (default: each trainer's own)
+seq_len = 16  # matched: frames per clip (default: each trainer's own)
 horizon = 16  # imagined frames per rollout (the agent stage)
 peak_tflops = 0.0  # matmul peak in dtype, MFU's denominator (0: measured in this process); 'all' measures it once and
                    # hands it to every stage, so that their MFU figures share one denominator
@@ -41,8 +48,24 @@ device = common.auto_device(device)
 torch.set_num_threads(threads)
 dtype = common.resolve_dtype(device, dtype)
 ctx = common.autocast_ctx(device, dtype)
-MATCHED = dict(image_size=64, patch_size=8, num_latents=16, latent_dim=32, dim=256, enc_depth=4, dec_depth=4,
+if preset == "matched":  # ../shared/peers/README.md; the dynamics loss: flow matching + shortcut, diffusion forcing
+    TOK = dict(image_size=64, patch_size=8, num_latents=16, latent_dim=32, dim=256, enc_depth=4, dec_depth=4,
                n_head=4, n_kv_head=4, time_every=4)
+    DYN = dict(num_latents=16, latent_dim=32, action_classes=(17,), dim=256, depth=4, n_head=4, n_kv_head=4,
+               time_every=4)
+    TOK_BATCH, DYN_BATCH, LOSS, MUON = (batch_size, seq_len), (batch_size, seq_len), {}, (True, False)
+    AGENT_LOSS = dict(teacher_forcing=True, zero_frac=0.75)  # the agent's finetuning keeps the CPU recipe's
+elif preset == "default":
+    _t, _d = common.script_defaults("train_tokenizer.py"), common.script_defaults("train_dynamics.py")
+    TOK = {k: _t[k] for k in ("patch_size", "num_latents", "latent_dim", "dim", "enc_depth", "dec_depth", "n_head",
+                              "n_kv_head", "time_every", "local_latents")} | {"image_size": 64}
+    DYN = {k: _d[k] for k in ("pack", "dim", "depth", "n_head", "n_kv_head", "time_every", "num_registers", "k_max")}
+    DYN |= {"num_latents": TOK["num_latents"], "latent_dim": TOK["latent_dim"], "action_classes": (17,)}
+    TOK_BATCH, DYN_BATCH = (_t["batch_size"], _t["seq_len"]), (_d["batch_size"], _d["seq_len"])
+    LOSS = {k: _d[k] for k in ("context_frac", "ramp", "teacher_forcing", "zero_frac")}
+    MUON, AGENT_LOSS = (_t["muon"], _d["muon"]), LOSS
+else:
+    raise common.ConfigError(f"preset={preset!r}: use 'matched' or 'default'")
 
 
 def peak_flops():
@@ -92,11 +115,12 @@ def peak_rss_gb():
 def bench_tokenizer():
     from tokenizer import Tokenizer, TokenizerLoss
     torch.manual_seed(0)
-    model = Tokenizer(**MATCHED, time_window=seq_len).to(device)
+    B, T = TOK_BATCH
+    model = Tokenizer(**TOK, time_window=T).to(device)
     criterion = TokenizerLoss().to(device)
-    opt = common.make_optimizer(model, 3e-4, 0.05, (0.9, 0.95), device, muon=True, dtype=dtype)  # the trainer's
+    opt = common.make_optimizer(model, 3e-4, 0.05, (0.9, 0.95), device, muon=MUON[0], dtype=dtype)  # the trainer's
     fwd = torch.compile(model) if compile else model
-    x = torch.randint(0, 256, (batch_size, seq_len, 64, 64, 3), dtype=torch.uint8).to(device).float() / 255
+    x = torch.randint(0, 256, (B, T, 64, 64, 3), dtype=torch.uint8).to(device).float() / 255
 
     def step():
         with ctx:
@@ -108,24 +132,31 @@ def bench_tokenizer():
         opt.zero_grad(set_to_none=True)
 
     s = median_time("tokenizer_step_s", step)
-    flops = 3 * common.linear_flops(model, batch_size * seq_len * (model.num_patches + model.num_latents))
-    return dict(tokenizer_step_s=s, tokenizer_peak_rss_gb=peak_rss_gb(),
-                tokenizer_params=sum(p.numel() for p in model.parameters()),
-                tokenizer_mfu=flops / s / peak_flops())
+    flops = 3 * common.linear_flops(model, B * T * (model.num_patches + model.num_latents))
+    out = dict(tokenizer_step_s=s, tokenizer_peak_rss_gb=peak_rss_gb(),
+               tokenizer_params=sum(p.numel() for p in model.parameters()), tokenizer_mfu=flops / s / peak_flops())
+    model.eval()
+    with torch.no_grad(), ctx:
+        z = model.encode(x)
+        for name, fn in (("encode", lambda: model.encode(x)), ("decode", lambda: model.decode(z))):
+            out[f"tokenizer_{name}_frames_per_s"] = B * T / median_time(f"tokenizer_{name}_frames_per_s", fn)
+    return out
 
 
 def bench_dynamics():
     """Training steps on pre-encoded latents (flow only / bootstrap on every clip), then K=4 generation of 8 frames
-    after 4 context frames at batch 1, with and without the KV cache, and cached + decoded to pixels."""
+    after 4 context frames at batch 1 and 16, cached (compiled with compile=True) and uncached, and cached + decoded
+    to pixels (frames/s counts every frame of the batch)."""
     from dynamics import Dynamics, ShortcutLoss, generate
     from tokenizer import Tokenizer
     torch.manual_seed(0)
-    model = Dynamics(num_latents=16, latent_dim=32, action_classes=(17,), dim=256, depth=4, n_head=4, n_kv_head=4,
-                     time_every=4, max_frames=seq_len).to(device)
-    criterion, opt = ShortcutLoss(model.k_max).to(device), torch.optim.AdamW(model.parameters(), lr=3e-4)
+    B, T = DYN_BATCH
+    model = Dynamics(**DYN, max_frames=T).to(device)
+    criterion = ShortcutLoss(model.k_max, **LOSS).to(device)
+    opt = common.make_optimizer(model, 3e-4, 0.05, (0.9, 0.95), device, muon=MUON[1], dtype=dtype)  # the trainer's
     fwd = torch.compile(model) if compile else model
-    z1 = torch.rand(batch_size, seq_len, 16, 32, device=device) * 2 - 1
-    actions = torch.randint(0, 17, (batch_size, seq_len, 1), device=device)
+    z1 = torch.rand(B, T, DYN["num_latents"], DYN["latent_dim"], device=device) * 2 - 1
+    actions = torch.randint(0, 17, (B, T, 1), device=device)
     out = dict(dynamics_params=sum(p.numel() for p in model.parameters()))
     for name, frac in (("flow", 0.0), ("shortcut", 1.0)):
         def step():
@@ -136,18 +167,22 @@ def bench_dynamics():
             opt.zero_grad(set_to_none=True)
         out[f"dynamics_{name}_step_s"] = median_time(f"dynamics_{name}_step_s", step)
     model.eval()
-    tok = Tokenizer(**MATCHED, time_window=seq_len).to(device).eval()
-    ctx_z, gen_actions = z1[:1, :4], actions[:1, :12]
+    tok = Tokenizer(**TOK, time_window=T).to(device).eval()
     gen_model = inference(model)
+    for n in (1, 16):
+        ctx_z = torch.rand(n, 4, DYN["num_latents"], DYN["latent_dim"], device=device) * 2 - 1
+        gen_actions = torch.randint(0, 17, (n, 12, 1), device=device)
 
-    def gen(use_cache, decode=False):
-        with torch.no_grad(), ctx:
-            z = generate(gen_model if use_cache else model, ctx_z, gen_actions, 8, K=4, use_cache=use_cache)
-            return tok.decode(z) if decode else z
-    for name, kw in (("cached", dict(use_cache=True)), ("uncached", dict(use_cache=False)),
-                     ("cached_decoded", dict(use_cache=True, decode=True))):
-        out[f"gen_frames_per_s_{name}"] = 8 / median_time(f"gen_frames_per_s_{name}", lambda: gen(**kw))
-    flops = 3 * common.linear_flops(model, batch_size * seq_len * (8 + 4 + 2))
+        def gen(use_cache, decode=False):
+            with torch.no_grad(), ctx:
+                z = generate(gen_model if use_cache else model, ctx_z, gen_actions, 8, K=4, use_cache=use_cache)
+                return tok.decode(z) if decode else z
+        for name, kw in (("cached", dict(use_cache=True)), ("uncached", dict(use_cache=False)),
+                         ("cached_decoded", dict(use_cache=True, decode=True))):
+            name = f"gen_frames_per_s_{name}" + (f"_batch{n}" if n > 1 else "")
+            out[name] = 8 * n / median_time(name, lambda: gen(**kw))
+    passes = 3 * (2 if LOSS.get("teacher_forcing") else 1)  # forward + backward; teacher forcing: the clip twice
+    flops = passes * common.linear_flops(model, B * T * model.num_slots)
     out["dynamics_flow_mfu"] = flops / out["dynamics_flow_step_s"] / peak_flops()
     return out
 
@@ -163,16 +198,16 @@ def bench_agent():
     from play import Dream
     from tokenizer import Tokenizer
     torch.manual_seed(0)
-    model = Dynamics(num_latents=16, latent_dim=32, action_classes=(17,), dim=256, depth=4, n_head=4, n_kv_head=4,
-                     time_every=4, max_frames=32).to(device)
-    ag = Agent(256, [17]).to(device)
+    B, T = DYN_BATCH
+    model = Dynamics(**DYN, max_frames=32).to(device)
+    ag = Agent(DYN["dim"], [17]).to(device)
     models = nn.ModuleDict({"dynamics": model, "agent": ag})
-    criterion = ShortcutLoss(model.k_max, teacher_forcing=True, zero_frac=0.75).to(device)
+    criterion = ShortcutLoss(model.k_max, **AGENT_LOSS).to(device)
     opt = common.make_optimizer(models, 1e-3, 0.05, (0.9, 0.95), device, muon=True, dtype=dtype)
-    z1 = torch.rand(batch_size, seq_len, 16, 32, device=device) * 2 - 1
-    actions = torch.randint(0, 17, (batch_size, seq_len, 1), device=device)
-    rewards = (torch.rand(batch_size, seq_len, device=device) < 0.05).float()
-    keep = torch.ones(batch_size, dtype=torch.bool, device=device)
+    z1 = torch.rand(B, T, DYN["num_latents"], DYN["latent_dim"], device=device) * 2 - 1
+    actions = torch.randint(0, 17, (B, T, 1), device=device)
+    rewards = (torch.rand(B, T, device=device) < 0.05).float()
+    keep = torch.ones(B, dtype=torch.bool, device=device)
 
     def finetune_step():
         with ctx:
@@ -194,21 +229,21 @@ def bench_agent():
         imagination_losses(ag, prior, roll)[0].backward()
         heads.step()
         heads.zero_grad(set_to_none=True)
-    name = f"agent_imagine_step_s_batch{batch_size}_h{horizon}"
+    name = f"agent_imagine_step_s_batch{B}_h{horizon}"
     out[name] = median_time(name, imagine_step, 1, 3)
-    model.transformer.time_window = seq_len
-    tok = Tokenizer(**MATCHED, time_window=1).to(device).eval()
+    model.transformer.time_window = T
+    tok = Tokenizer(**TOK, time_window=1).to(device).eval()
     policy = Policy(tok, model, ag, device=device)
     for n in (1, 50):
         frames = np.random.default_rng(0).integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)
         policy.reset()
-        for _ in range(seq_len):  # a full time window first: the steady-state cost
+        for _ in range(T):  # a full time window first: the steady-state cost
             policy.act(frames)
         name = f"act_frames_per_s_batch{n}"
         out[name] = n / median_time(name, lambda: policy.act(frames), 2, 10)
     dream = Dream(tok, dyn, ag, 4, ctx, device)  # play.py's world model: K=4 steps, append, decode, the heads
     dream.reset(frames[:1], np.zeros((1, 1), np.int64))
-    for _ in range(seq_len):
+    for _ in range(T):
         dream.step([0])
     out["play_frames_per_s"] = 1 / median_time("play_frames_per_s", lambda: dream.step([0]), 2, 10)
     return out

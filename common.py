@@ -66,6 +66,19 @@ def print_help(g, keys):
         print(f"  --{k}={g[k]!r}" + (f"  # {comment}" if m else ""))
 
 
+def script_defaults(path):
+    """The config variables a script assigns literal values at its top level: its defaults, as no config changed them
+    (bench.py's preset='default' reads the trainers' this way)."""
+    out = {}
+    for node in ast.parse(open(path).read()).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except (ValueError, TypeError):
+                pass
+    return out
+
+
 def configure(g, argv=None):
     """Override the config variables of a script's globals `g` in place; return the config as a dict.
 

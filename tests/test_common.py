@@ -310,3 +310,24 @@ def test_bench_measures_the_matmul_peak_once_and_hands_it_to_every_stage(monkeyp
     assert all("--peak_tflops=1.5" in cmd for cmd in cmds)
     monkeypatch.setattr(bench, "peak_tflops", 1.5)  # a stage given the peak does not measure its own
     assert bench.peak_flops() == 1.5e12 and len(calls) == 1
+
+
+def test_bench_default_preset_reads_the_trainers_defaults(monkeypatch, tmp_path):
+    import importlib
+    import sys
+    (tmp_path / "s.py").write_text("a = 3  # n\nb = 'x'\nc = 2 * a\nd, e = 1, 2\nimport os\nf = (1, 2)\n")
+    assert common.script_defaults(tmp_path / "s.py") == {"a": 3, "b": "x", "f": (1, 2)}  # literals only
+    import bench
+    try:
+        monkeypatch.setattr(sys, "argv", ["bench.py", "--preset=default"])
+        importlib.reload(bench)
+        assert bench.TOK_BATCH == (16, 4) and bench.DYN_BATCH == (4, 16)  # train_tokenizer's, train_dynamics's
+        assert bench.DYN["time_every"] == 2 and bench.DYN["k_max"] == 4 and bench.MUON == (True, False)
+        assert bench.LOSS == {"context_frac": 0.0, "ramp": False, "teacher_forcing": True, "zero_frac": 0.75}
+        monkeypatch.setattr(sys, "argv", ["bench.py", "--preset=mine"])
+        with pytest.raises(common.ConfigError, match="preset=.mine."):
+            importlib.reload(bench)
+    finally:
+        monkeypatch.setattr(sys, "argv", ["bench.py"])
+        importlib.reload(bench)
+    assert bench.TOK_BATCH == (4, 16) and bench.LOSS == {}
