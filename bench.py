@@ -209,10 +209,12 @@ def bench_agent():
     rewards = (torch.rand(B, T, device=device) < 0.05).float()
     keep = torch.ones(B, dtype=torch.bool, device=device)
 
+    fwd = torch.compile(model) if compile else model  # as train_agent.py compiles it
+
     def finetune_step():
         with ctx:
-            loss = criterion(model, z1, actions, 0.25)[0]
-            h = agent_pass(model, ag, z1, actions)
+            loss = criterion(fwd, z1, actions, 0.25)[0]
+            h = agent_pass(fwd, ag, z1, actions)
             loss = loss + bc_loss(ag, h, actions, keep)[0] + reward_loss(ag, h, rewards)
         loss.backward()
         opt.step()

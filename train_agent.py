@@ -69,7 +69,7 @@ muon = True  # finetune: Muon for the transformer's matrices (as the dynamics re
 # system
 device = "auto"
 dtype = "auto"
-compile = False  # finetune: the shortcut-forcing passes; imagine: the rollout's fixed-shape passes
+compile = False  # the dynamics model's passes (finetune: shortcut forcing and the agent pass; imagine: the rollout's)
 seed = 1337
 threads = 0
 # -------------------------------------------------------------------------------------------------------------
@@ -245,7 +245,7 @@ def finetune_step():
     frac = dyn_config["bootstrap_frac"]
     with ctx:
         dyn_loss, terms = criterion(dyn_step, z1 / dyn.latent_std, actions, frac)
-        h = agent_pass(dyn, agent, z1, actions)
+        h = agent_pass(dyn_step, agent, z1, actions)
         bc, acc = bc_loss(agent, h, actions, k)
         rew = reward_loss(agent, h, rewards)
     loss = dyn_loss + bc_weight * bc + reward_weight * rew

@@ -11,4 +11,5 @@ lr = 1e-3  # Muon on the transformer's matrices (as the dynamics recipe), AdamW 
 max_iters = 3000  # 4.41% in real Crafter against 3.29% at 1500 (Wilcoxon p = 0.04; held-out accuracy 0.731 vs 0.724)
 eval_interval = 1000
 log_interval = 50
+compile = True  # the dynamics model's passes: a step 0.34 -> 0.18-0.23 s in bench (2-core AMX Xeon, bf16)
 threads = 2
