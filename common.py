@@ -340,30 +340,30 @@ class Optimizers:
 FORMAT = 2  # of the checkpoints: 2 since RoPE rotates contiguous halves (1: interleaved pairs, a different model)
 
 
-def training_state(model, optimizer, criterion, it, rng):
+def training_state(model, optimizer, criterion, it, rng, minutes):
     """What a resumable checkpoint holds beyond each stage's own metadata (config, shapes, specs): the CUDA RNGs too,
-    so that a GPU resume draws the same noise."""
+    so that a GPU resume draws the same noise, and the minutes trained so far, so that a resumed run's clock goes on."""
     rngs = {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rngs["cuda"] = torch.cuda.get_rng_state_all()
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "criterion": criterion.state_dict(),
-            "iter": it, "rng": rngs, "format": FORMAT}
+            "iter": it, "rng": rngs, "format": FORMAT, "minutes": minutes}
 
 
 def restore_training_state(ckpt, model, optimizer, criterion, rng, rank, seed):
     """Load training_state(); the data RNG (shared by the DDP ranks) and rank 0's noise RNGs continue exactly, other
-    ranks' noise reseeds from the iteration. Returns the numpy RNG to use."""
+    ranks' noise reseeds from the iteration. Returns the numpy RNG to use and the minutes trained before."""
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     criterion.load_state_dict(ckpt["criterion"])
     rng.bit_generator.state = ckpt["rng"]["numpy"]
     if rank != 0:
         torch.manual_seed(seed + rank + 1000003 * ckpt["iter"])
-        return rng
+        return rng, ckpt.get("minutes", 0.0)
     torch.set_rng_state(ckpt["rng"]["torch"])
     if "cuda" in ckpt["rng"] and torch.cuda.is_available() and len(ckpt["rng"]["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
-    return rng
+    return rng, ckpt.get("minutes", 0.0)
 
 
 def lr_at(it, lr, warmup_iters, max_iters, min_lr_frac=0.1):
@@ -376,14 +376,15 @@ def lr_at(it, lr, warmup_iters, max_iters, min_lr_frac=0.1):
 
 def progress_clock(max_iters, start_it, t_start, max_minutes=0.0):
     """progress(it) -> 'iter 120/2000 (6%, eta 14m)': where a training run is, and when it ends. The pace is taken
-    from the first call on (the first log line), so that compiling and the first steps do not inflate the eta."""
+    from the first call on (the first log line), so that compiling and the first steps do not inflate the eta;
+    t_start (earlier than now in a resumed run) counts against max_minutes."""
     import time
-    first = None  # (time, iter) of the first call
+    first, created = None, time.time()  # (time, iter) of the first call
 
     def progress(it):
         nonlocal first
         now = time.time()
-        t0, it0 = first or (t_start, start_it)
+        t0, it0 = first or (created, start_it)
         first = first or (now, it)
         left = (now - t0) / max(1, it - it0) * (max_iters - it)
         if max_minutes > 0:

@@ -37,7 +37,8 @@ out_dir = "out/agent"
 init_from = "scratch"  # 'scratch' (from init_ckpt) | 'resume' (from out_dir/ckpt.pt)
 eval_interval = 500
 log_interval = 10
-max_minutes = 0.0  # stop (with a final eval + checkpoint) after this wall-clock budget; 0 = no limit
+max_minutes = 0.0  # stop (with a final eval + checkpoint) after this wall-clock budget, a resume's earlier minutes
+#   included; 0 = no limit
 # finetune (phase 2)
 batch_size = 8  # windows per step (per process)
 seq_len = 16
@@ -164,9 +165,9 @@ else:  # the policy and value heads, each at its own peak lr
                                     for head, head_lr in ((agent.policy, lr), (agent.value, value_lr or lr))))
 for g in optimizer.param_groups:
     g["peak_lr"] = g["lr"]  # the schedule below scales each group's own peak
-it = 0
+it, minutes_before = 0, 0.0
 if init_from == "resume":
-    rng = common.restore_training_state(start, models, optimizer, criterion, rng, rank, seed)
+    rng, minutes_before = common.restore_training_state(start, models, optimizer, criterion, rng, rank, seed)
     it = start["iter"]
 start = None
 dyn_step = dyn if not compile else torch.compile(dyn, dynamic=False if phase == "imagine" else None)
@@ -233,7 +234,8 @@ def evaluate_finetune():
 
 
 def save(it):
-    common.atomic_save({**common.training_state(models, optimizer, criterion, it, rng), "phase": phase,
+    minutes = (time.time() - t_start) / 60
+    common.atomic_save({**common.training_state(models, optimizer, criterion, it, rng, minutes), "phase": phase,
                         "config": config, "dynamics_config": dyn_config, "model_args": model_args,
                         "agent_args": agent_args, "latent_shape": (L, Dz), "image_size": store.image_size,
                         "action_spec": store.action_spec, "data_dir": os.path.abspath(data_dir),
@@ -267,7 +269,8 @@ if master:
         f"{imagine_batch} rollouts of {horizon} steps per iter"
     print(f"agent {phase}: {n_train / 1e6:.2f}M trained params, {what}, device {device} {dtype}, "
           f"matmul peak {peak / 1e12:.2f} TFLOP/s")
-t_start = t0 = time.time()
+t0 = time.time()
+t_start = t0 - 60 * minutes_before  # a resumed run's clock goes on from its checkpoint
 start_it, loss_val = it, None
 clock = common.progress_clock(max_iters, start_it, t_start, max_minutes)
 while True:

@@ -38,7 +38,8 @@ eval_frames = 8  # F frames it generates
 eval_K = 4  # sampling steps per frame
 video_windows = 4  # rows of rollout.mp4
 log_interval = 10
-max_minutes = 0.0  # stop (with a final eval + checkpoint) after this wall-clock budget; 0 = no limit
+max_minutes = 0.0  # stop (with a final eval + checkpoint) after this wall-clock budget, a resume's earlier minutes
+#   included; 0 = no limit
 # data: every step holds batch_size * seq_len frames
 batch_size = 4  # windows per short step (per process)
 seq_len = 16
@@ -113,7 +114,7 @@ if not all(0 <= f <= 1 for f in (action_label_frac, labeled_batch_frac, bootstra
 
 store = FrameStore(data_dir)
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
-ckpt, it = None, 0
+ckpt, it, minutes_before = None, 0, 0.0
 if init_from == "resume":
     ckpt = common.load_checkpoint(ckpt_path, "checkpoint to resume")
     check_action_spec(store.action_spec, ckpt["action_spec"], data_dir)
@@ -200,7 +201,7 @@ if model.k_max % eval_K:
 criterion = ShortcutLoss(model.k_max, context_frac, ramp, teacher_forcing, zero_frac).to(device)
 optimizer = common.make_optimizer(model, lr, weight_decay, (beta1, beta2), device, muon, dtype=dtype)
 if ckpt is not None:
-    rng = common.restore_training_state(ckpt, model, optimizer, criterion, rng, rank, seed)
+    rng, minutes_before = common.restore_training_state(ckpt, model, optimizer, criterion, rng, rank, seed)
     ckpt = None
 raw_model = model  # eval and checkpoints; training steps go through the compiled, DDP-wrapped one
 model = common.compile_and_wrap(model, compile, ddp, local_rank, device)
@@ -249,7 +250,8 @@ def evaluate():
 
 
 def save(it):
-    common.atomic_save({**common.training_state(raw_model, optimizer, criterion, it, rng), "config": config,
+    minutes = (time.time() - t_start) / 60
+    common.atomic_save({**common.training_state(raw_model, optimizer, criterion, it, rng, minutes), "config": config,
                         "model_args": model_args, "latent_shape": (L, Dz), "image_size": store.image_size, "action_spec": store.action_spec,
                         "data_dir": os.path.abspath(data_dir), "labeled_episodes": np.flatnonzero(labeled).tolist(),
                         "tokenizer": {"path": os.path.abspath(tokenizer_ckpt), "config": tok_ckpt["config"],
@@ -258,7 +260,8 @@ def save(it):
 
 if master:
     os.makedirs(out_dir, exist_ok=True)
-t_start = t0 = time.time()
+t0 = time.time()
+t_start = t0 - 60 * minutes_before  # a resumed run's clock goes on from its checkpoint
 start_it, loss_val, t_enc = it, None, 0.0
 clock = common.progress_clock(max_iters, start_it, t_start, max_minutes)
 while True:

@@ -22,7 +22,8 @@ init_from = "scratch"  # 'scratch' | 'resume' (from out_dir/ckpt.pt)
 eval_interval = 250
 eval_windows = 32  # held-out windows for val PSNR / SSIM
 log_interval = 10
-max_minutes = 0.0  # stop (with a final eval + checkpoint) after this wall-clock budget; 0 = no limit
+max_minutes = 0.0  # stop (with a final eval + checkpoint) after this wall-clock budget, a resume's earlier minutes
+#   included; 0 = no limit
 # data
 batch_size = 16  # windows per step (per process)
 seq_len = 4  # frames per window (block-causal in time)
@@ -80,7 +81,7 @@ model_args = dict(image_size=store.image_size, patch_size=patch_size, num_latent
                   dim=dim, enc_depth=enc_depth, dec_depth=dec_depth, n_head=n_head, n_kv_head=n_kv_head,
                   time_every=time_every, softcap=softcap, time_window=seq_len, local_latents=local_latents)
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
-ckpt, it = None, 0
+ckpt, it, minutes_before = None, 0, 0.0
 if init_from == "resume":
     ckpt = common.load_checkpoint(ckpt_path, "checkpoint to resume")
     if ckpt["model_args"]["image_size"] != store.image_size:
@@ -102,7 +103,7 @@ elif master:
 criterion = TokenizerLoss(lpips, lpips_weight, lpips_frames).to(device)
 optimizer = common.make_optimizer(model, lr, weight_decay, (beta1, beta2), device, muon, dtype=dtype)
 if ckpt is not None:
-    rng = common.restore_training_state(ckpt, model, optimizer, criterion, rng, rank, seed)
+    rng, minutes_before = common.restore_training_state(ckpt, model, optimizer, criterion, rng, rank, seed)
     ckpt = None
 raw_model = model  # eval and checkpoints; training steps go through the compiled, DDP-wrapped one
 model = common.compile_and_wrap(model, compile, ddp, local_rank, device)
@@ -134,7 +135,8 @@ def evaluate():
 
 
 def save(it):
-    common.atomic_save({**common.training_state(raw_model, optimizer, criterion, it, rng), "config": config,
+    minutes = (time.time() - t_start) / 60
+    common.atomic_save({**common.training_state(raw_model, optimizer, criterion, it, rng, minutes), "config": config,
                         "model_args": model_args, "latent_shape": (num_latents, latent_dim),
                         "image_size": store.image_size, "data_dir": os.path.abspath(data_dir),
                         "action_spec": store.action_spec}, ckpt_path)
@@ -142,7 +144,8 @@ def save(it):
 
 if master:
     os.makedirs(out_dir, exist_ok=True)
-t_start = t0 = time.time()
+t0 = time.time()
+t_start = t0 - 60 * minutes_before  # a resumed run's clock goes on from its checkpoint
 start_it, loss_val = it, None
 clock = common.progress_clock(max_iters, start_it, t_start, max_minutes)
 while True:

@@ -413,8 +413,12 @@ def test_resume_matches_uninterrupted_run(bars, capsys):
     full, part = str(tmp / "dyn_full"), str(tmp / "dyn_part")
     run_script("train_dynamics.py", *common, f"--out_dir={full}", "--max_iters=6")
     run_script("train_dynamics.py", *common, f"--out_dir={part}", "--max_iters=3")
+    half = torch.load(os.path.join(part, "ckpt.pt"), weights_only=False)
+    assert 0 < half["minutes"] < 5
+    torch.save({**half, "minutes": 1000.0}, os.path.join(part, "ckpt.pt"))  # as if the first part had run 1000 min
     run_script("train_dynamics.py", *common, f"--out_dir={part}", "--max_iters=6", "--init_from=resume")
     a, b = (torch.load(os.path.join(p, "ckpt.pt"), weights_only=False) for p in (full, part))
+    assert 1000 < metrics(part)[-1]["minutes"] <= b["minutes"] < 1005  # the resumed run's clock goes on
     assert a["iter"] == b["iter"] == 6
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert metrics(full)[-1]["loss"] == metrics(part)[-1]["loss"]
