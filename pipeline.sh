@@ -8,7 +8,8 @@
 # scale up. Rerunning resumes each stage where it stopped, or skips it when it is complete.
 # The label study: the dynamics stage is its full-label run (f1.0); then one dynamics run per name in LABEL_RUNS, on
 # the same store, tokenizer, steps and held-out windows; a name is its settings: f0.1_lb0.5 = --action_label_frac=0.1
-# --labeled_batch_frac=0.5, a trailing _alone = --unlabeled_video=False. The table and plot go to $LABEL_STUDY.md/png.
+# --labeled_batch_frac=0.5 (no _lb: 0, a uniform draw), a trailing _alone = --unlabeled_video=False. The table and
+# plot go to $LABEL_STUDY.md/png.
 set -euo pipefail
 cd "$(dirname "$0")"
 CONFIG=${CONFIG:-config}
@@ -58,7 +59,7 @@ if [ -n "$LABEL_STUDY" ]; then
   ln -sfn ../dynamics "$OUT/labels/f1.0"
   for name in $LABEL_RUNS; do  # f0.1_lb0.5_alone -> --action_label_frac=0.1 --labeled_batch_frac=0.5 --unlabeled_video=False
     flags=(--action_label_frac="$(sed -E 's/^f([0-9.]+).*/\1/' <<< "$name")")
-    [[ $name =~ _lb([0-9.]+) ]] && flags+=(--labeled_batch_frac="${BASH_REMATCH[1]}")
+    flags+=(--labeled_batch_frac="$([[ $name =~ _lb([0-9.]+) ]] && echo "${BASH_REMATCH[1]}" || echo 0)")
     [[ $name == *_alone ]] && flags+=(--unlabeled_video=False)
     stage "labels/$name" py train_dynamics.py dynamics --data_dir="$DATA" --tokenizer_ckpt="$OUT/tokenizer/ckpt.pt" \
       --out_dir="$OUT/labels/$name" --init_from="$(init "$OUT/labels/$name")" "${flags[@]}"

@@ -6,7 +6,8 @@
 Reads tokenizer/, dynamics/, agent_bc/, agent_rl/ (their metrics.jsonl), eval.md and times.tsv under out_dir;
 names the device (its CPU or GPU model) and the commit (-dirty: with local changes). A missing piece is one clear line.
 label_runs: dynamics runs of one config and store at several action_label_frac (§E), scored on the same held-out
-windows -> {study}.md (and {study}.png, with matplotlib installed): each run's share of the full-label gain.
+windows -> {study}.md (and {study}.png, with matplotlib installed): each run's share of the full-label gain, and
+what the unlabeled video adds to a run's labeled episodes alone (unlabeled_video=False) at the same fraction.
 """
 import json
 import os
@@ -100,8 +101,8 @@ def label_study():
                                m["eval_episodes"])))
     if any(r["same"] != runs[0]["same"] for r in runs):
         raise common.ConfigError("label_runs must share their store, tokenizer, steps and eval windows")
-    ends = {f: next((r for r in runs if r["frac"] == f and r["c"].get("unlabeled_video", True)
-                     and not r["c"].get("labeled_batch_frac")), None) for f in (0.0, 1.0)}
+    ends = {f: next((r for r in runs if r["frac"] == f and r["c"].get("unlabeled_video", True)), None)
+            for f in (0.0, 1.0)}  # all labels or none: labeled_batch_frac draws uniformly
     if None in ends.values():
         raise common.ConfigError("label_runs needs a run at action_label_frac=1.0 and one at 0.0 (the gain's ends)")
     m0, m1 = ends[0.0]["m"], ends[1.0]["m"]
@@ -122,7 +123,7 @@ def label_study():
         gain = cluster_ratio(ep(m, "psnr") - np.array(m["floor_psnr_episodes"]), 1, n)
         r["share"] = {k: cluster_ratio(ep(m, k) - ep(m0, k), ep(m1, k) - ep(m0, k), n) for k in ("psnr", "ssim")}
         s_psnr, s_ssim = r["share"]["psnr"], r["share"]["ssim"]
-        lines.append(f"| {r['name']} | {r['frac']:.0%} | {c.get('labeled_batch_frac', 0):.0%} | "
+        lines.append(f"| {r['name']} | {r['frac']:.0%} | {c.get('labeled_batch_frac', 0) if 0 < r['frac'] < 1 else 0:.0%} | "
                      f"{'yes' if c.get('unlabeled_video', True) else 'no'} | {m['rollout_psnr']:.2f} | "
                      f"{gain[0]:+.2f} ± {gain[1]:.2f} | {m['rollout_ssim']:.4f} | {m['shuffle_ratio']:.2f} | "
                      f"{s_psnr[0]:.0%} ± {s_psnr[1]:.0%} | {s_ssim[0]:.0%} ± {s_ssim[1]:.0%} | {r['minutes']:.1f} |")
@@ -130,6 +131,17 @@ def label_study():
         f"t+{i + 1}" for i in range(len(m0["rollout_psnr_steps"]))) + " |",
               "|---|" + "---|" * len(m0["rollout_psnr_steps"])]
     lines += [f"| {r['name']} | " + " | ".join(f"{p:.2f}" for p in r["m"]["rollout_psnr_steps"]) + " |" for r in runs]
+    pairs = [(v, a) for a in runs if not a["c"].get("unlabeled_video", True)  # labeled episodes alone ...
+             for v in runs if v["frac"] == a["frac"] and v["c"].get("unlabeled_video", True)]  # ... and with video
+    if pairs:
+        lines += ["", "Does the unlabeled video help? The same labeled episodes with the others as video, minus those "
+                  "labeled episodes alone (paired over the same windows, ± over episodes):", "",
+                  "| runs | rollout PSNR (dB) | SSIM |", "|---|---|---|"]
+        n = m0["eval_episode_windows"]
+        for v, a in pairs:
+            d = {k: cluster_ratio(ep(v["m"], k) - ep(a["m"], k), 1, n) for k in ("psnr", "ssim")}
+            lines.append(f"| {v['name']} - {a['name']} | {d['psnr'][0]:+.2f} ± {d['psnr'][1]:.2f} | "
+                         f"{d['ssim'][0]:+.4f} ± {d['ssim'][1]:.4f} |")
     os.makedirs(os.path.dirname(study) or ".", exist_ok=True)
     common.atomic_write(study + ".md", lambda f: f.write("\n".join(lines) + "\n"))
     print(f"wrote {study}.md")

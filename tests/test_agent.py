@@ -285,6 +285,9 @@ def test_label_study_job(agent_run, tmp_path):
     assert set(rows) == {"f1.0", *want} and rows["f0.0"][1] == "0%" and rows["f0.5_alone"][3] == "no"
     assert "no error bars" in stdout and "tie in rollout PSNR" in stdout  # the test preset: one episode, no gain
     assert all(np.isfinite(float(r[4])) and np.isfinite(float(r[10].strip(" |\n"))) for r in rows.values())
+    video = next(ln for ln in open(tmp_path / "study.md") if ln.startswith("| f0.5_lb0.5 - f0.5_alone | "))
+    assert float(video.split(" | ")[1].split(" ± ")[0]) == pytest.approx(float(rows["f0.5_lb0.5"][4]) -
+                                                                       float(rows["f0.5_alone"][4]), abs=0.011)
     again = run_pipeline(out.parent / "config", store, out, **env)
     assert again.count("nothing to do") == 6 and "wrote" in again
 

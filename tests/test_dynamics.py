@@ -356,13 +356,13 @@ def test_mixed_store_trains_as_one(bars, capsys):
             "--seq_len=4", "--long_every=0", "--context_frames=2", "--eval_frames=2", "--eval_windows=4", "--max_iters=2",
             "--latent_cache=False", "--dtype=float32"]
     run_script(*args, f"--out_dir={tmp / 'dyn_mixed'}")
-    assert "80% of episodes labeled," in capsys.readouterr().out  # 40 of 50
+    assert "80% of episodes labeled (50% of each batch drawn from them)," in capsys.readouterr().out  # 40 of 50
     # labeled_batch_frac: a quarter of the labels kept, half of every batch (2 of 4 windows) drawn from them
     g = run_script(*args, f"--out_dir={tmp / 'dyn_oversampled'}", "--action_label_frac=0.25", "--labeled_batch_frac=0.5")
     assert "(50% of each batch drawn from them)" in capsys.readouterr().out
     has_labels = np.stack([(g["get_batch"](1)[1] >= 0).any(1)[:, 0].numpy() for _ in range(200)])  # (200, 4)
     assert has_labels[:, :2].all() and 0.05 < has_labels[:, 2:].mean() < 0.4, has_labels.mean(0)  # ~1 in 5 keep labels
-    assert "no training episode is labeled" in fails(*args, "--action_label_frac=0", "--labeled_batch_frac=0.5")
+    assert "no training episode is labeled" in fails(*args, "--action_label_frac=0", "--unlabeled_video=False")
     g = run_script(*args, f"--out_dir={tmp / 'dyn_labeled_only'}", "--action_label_frac=0.25", "--unlabeled_video=False")
     assert "the unlabeled ones left out" in capsys.readouterr().out
     assert all((g["get_batch"](1)[1] >= 0).any(1).all() for _ in range(50))  # every window from a labeled episode
