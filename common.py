@@ -359,10 +359,11 @@ def restore_training_state(ckpt, model, optimizer, criterion, rng, rank, seed):
     rng.bit_generator.state = ckpt["rng"]["numpy"]
     if rank != 0:
         torch.manual_seed(seed + rank + 1000003 * ckpt["iter"])
-        return rng, ckpt.get("minutes", 0.0)
-    torch.set_rng_state(ckpt["rng"]["torch"])
-    if "cuda" in ckpt["rng"] and torch.cuda.is_available() and len(ckpt["rng"]["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+    else:
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        cuda = ckpt["rng"].get("cuda")
+        if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
     return rng, ckpt.get("minutes", 0.0)
 
 
@@ -379,7 +380,7 @@ def progress_clock(max_iters, start_it, t_start, max_minutes=0.0):
     from the first call on (the first log line), so that compiling and the first steps do not inflate the eta;
     t_start (earlier than now in a resumed run) counts against max_minutes."""
     import time
-    first, created = None, time.time()  # (time, iter) of the first call
+    first, created = None, time.time()  # (time, iter) of the first call; when the clock was made
 
     def progress(it):
         nonlocal first

@@ -123,7 +123,8 @@ def label_study():
         gain = cluster_ratio(ep(m, "psnr") - np.array(m["floor_psnr_episodes"]), 1, n)
         r["share"] = {k: cluster_ratio(ep(m, k) - ep(m0, k), ep(m1, k) - ep(m0, k), n) for k in ("psnr", "ssim")}
         s_psnr, s_ssim = r["share"]["psnr"], r["share"]["ssim"]
-        lines.append(f"| {r['name']} | {r['frac']:.0%} | {c.get('labeled_batch_frac', 0) if 0 < r['frac'] < 1 else 0:.0%} | "
+        lbf = c.get("labeled_batch_frac", 0) if 0 < r["frac"] < 1 else 0  # all labels or none: a uniform draw
+        lines.append(f"| {r['name']} | {r['frac']:.0%} | {lbf:.0%} | "
                      f"{'yes' if c.get('unlabeled_video', True) else 'no'} | {m['rollout_psnr']:.2f} | "
                      f"{gain[0]:+.2f} ± {gain[1]:.2f} | {m['rollout_ssim']:.4f} | {m['shuffle_ratio']:.2f} | "
                      f"{s_psnr[0]:.0%} ± {s_psnr[1]:.0%} | {s_ssim[0]:.0%} ± {s_ssim[1]:.0%} | {r['minutes']:.1f} |")

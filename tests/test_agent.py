@@ -287,7 +287,7 @@ def test_label_study_job(agent_run, tmp_path):
     assert all(np.isfinite(float(r[4])) and np.isfinite(float(r[10].strip(" |\n"))) for r in rows.values())
     video = next(ln for ln in open(tmp_path / "study.md") if ln.startswith("| f0.5_lb0.5 - f0.5_alone | "))
     assert float(video.split(" | ")[1].split(" ± ")[0]) == pytest.approx(float(rows["f0.5_lb0.5"][4]) -
-                                                                       float(rows["f0.5_alone"][4]), abs=0.011)
+                                                                       float(rows["f0.5_alone"][4]), abs=0.016)
     again = run_pipeline(out.parent / "config", store, out, **env)
     assert again.count("nothing to do") == 6 and "wrote" in again
 
