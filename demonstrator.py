@@ -469,15 +469,16 @@ def _summary(results, seeds, max_steps):
     return {'score': crafter_score(rates), 'mean_return': float(np.mean([r[0] for r in results])),
             'mean_length': float(np.mean([r[1] for r in results])), 'success_rates': rates,
             'episodes': len(seeds), 'seeds': seeds, 'max_steps': max_steps,
-            'returns': [float(r[0]) for r in results], 'unlocks': [len(r[2]) for r in results]}
+            'returns': [float(r[0]) for r in results], 'lengths': [int(r[1]) for r in results],
+            'unlocks': [len(r[2]) for r in results]}
 
 
 def evaluate(make_policy, seeds, max_steps, size=64, workers=1):
     """Play one episode of real Crafter (area 64x64, frames size x size, length max_steps) per seed with
     act = make_policy(env), act(obs uint8 (size, size, 3)) -> action id; a learned agent's make_policy ignores env.
     Returns score (%), mean_return, mean_length, success_rates {achievement: % of episodes}, episodes, seeds,
-    max_steps, and per seed returns and unlocks (achievements unlocked). workers > 1 forks processes over episodes
-    (keep 1 for a policy holding threads, e.g. torch; a batched policy plays faster with evaluate_lockstep)."""
+    max_steps, and per seed returns, lengths and unlocks (achievements unlocked). workers > 1 forks processes over
+    episodes (keep 1 for a policy holding threads, e.g. torch; a batched policy plays faster with evaluate_lockstep)."""
     global _JOB
     seeds = list(seeds)
     _check_eval(seeds, max_steps)

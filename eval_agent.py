@@ -4,9 +4,9 @@
 
 Every policy plays the same seeds (from 1,000,000 up: data collection uses small seeds), episodes capped at
 max_steps. Prints one table (Crafter score, mean return, mean length, success rate of each key achievement) and a
-paired comparison of RL against BC over the seeds (per-seed return and unlock count: sign test and Wilcoxon
-signed-rank p-values, two-sided). Appends crafter_score, eval_episodes, mean_return and the success rates to each
-agent's metrics.jsonl, writes the whole table as JSON (out) and an mp4 of one agent episode.
+paired comparison of RL against BC over the seeds (per-seed return, unlock count and episode length: sign test
+and Wilcoxon signed-rank p-values, two-sided). Appends crafter_score, eval_episodes, mean_return and the success
+rates to each agent's metrics.jsonl, writes the whole table as JSON (out) and an mp4 of one agent episode.
 Per-seed returns of RL and BC differ with a standard deviation of ~2.7, so a mean difference shows (p < 0.05) on 50
 seeds only above ~0.8, on 400 seeds above ~0.27. Another RL run scored against the same BC and seeds reuses its rows:
     python eval_agent.py ... --rl_ckpt=out/agent_rl2/ckpt.pt --bc_eval=out/agent_rl/eval.json
@@ -158,7 +158,9 @@ for name, r in rows.items():
           "".join(f"{r['success_rates'][n]:>{len(short[n]) + 1}.0f}" for n in KEY_ACHIEVEMENTS))
 paired = {}
 if "BC" in rows and "RL" in rows:
-    for what in ("returns", "unlocks"):
+    for what in ("returns", "unlocks", "lengths"):  # lengths: survival (older bc_eval rows lack them)
+        if what not in rows["BC"]:
+            continue
         d = np.array(rows["RL"][what]) - np.array(rows["BC"][what])
         paired[what] = {"mean_diff": float(d.mean()), "rl_better": int((d > 0).sum()), "bc_better": int((d < 0).sum()),
                         "sign_p": sign_test(d), "wilcoxon_p": wilcoxon(d)}

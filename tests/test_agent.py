@@ -306,6 +306,8 @@ def test_eval_reuses_bc_rows(agent_run, tmp_path, capsys):
     assert res["rows"]["BC"] == prev["rows"]["BC"] and res["rows"]["BC argmax"] == prev["rows"]["BC argmax"]
     d = np.array(res["rows"]["RL"]["returns"]) - np.array(prev["rows"]["BC"]["returns"])
     assert res["paired"]["returns"]["mean_diff"] == pytest.approx(d.mean())
+    d = np.array(res["rows"]["RL"]["lengths"]) - np.array(prev["rows"]["BC"]["lengths"])
+    assert res["paired"]["lengths"]["mean_diff"] == pytest.approx(d.mean()) and len(d) == 3
     assert "was played with episodes=3, not 2" in fails(*args, "--episodes=2", f"--out={tmp_path / 'x.json'}")
     assert "is not an eval.json" in fails(*args[:-1], f"--bc_eval={tmp / 'agent_bc/ckpt.pt'}")
     bc2, stale = tmp_path / "bc2.pt", tmp_path / "stale.json"
@@ -388,7 +390,7 @@ def test_lockstep_evaluation_equals_one_at_a_time():
         return lambda frame: int(p.act(frame[None])[0, 0])
     one = evaluate(one_at_a_time, [3, 4, 9], 60)
     both = evaluate_lockstep(Fixed(), [3, 4, 9], 60)
-    assert one["returns"] == both["returns"] and one["unlocks"] == both["unlocks"]
+    assert one["returns"] == both["returns"] and one["unlocks"] == both["unlocks"] and one["lengths"] == both["lengths"]
     steps = []
     chunked = evaluate_lockstep(Fixed(), [3, 4, 9], 60, on_step=lambda *a: steps.append(a), chunk=2)  # 2, then 1
     assert chunked["returns"] == one["returns"] and chunked["seeds"] == [3, 4, 9]

@@ -110,6 +110,7 @@ def test_evaluate_frames_only_policy():
     assert set(r) >= {'score', 'mean_return', 'mean_length', 'success_rates', 'episodes', 'seeds', 'max_steps'}
     assert r['episodes'] == 3 and r['seeds'] == [3, 4, 5] and r['max_steps'] == 40
     assert 0 < r['mean_length'] <= 40 and set(r['success_rates']) == set(D.ACHIEVEMENTS)
+    assert len(r['lengths']) == 3 and np.mean(r['lengths']) == r['mean_length'] and max(r['lengths']) <= 40
     for v in r['success_rates'].values():
         assert 0 <= v <= 100 and min(abs(v - k * 100 / 3) for k in range(4)) < 1e-9
     assert r['score'] == D.crafter_score(r['success_rates']) and 0 <= r['score'] <= 100
