@@ -1,4 +1,4 @@
-# time: eval       ~14 min (BC and RL on 400 seeds, ~6 min each; random, demonstrator, data mix on 50; argmax rows on 25)
+# time: eval       ~15 min (BC and RL on 400 seeds, 6-7 min each; random, demonstrator, data mix on 50; argmax rows on 25)
 # Real Crafter (§E), after config/imagine_cpu.py:
 #   python eval_agent.py config/eval_cpu.py --bc_ckpt=out/agent_bc_cpu/ckpt.pt --rl_ckpt=out/agent_rl_cpu/ckpt.pt
 episodes = 400  # paired seeds for RL against BC: per seed their returns differ by ~2.7, so 50 seeds see a mean
