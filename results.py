@@ -96,6 +96,7 @@ def label_study():
                                      f"train_dynamics.py ... --out_dir={run} --init_from=resume --eval_only=True")
         c = ckpt["config"]
         runs.append(dict(name=os.path.basename(run.rstrip("/")), frac=c["action_label_frac"], m=m, c=c,
+                         lbf=ckpt.get("labeled_batch_share", c.get("labeled_batch_frac", 0)),  # older: as configured
                          minutes=max((r["minutes"] for r in rows if r.get("loss") is not None), default=0.0),
                          same=(ckpt["data_dir"], ckpt["tokenizer"]["path"], ckpt["iter"], m["eval_windows"],
                                m["eval_episodes"])))
@@ -123,8 +124,7 @@ def label_study():
         gain = cluster_ratio(ep(m, "psnr") - np.array(m["floor_psnr_episodes"]), 1, n)
         r["share"] = {k: cluster_ratio(ep(m, k) - ep(m0, k), ep(m1, k) - ep(m0, k), n) for k in ("psnr", "ssim")}
         s_psnr, s_ssim = r["share"]["psnr"], r["share"]["ssim"]
-        lbf = c.get("labeled_batch_frac", 0) if 0 < r["frac"] < 1 else 0  # all labels or none: a uniform draw
-        lines.append(f"| {r['name']} | {r['frac']:.0%} | {lbf:.0%} | "
+        lines.append(f"| {r['name']} | {r['frac']:.0%} | {r['lbf']:.0%} | "
                      f"{'yes' if c.get('unlabeled_video', True) else 'no'} | {m['rollout_psnr']:.2f} | "
                      f"{gain[0]:+.2f} ± {gain[1]:.2f} | {m['rollout_ssim']:.4f} | {m['shuffle_ratio']:.2f} | "
                      f"{s_psnr[0]:.0%} ± {s_psnr[1]:.0%} | {s_ssim[0]:.0%} ± {s_ssim[1]:.0%} | {r['minutes']:.1f} |")
@@ -155,8 +155,8 @@ def label_study():
         return
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     video = [r for r in runs if r["c"].get("unlabeled_video", True) and 0 < r["frac"] < 1]
-    for lbf in sorted({r["c"].get("labeled_batch_frac", 0) for r in video}):  # a line per batch share; all end at 1
-        line = sorted((r for r in video if r["c"].get("labeled_batch_frac", 0) == lbf), key=lambda r: r["frac"])
+    for lbf in sorted({r["lbf"] for r in video}):  # a line per batch share; all end at 1
+        line = sorted((r for r in video if r["lbf"] == lbf), key=lambda r: r["frac"])
         for key, style in (("psnr", "-o"), ("ssim", "--s")):
             s = [r["share"][key] for r in line] + [(1.0, 0.0)]
             ax.errorbar([r["frac"] for r in line] + [1.0], [v[0] for v in s], [v[1] for v in s], fmt=style,

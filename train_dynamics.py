@@ -256,6 +256,7 @@ def save(it):
     common.atomic_save({**common.training_state(raw_model, optimizer, criterion, it, rng, minutes), "config": config,
                         "model_args": model_args, "latent_shape": (L, Dz), "image_size": store.image_size, "action_spec": store.action_spec,
                         "data_dir": os.path.abspath(data_dir), "labeled_episodes": np.flatnonzero(labeled).tolist(),
+                        "labeled_batch_share": oversample,
                         "tokenizer": {"path": os.path.abspath(tokenizer_ckpt), "config": tok_ckpt["config"],
                                       "model_args": tok_ckpt["model_args"], "latent_shape": (L, Dz)}}, ckpt_path)
 

@@ -283,6 +283,7 @@ def test_label_study_job(agent_run, tmp_path):
     rows = {ln.split(" | ")[0][2:]: ln.split(" | ") for ln in open(tmp_path / "study.md") if ln.startswith("| f")
             and ln.count("|") == 12}
     assert set(rows) == {"f1.0", *want} and rows["f0.0"][1] == "0%" and rows["f0.5_alone"][3] == "no"
+    assert [rows[n][2] for n in ("f1.0", "f0.5_lb0.5", "f0.0")] == ["0%", "50%", "0%"]  # as drawn: all or none labeled
     assert "no error bars" in stdout and "tie in rollout PSNR" in stdout  # the test preset: one episode, no gain
     assert all(np.isfinite(float(r[4])) and np.isfinite(float(r[10].strip(" |\n"))) for r in rows.values())
     video = next(ln for ln in open(tmp_path / "study.md") if ln.startswith("| f0.5_lb0.5 - f0.5_alone | "))
