@@ -193,14 +193,15 @@ def bench_agent():
     in the real game (tokenizer encode + dynamics append + policy head per frame) at batch 1 and batch 50, and play.py's
     dreamed frames (K=4 denoising + append + decode + heads) at batch 1."""
     import torch.nn as nn
-    from agent import Agent, Policy, agent_pass, bc_loss, imagination_losses, imagine, reward_loss
+    from agent import (Agent, Policy, agent_pass, bc_loss, cont_loss, event_loss, imagination_losses, imagine,
+                       reward_loss, value_loss_data)
     from dynamics import Dynamics, ShortcutLoss
     from play import Dream
     from tokenizer import Tokenizer
     torch.manual_seed(0)
     B, T = DYN_BATCH
     model = Dynamics(**DYN, max_frames=32).to(device)
-    ag = Agent(DYN["dim"], [17]).to(device)
+    ag = Agent(DYN["dim"], [17], num_events=22).to(device)
     models = nn.ModuleDict({"dynamics": model, "agent": ag})
     criterion = ShortcutLoss(model.k_max, **AGENT_LOSS).to(device)
     opt = common.make_optimizer(models, 1e-3, 0.05, (0.9, 0.95), device, muon=True, dtype=dtype)
@@ -208,14 +209,17 @@ def bench_agent():
     actions = torch.randint(0, 17, (B, T, 1), device=device)
     rewards = (torch.rand(B, T, device=device) < 0.05).float()
     keep = torch.ones(B, dtype=torch.bool, device=device)
+    events = (torch.rand(B, T, 22, device=device) < 0.01).to(torch.int8)
+    memory, terminal = torch.zeros(B, T, 22, device=device), torch.zeros(B, T, dtype=torch.int8, device=device)
 
     fwd = torch.compile(model) if compile else model  # as train_agent.py compiles it
 
     def finetune_step():
         with ctx:
             loss = criterion(fwd, z1, actions, 0.25)[0]
-            h = agent_pass(fwd, ag, z1, actions)
-            loss = loss + bc_loss(ag, h, actions, keep)[0] + reward_loss(ag, h, rewards)
+            h = agent_pass(fwd, ag, z1, actions, memory=memory)
+            loss = loss + bc_loss(ag, h, actions)[0] + reward_loss(ag, h, rewards) + event_loss(ag, h, events) + \
+                cont_loss(ag, h, terminal) + value_loss_data(ag, h, rewards, keep)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -14,8 +14,13 @@ A store is a folder:
     episodes.npy  int64 (E, 2): [start, end) frame ranges, contiguous, covering 0..N
     policies.npy  int8 (E,): 0 random, 1 demonstrator, -1 unknown / not applicable
     epsilons.npy  float32 (E,): the demonstrator's epsilon, NaN where not applicable
+    slips.npy     int8 (N,): 1 where action t was a random slip of the demonstrator (BC skips it), 0 chosen, -1 unknown
+    events.npy    int8 (N, K): 1 where event k (meta "events": Crafter's 22 achievements) happened on transition t,
+                  each time it happens; -1 unknown (K = 0 for sources without events)
+    deaths.npy    int8 (E,): 1 the episode ended in death (its last frame is terminal), 0 it was cut, -1 unknown
     meta.json     source, image_size, fps, num_frames, num_episodes, labeled_frac, action_spec
-                  ([{"name", "classes"[, "values"]}, ...]), episode_names, and for Crafter a policy summary
+                  ([{"name", "classes"[, "values"]}, ...]), events, episode_names, and for Crafter a policy
+                  summary
 Convention (as §M): action t and reward t lead from frame t to frame t+1; an episode's last frame has
 action -1 (all components) and reward 0. labeled_frac counts transitions (frames that are not last) whose
 action has at least one labeled component.
@@ -31,7 +36,7 @@ chunks of earlier runs are kept. --skip_bad=True skips unreadable episodes with 
 Sources and their choices:
 - crafter: episode k uses seed `seed + k`; from an RNG seeded by [seed + k, 2] (as demonstrator.sample_skill)
   it draws policy 'random' (probability random_frac) else 'demo' with epsilon ~ U(eps_min, eps_max) and calls
-  demonstrator.run_episode. The store holds the first K episodes (by index) whose frames total >= num_frames,
+  demonstrator.run_episode (view: the screen-only demonstrator). The store holds the first K episodes (by index) whose frames total >= num_frames,
   so which episodes (seeds, policies, epsilons) it holds does not depend on num_workers (the frames are only
   as deterministic as demonstrator.run_episode). One 17-way component "action". fps 10 is nominal.
 - minerl (§M): episode folders with recording.mp4 + rendered.npz (action$x or action_x keys); skip the first
@@ -86,6 +91,7 @@ random_frac = 0.2
 eps_min = 0.0
 eps_max = 0.5
 episode_len = 1000
+view = True               # the screen-only demonstrator (docs/experiments.md); False: the one that reads the map
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
 
@@ -148,6 +154,11 @@ class FrameStore:
         self.episodes, self.policies, self.epsilons = (np.array(arr[n]) for n in ["episodes", "policies", "epsilons"])
         self.action_spec, self.image_size = self.meta.get("action_spec"), self.meta.get("image_size")
         self.fps, self._cache = self.meta.get("fps"), {}
+        # the agent's per-frame fields (None in a store made before them: agent_fields() says how to rebuild)
+        extra = {n: np.load(p) for n in ["slips", "events", "deaths"]
+                 if os.path.isfile(p := os.path.join(data_dir, f"{n}.npy"))}
+        self.slips, self.events, self.deaths = (extra.get(n) for n in ["slips", "events", "deaths"])
+        self.event_names, self.data_dir = self.meta.get("events", []), data_dir
         N, E, ep = len(self.frames), len(self.episodes), self.episodes
         problems = [
             (self.frames.dtype != np.uint8 or self.frames.shape[1:] != (self.image_size, self.image_size, 3),
@@ -159,6 +170,9 @@ class FrameStore:
              or (ep[1:, 0] != ep[:-1, 1]).any(), "episodes do not tile the frames"),
             (self.policies.shape != (E,) or self.epsilons.shape != (E,), "policies/epsilons vs episodes"),
             (self.meta.get("num_frames") != N or self.meta.get("num_episodes") != E, "meta.json counts"),
+            (self.slips is not None and self.slips.shape != (N,), "slips vs frames"),
+            (self.events is not None and self.events.shape != (N, len(self.event_names)), "events vs frames"),
+            (self.deaths is not None and self.deaths.shape != (E,), "deaths vs episodes"),
         ]
         for bad, what in problems:
             if bad:
@@ -166,6 +180,12 @@ class FrameStore:
 
     def __len__(self):
         return len(self.frames)
+
+    def agent_fields(self):
+        """Check that the store has the agent's fields (slips, events, deaths): one line how to rebuild if not."""
+        if self.slips is None or self.events is None or self.deaths is None:
+            raise ConfigError(f"frame store '{self.data_dir}' predates slips/events/deaths (the agent's targets); "
+                              f"rebuild it: python data.py --source={self.meta.get('source')} --data_dir=NEW_DIR ...")
 
     def labeled_episodes(self):
         """(E,) bool: the episodes with at least one labeled action (video episodes have none)."""
@@ -295,7 +315,7 @@ def plan_crafter(cfg):
     if cfg["num_frames"] < 1 or cfg["episode_len"] < 1:
         raise ConfigError("num_frames and episode_len must be >= 1")
     spec = [{"name": "action", "classes": 17, "values": list(crafter.constants.actions)}]
-    return {"spec": spec, "episodes": None, "fps": 10.0}
+    return {"spec": spec, "episodes": None, "fps": 10.0, "events": list(crafter.constants.achievements)}
 
 
 def episode_crafter(cfg, plan, k):
@@ -305,11 +325,12 @@ def episode_crafter(cfg, plan, k):
     policy = "random" if rng.random() < cfg["random_frac"] else "demo"
     eps = float(rng.uniform(cfg["eps_min"], cfg["eps_max"])) if policy == "demo" else float("nan")
     ep = demonstrator.run_episode(ep_seed, policy, 1.0 if policy == "random" else eps, cfg["episode_len"],
-                                  cfg["image_size"])
+                                  cfg["image_size"], cfg["view"])
     actions, rewards = np.array(ep["actions"], np.int16)[:, None], np.array(ep["rewards"], np.float32)
     actions[-1], rewards[-1] = -1, 0.0  # the last frame has no action
     return {"frames": np.asarray(ep["frames"], np.uint8), "actions": actions, "rewards": rewards,
-            "policy": int(policy == "demo"), "epsilon": eps, "fps": 10.0, "name": f"seed{ep_seed}"}
+            "policy": int(policy == "demo"), "epsilon": eps, "fps": 10.0, "name": f"seed{ep_seed}",
+            "slips": ep["slips"].astype(np.int8), "events": ep["events"].astype(np.int8), "died": int(ep["died"])}
 
 
 def _minerl_arrays(d):
@@ -464,18 +485,26 @@ def plan_stores(cfg):
         if st.action_spec != stores[0].action_spec:
             raise ConfigError(f"store '{d}' has another action spec than '{dirs[0]}' ({len(st.action_spec)} vs "
                               f"{len(stores[0].action_spec)} components); make a video store with --like={dirs[0]}")
+    events = [st.event_names for st in stores if st.event_names]
+    if any(e != events[0] for e in events):
+        raise ConfigError(f"the stores in --src name different events: {' / '.join(map(str, events))}")
     eps = [(d, j) for d, st in zip(dirs, stores) for j in range(len(st.episodes))]
     names = [f"{os.path.basename(os.path.abspath(d))}/{j}" for d, j in eps]
-    return {"spec": stores[0].action_spec, "episodes": eps, "names": names, "fps": None}
+    return {"spec": stores[0].action_spec, "episodes": eps, "names": names, "fps": None,
+            "events": events[0] if events else []}
 
 
 def episode_stores(cfg, plan, k):
     d, j = plan["episodes"][k]
     st = FrameStore(d)
     a, b = st.episodes[j]
-    return {"frames": np.asarray(st.frames[a:b]), "actions": np.asarray(st.actions[a:b], np.int16),
-            "rewards": np.asarray(st.rewards[a:b], np.float32), "policy": int(st.policies[j]),
-            "epsilon": float(st.epsilons[j]), "fps": st.meta["fps"], "name": plan["names"][k]}
+    ep = {"frames": np.asarray(st.frames[a:b]), "actions": np.asarray(st.actions[a:b], np.int16),
+          "rewards": np.asarray(st.rewards[a:b], np.float32), "policy": int(st.policies[j]),
+          "epsilon": float(st.epsilons[j]), "fps": st.meta["fps"], "name": plan["names"][k]}
+    if st.slips is not None:  # the agent's fields, where the store has them (else unknown: -1)
+        ep.update(slips=st.slips[a:b], died=int(st.deaths[j]))
+        ep.update({"events": st.events[a:b]} if st.event_names else {})
+    return ep
 
 
 SOURCES = {"crafter": (plan_crafter, episode_crafter), "minerl": (plan_minerl, episode_minerl),
@@ -580,22 +609,28 @@ def _assemble(cfg, plan, partial, K, tmp):
     actions = open_memmap(os.path.join(tmp, "actions.npy"), "w+", np.int16, (N, C))
     rewards, episodes = np.zeros(N, np.float32), np.stack([ends - [lens[k] for k in keep], ends], 1)
     policies, epsilons, fps, names, labeled = [], [], [], [], 0
+    K = len(plan.get("events", []))
+    slips, events, deaths = np.full(N, -1, np.int8), np.full((N, K), -1, np.int8), []  # -1: unknown
     for k, (a, b) in zip(keep, episodes):
         with np.load(_chunk_path(partial, k)) as z:
             frames[a:b], actions[a:b], rewards[a:b] = z["frames"], z["actions"], z["rewards"]
+            slips[a:b] = z["slips"] if "slips" in z.files else -1
+            events[a:b] = z["events"] if "events" in z.files else -1
+            deaths.append(int(z["died"]) if "died" in z.files else -1)
             labeled += int((z["actions"][:-1] >= 0).any(1).sum()) if C else 0
             policies.append(int(z["policy"])), epsilons.append(float(z["epsilon"]))
             fps.append(float(z["fps"])), names.append(str(z["name"]))
     frames.flush(), actions.flush()
     policies, epsilons = np.array(policies, np.int8), np.array(epsilons, np.float32)
-    for name, arr in [("rewards", rewards), ("episodes", episodes), ("policies", policies), ("epsilons", epsilons)]:
+    for name, arr in [("rewards", rewards), ("episodes", episodes), ("policies", policies), ("epsilons", epsilons),
+                      ("slips", slips), ("events", events), ("deaths", np.array(deaths, np.int8))]:
         np.save(os.path.join(tmp, f"{name}.npy"), arr)
     meta = {"source": cfg["source"], "image_size": S, "fps": plan["fps"] or float(np.median(fps)), "num_frames": N,
             "num_episodes": len(keep), "labeled_frac": labeled / max(1, N - len(keep)), "action_spec": plan["spec"],
-            "src": _abs_src(cfg) if cfg["source"] != "crafter" else "", "episode_names": names}
+            "events": plan.get("events", []), "src": _abs_src(cfg) if cfg["source"] != "crafter" else "", "episode_names": names}
     if cfg["source"] == "crafter":
         demo = epsilons[policies == 1]
-        meta["crafter"] = {k: cfg[k] for k in ["seed", "random_frac", "eps_min", "eps_max", "episode_len"]}
+        meta["crafter"] = {k: cfg[k] for k in ["seed", "random_frac", "eps_min", "eps_max", "episode_len", "view"]}
         meta["crafter"].update(episodes_random=int((policies == 0).sum()), episodes_demo=len(demo),
                                frames_demo=int((episodes[:, 1] - episodes[:, 0])[policies == 1].sum()),
                                epsilon_mean=float(demo.mean()) if len(demo) else None,
@@ -627,10 +662,14 @@ def build(cfg):
         if old.action_spec != plan["spec"]:
             raise ConfigError(f"--data_dir='{final}' already holds a store with a different action spec "
                               f"({len(old.action_spec)} vs {len(plan['spec'])} components); choose another --data_dir")
+        if old.slips is None:
+            raise ConfigError(f"--data_dir='{final}' holds a store made before slips/events/deaths (the agent's "
+                              f"targets); delete it or choose another --data_dir to rebuild")
         print(f"{final} already holds this store ({len(old)} frames, {len(old.episodes)} episodes): nothing to do")
         return old.meta
     # what the chunks depend on: a rerun may reuse them only if all of this is the same
-    keys = ["seed", "random_frac", "eps_min", "eps_max", "episode_len"] if cfg["source"] == "crafter" else ["src"]
+    keys = ["seed", "random_frac", "eps_min", "eps_max", "episode_len", "view"] if cfg["source"] == "crafter" \
+        else ["src"]
     settings = {k: _abs_src(cfg) if k == "src" else cfg[k] for k in ["source", "image_size"] + keys}
     names = plan.get("names") or [_name(p, cfg["src"]) for p in plan["episodes"] or []]
     settings.update(spec=plan["spec"], episodes=names)
@@ -676,6 +715,9 @@ def print_info(cfg):
     eps = store.epsilons[store.policies == 1]
     print("policies: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
           + (f"; demo epsilon mean {eps.mean():.3f} in [{eps.min():.3f}, {eps.max():.3f}]" if len(eps) else ""))
+    if store.slips is not None:
+        print(f"slips {np.mean(store.slips == 1):.1%} of frames; {np.mean(store.deaths == 1):.0%} of episodes ended in "
+              f"death; events ({len(store.event_names)} kinds) on {np.mean((store.events == 1).any(1)):.1%} of frames")
     rows = np.unique(np.linspace(0, len(lens) - 1, min(8, len(lens))).round().astype(int))
     idx = [store.episodes[e, 0] + np.linspace(0, lens[e] - 1, 8).round().astype(int) for e in rows]
     grid = store.frames[np.stack(idx)]                                    # (rows, 8, H, W, 3)

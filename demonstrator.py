@@ -1,16 +1,21 @@
 """A scripted Crafter demonstrator of mixed skill, episode collection, and the Crafter score of any policy.
 
 Dreamer 4 learns offline from human contractors' play of mixed skill. Crafter ships no such data and random play
-almost never places a table, so this file scripts a competent but imperfect player. It reads the game state (map,
-objects, inventory) and plays the tech tree, eats, drinks, fights and sleeps sealed in rock. Each episode has a
-skill epsilon: the fraction of its steps that are sticky random actions (policy 'random' is all random). The
-agent's evaluation uses `evaluate` with a frames-in, actions-out policy and never reads game internals.
+almost never places a table, so this file scripts a competent but imperfect player. It plays the tech tree, eats,
+drinks, fights and sleeps sealed in rock. The data's player is screen-only (view=True), a stand-in for contractors
+who see only the screen: it decides from the 9x7 tiles on screen, its inventory and its own memory of where it last
+saw water, cows and stone, never from the map off screen nor from which achievements it has (the agent cannot see
+those; docs/experiments.md measures what that buys). view=False reads the whole map and its achievements. Each
+episode has a skill epsilon: the fraction of its steps that are sticky random actions, recorded as slips (policy
+'random' is all random). The agent's evaluation uses `evaluate` with a frames-in, actions-out policy and never
+reads game internals.
 
     python demonstrator.py --episodes=50 --max_steps=1000
 
 prints one table: random play, the demonstrator at epsilon 0, and the default data mix.
 """
 import collections
+import functools
 import multiprocessing as mp
 import time
 
@@ -39,6 +44,7 @@ max_steps = DEFAULT_EPISODE_LEN  # episode length
 size = 64            # frame size
 seed = 1_000_000     # evaluation seeds are seed, seed + 1, ...: apart from the small seeds data collection uses
 workers = 2          # processes over episodes
+view = True          # the screen-only demonstrator (the data's); False: the one that reads the whole map
 fps_episodes = 2     # episodes timed (one core) for the frames/s of run_episode
 # -----------------------------------------------------------------------------------------------------------------
 
@@ -75,19 +81,22 @@ def _grow(a, box=False):
 
 
 class Demonstrator:
-    """A Crafter player reading the game state; act(obs) -> action id (obs is ignored).
+    """A Crafter player reading the game state; act(obs) -> action id (obs is ignored); self.slip: whether that
+    action was a random slip. view=True: it reads only the tiles on screen (and remembers water, cows and stone).
 
     A fraction `epsilon` of its steps are sticky random actions, each held for 1-6 steps: a human's slips and idle
-    wandering. It does not slip in a fight or when sealed in for the night, and its random actions never sleep (one
-    then sleeps until rested) nor step into lava. scripted=False is pure sticky-random play over all 17 actions: the
-    policy 'random'."""
+    wandering. It slips less in a fight and never when sealed in for the night, and its random actions never sleep
+    (one then sleeps until rested) nor step into lava. scripted=False is pure sticky-random play over all 17
+    actions: the policy 'random'."""
 
     HOLD = 6  # a random action is held for 1..HOLD steps
 
-    def __init__(self, env, epsilon=0.0, seed=0, scripted=True):
+    FIGHT_SLIP = 0.3  # near a foe, slips start at this fraction of the usual rate (recovery data in fights)
+
+    def __init__(self, env, epsilon=0.0, seed=0, scripted=True, view=False):
         if not 0.0 <= epsilon <= 1.0:
             raise ConfigError(f"epsilon={epsilon} must be in [0, 1]")
-        self.env, self.scripted = env, scripted
+        self.env, self.scripted, self.view = env, scripted, view
         hold = (1 + self.HOLD) / 2  # random runs start with this probability per step: a fraction epsilon is random
         self.start = epsilon / (hold - (hold - 1) * epsilon) if scripted else 1.0
         self.slips = [i for i, a in enumerate(ACTIONS) if a != 'sleep'] if scripted else list(range(len(ACTIONS)))
@@ -96,12 +105,14 @@ class Demonstrator:
         self.path, self.key, self.failed = [], None, {}  # cached path, what it leads to, searches that failed
         self.shelter, self.roam = None, None  # (entry tile, direction) of the night's pocket; exploration goal
         self.resting = False  # hurt: resting until health is back
+        self.heading, self.seen = (0, 1), {}  # view: where it walks when idle; where it last saw water, cows, stone
 
     def __call__(self, obs=None):
         self.t += 1
-        if self.hold == 0 and self.rng.random() < self.start and (not self.scripted or self._calm()):
+        if self.hold == 0 and self.rng.random() < self.start * (self._calm() if self.scripted else 1):
             self.held = self.slips[self.rng.integers(len(self.slips))]
             self.hold = int(self.rng.integers(1, self.HOLD + 1))
+        self.slip = self.hold > 0  # this step's action is a random slip, not the script's choice
         if self.hold > 0:
             self.hold -= 1
             move = _DIRS.get(ACTIONS[self.held])
@@ -111,10 +122,10 @@ class Demonstrator:
         return _A[self._policy()]
 
     def _calm(self):
-        """No slip in a fight or when sealed in for the night: a foe within 2 tiles, or walled in."""
+        """How freely it slips: never when sealed in for the night, less with a foe within 2 tiles."""
         self._see()
         foes = self.objs[O.Zombie] | self.objs[O.Skeleton]
-        return not self._within(foes, 2) and not self._enclosed()
+        return 0.0 if self._enclosed() else self.FIGHT_SLIP if self._within(foes, 2) else 1.0
 
     # ---- what the player sees -----------------------------------------------------------------------------------
     def _see(self):
@@ -122,14 +133,22 @@ class Demonstrator:
         self.inv, self.done, self.masks = p.inventory, p.achievements, {}
         self.pos, self.facing = (int(p.pos[0]), int(p.pos[1])), tuple(int(v) for v in p.facing)
         self.ahead = _add(self.pos, self.facing)
+        self.vis = np.ones(w._mat_map.shape, bool)  # the tiles it knows: all, or (view) the 9x7 on screen
+        if self.view:
+            (x, y), self.vis[:] = self.pos, False
+            self.vis[max(0, x - 4):x + 5, max(0, y - 3):y + 4] = True
         self.nobj = w._obj_map == 0
         self.free = self.m('grass', 'sand', 'path') & self.nobj  # where one can walk
         dig = self.m('tree', 'stone') if self.inv['wood_pickaxe'] else self.m('tree')
         self.dig = dig & self.nobj  # what we mine through when it is in the way
         self.objs = collections.defaultdict(lambda: np.zeros_like(self.free))
         for o in w.objects:
-            if not isinstance(o, O.Plant) or o.ripe:  # only ripe plants are worth walking to
-                self.objs[type(o)][tuple(o.pos)] = True
+            if self.vis[tuple(o.pos)]:
+                self.objs[type(o)][tuple(o.pos)] = True  # plants in objs[Plant], ripe ones also in objs['ripe']
+                self.objs['ripe'][tuple(o.pos)] = isinstance(o, O.Plant) and o.ripe
+        for name, mask in [('water', self.m('water')), ('cow', self.objs[O.Cow]), ('stone', self.m('stone'))]:
+            if self.view and mask.any():  # a person remembers where the water was
+                self.seen[name] = tuple(int(v) for v in np.argwhere(mask)[0])
         self.passable = self.free | self.dig
         if self.inv['health'] <= 6 or not self.inv['wood_sword']:  # weak: keep 3 tiles away from skeletons
             self.passable &= ~_grow(_grow(self.objs[O.Skeleton]))
@@ -139,7 +158,7 @@ class Demonstrator:
         if names not in self.masks:
             ids, lut = self.env._world._mat_ids, np.zeros(256, bool)
             lut[[ids[n] for n in names if n in ids]] = True
-            self.masks[names] = lut[self.env._world._mat_map]
+            self.masks[names] = lut[self.env._world._mat_map] & self.vis
         return self.masks[names]
 
     def _around(self, p=None):
@@ -182,10 +201,14 @@ class Demonstrator:
             return a
         if inv['food'] <= low and (a := self._reach(cows, 'do', 'food')):
             return a
+        if self.view and min(inv['food'], inv['drink']) <= 3:  # none in sight: look for it before anything else
+            return self._wander()
         # 4. Tired at night (or exhausted) or hurt: sleep or rest, sealed in the rock if we can.
         if self.resting or inv['energy'] <= 3 or (inv['energy'] <= 6 and dark):
             if a := self._sleep(foes):
                 return a
+            if self.view and self.inv['wood_pickaxe'] and 'stone' in self.seen:
+                return self._wander()  # to the rock it saw last, for a pocket to sleep in
         else:
             self.shelter = None
         # 5. Make any missing tool we can make right here.
@@ -196,13 +219,15 @@ class Demonstrator:
                     all(inv[k] >= v for k, v in info['uses'].items()):
                 return 'make_' + tool
         # 6. Opportunities a few steps away: drink, eat, fight, eat a ripe plant, mine.
+        # The screen-only player (view) cannot see which achievements it has: it goes by the screen and inventory.
         pick, stone_pick, iron_pick = inv['wood_pickaxe'], inv['stone_pickaxe'], inv['iron_pickaxe']
-        close = [(inv['drink'] <= 6 or not done['collect_drink'], self.m('water'), 5),
-                 (inv['food'] <= 6 or not done['eat_cow'], cows, 8),
-                 (not done['defeat_zombie'] and inv['health'] >= 6, zombies, 5),
-                 (not done['defeat_skeleton'] and inv['health'] >= 7 and inv['wood_sword'], skeletons, 4),
-                 (True, objs[O.Plant], 10),
-                 (pick and inv['stone'] < 9, self.m('stone'), 1),
+        new = {k: not self.view and not v for k, v in done.items()}  # not unlocked yet, as far as it knows
+        close = [(inv['drink'] <= 6 or new['collect_drink'], self.m('water'), 5),
+                 (inv['food'] <= (7 if self.view else 6) or new['eat_cow'], cows, 8),
+                 ((self.view or new['defeat_zombie']) and inv['health'] >= 6, zombies, 5),
+                 ((self.view or new['defeat_skeleton']) and inv['health'] >= 7 and inv['wood_sword'], skeletons, 4),
+                 (True, objs['ripe'], 10),
+                 (pick and inv['stone'] < (5 if self.view else 9), self.m('stone'), 1),
                  (pick and inv['coal'] < 3, self.m('coal'), 5),
                  (stone_pick and inv['iron'] < 3, self.m('iron'), 6),
                  (iron_pick, self.m('diamond'), 8)]
@@ -213,25 +238,29 @@ class Demonstrator:
         for tool in _TOOLS:
             if not inv[tool] and (a := self._craft(tool)):
                 return a
-        if not done['place_furnace'] and (a := self._craft('furnace')):
+        furnace = stone_pick and not self.m('furnace').any() if self.view else new['place_furnace']
+        if furnace and (a := self._craft('furnace')):
             return a
-        if not done['place_stone'] and inv['stone'] and (a := self._place('stone')):
+        if self.view and inv['stone'] >= 7 and (a := self._reach(self.m('water'), 'place_stone', 'bridge', 4)):
+            return a  # (into water: a stone placed on land would be mined again on the way)
+        if new['place_stone'] and inv['stone'] and (a := self._place('stone')):
             return a
         # 8. Far achievements: coal, iron, diamond, a drink, a cow; then a sapling from the grass and plant it.
-        far = [(pick and not done['collect_coal'], self.m('coal')),
-               (stone_pick and not done['collect_iron'], self.m('iron')),
-               (iron_pick and not done['collect_diamond'], self.m('diamond')),
-               (not done['collect_drink'] or inv['drink'] <= 5, self.m('water')),
-               (not done['eat_cow'] or inv['food'] <= 5, cows)]
+        far = [(pick and (inv['coal'] < 3 if self.view else new['collect_coal']), self.m('coal')),
+               (stone_pick and (inv['iron'] < 3 if self.view else new['collect_iron']), self.m('iron')),
+               (iron_pick and (self.view or new['collect_diamond']), self.m('diamond')),
+               (new['collect_drink'] or inv['drink'] <= 5, self.m('water')),
+               (new['eat_cow'] or inv['food'] <= 5, cows)]
         for i, (want, target) in enumerate(far):
             if want and (a := self._reach(target, 'do', f'far{i}')):
                 return a
         if inv['sapling'] and (a := self._place('plant')):
             return a
-        if not done['collect_sapling'] and (a := self._face_open(self.m('grass') & self.nobj, 'do', 'sapling')):
+        sapling = not inv['sapling'] and not objs[O.Plant].any() if self.view else new['collect_sapling']
+        if sapling and (a := self._face_open(self.m('grass') & self.nobj, 'do', 'sapling')):
             return a
         # 9. Nothing to do: wander.
-        return self._explore()
+        return self._wander() if self.view else self._explore()
 
     def _craft(self, tool):
         """Work toward `tool` (or the furnace): gather what it uses, plus the cost of a station it needs that is not
@@ -269,7 +298,7 @@ class Demonstrator:
             return 'sleep' if self.inv['energy'] < 9 else 'noop'
         walk = self.m('grass', 'sand', 'path')
         if self.shelter is None and self.inv['wood_pickaxe']:
-            wall = ~walk & ~self.m('lava')
+            wall = ~walk & ~self.m('lava') & self.vis
             mine = self.m('stone') | self.free
             goal = np.zeros_like(walk)
             for d in _MOVES:  # entry m with m+d, m+2d minable and walls around them
@@ -285,7 +314,8 @@ class Demonstrator:
                 if a := self._go(goal, 'shelter', 30):
                     return a
         if self.shelter is None:
-            return None if self._within(foes, 6) or self.inv['energy'] == 9 else 'sleep'
+            exposed = self._within(foes, 6) or self.view and self.env._world.daylight < 0.5 and self.inv['energy']
+            return None if exposed or self.inv['energy'] == 9 else 'sleep'  # (view: no sleep in the open at night)
         m, d = self.shelter
         back, s1, s2 = (-d[0], -d[1]), _add(m, d), _add(m, d, 2)
         if self.pos == s2:
@@ -299,8 +329,9 @@ class Demonstrator:
         return 'do' if self.m('stone')[ahead] and self.facing == d else _MOVES[d]
 
     def _enclosed(self):
-        """The walkable region around us is tiny and closed, so no zombie can get next to us."""
-        walk = self.m('grass', 'sand', 'path')
+        """The walkable region around us is tiny and closed, so no zombie can get next to us (off-screen tiles
+        count as walkable)."""
+        walk = self.m('grass', 'sand', 'path') | ~self.vis
         region = np.zeros_like(walk)
         region[self.pos] = True
         for _ in range(4):
@@ -321,6 +352,31 @@ class Demonstrator:
         goal = np.zeros_like(self.free)
         goal[self.roam] = True
         return self._go(goal, 'roam', 40) or 'noop'
+
+    def _wander(self):
+        """Screen-only exploration: keep a heading, and when it is blocked turn toward the side with more open ground
+        on screen (so that what it does follows from what it sees); when thirsty, hungry or tired with a pickaxe,
+        head for the water, cow or stone it remembers."""
+        inv, night = self.inv, self.env._world.daylight < 0.5 or self.inv['energy'] <= 6
+        need = [inv['drink'] <= 4 and 'water', inv['food'] <= 4 and 'cow', night and inv['wood_pickaxe'] and 'stone']
+        name = next((n for n in need if n in self.seen), None)
+        if name and np.abs(np.subtract(self.seen[name], self.pos)).sum() <= 1:
+            del self.seen[name]  # there, and nothing to be had: forget it
+        elif name:
+            d = np.subtract(self.seen[name], self.pos)
+            self.heading = (int(np.sign(d[0])), 0) if abs(d[0]) >= abs(d[1]) else (0, int(np.sign(d[1])))
+        open_ = [d for d, n in self._around() if self.passable[n]]  # (mining its way out of a shelter)
+        if self.heading not in open_:
+            back = (-self.heading[0], -self.heading[1])
+            turns = [d for d in open_ if d != back] or open_
+            if not turns:
+                return 'noop'
+            x, y = self.pos
+            room = {d: self.free[max(0, x + 4 * d[0] - 4):x + 4 * d[0] + 5, max(0, y + 3 * d[1] - 3):y + 3 * d[1] + 4]
+                    .sum() for d in turns}  # open tiles on that side of the screen
+            self.heading = max(turns, key=lambda d: (room[d], d))
+        ahead = _add(self.pos, self.heading)
+        return 'do' if self.dig[ahead] and self.facing == self.heading else _MOVES[self.heading]
 
     # ---- moving around ------------------------------------------------------------------------------------------
     def _reach(self, target, action, key, r=64):
@@ -382,7 +438,7 @@ class Demonstrator:
             dist[front] = k
             hits = np.argwhere(front & goal)
             if len(hits):
-                path = [tuple(int(v) for v in hits[self.rng.integers(len(hits))])]
+                path = [tuple(int(v) for v in hits[0 if self.view else self.rng.integers(len(hits))])]
                 while k > 1:  # walk back along decreasing distance
                     k -= 1
                     path.append(next(n for _, n in self._around(path[-1]) if dist[n] == k))
@@ -413,27 +469,34 @@ def sample_skill(seed):
     return 'demo', float(rng.uniform(0, MAX_EPSILON))
 
 
-def run_episode(seed, policy, epsilon, max_steps, size=64):
-    """Play one episode of Crafter with the demonstrator ('demo'; a fraction epsilon of its steps sticky random) or
-    sticky random play ('random'). Deterministic given its arguments. Returns frames uint8 (T+1, size, size, 3),
-    actions int64 (T+1,) (action t leads from frame t to t+1; the last is -1), rewards float32 (T+1,) (reward t of
-    that transition; the last is 0), achievements (set of names unlocked)."""
+def run_episode(seed, policy, epsilon, max_steps, size=64, view=False):
+    """Play one episode of Crafter with the demonstrator ('demo'; a fraction epsilon of its steps sticky random;
+    view: the screen-only player) or sticky random play ('random'). Deterministic given its arguments. Returns
+    frames uint8 (T+1, size, size, 3), actions int64 (T+1,) (action t leads from frame t to t+1; the last is -1),
+    rewards float32 (T+1,) (reward t of that transition; the last is 0), slips bool (T+1,) (action t was a random
+    slip), events bool (T+1, 22) (achievement k happened on transition t, each time, in ACHIEVEMENTS order),
+    died (the episode ended in death, not at max_steps), achievements (set of names unlocked)."""
     if policy not in ('random', 'demo'):
         raise ConfigError(f"policy={policy!r}: use 'random' or 'demo'")
     if max_steps < 1:
         raise ConfigError(f"max_steps={max_steps} must be >= 1")
     env = _make_env(seed, max_steps, size)
-    act = Demonstrator(env, epsilon, seed, scripted=policy == 'demo')
-    frames, actions, rewards = [env.reset()], [], []
-    done, info = False, {'achievements': {}}
+    act = Demonstrator(env, epsilon, seed, scripted=policy == 'demo', view=view)
+    frames, actions, rewards, slips, counts = [env.reset()], [], [], [], [np.zeros(len(ACHIEVEMENTS), np.int64)]
+    done, info = False, {'achievements': {}, 'discount': 1.0}
     while not done:
         actions.append(act(frames[-1]))
+        slips.append(act.slip)
         obs, reward, done, info = env.step(actions[-1])
         frames.append(obs)
         rewards.append(reward)
+        counts.append(np.array([info['achievements'][k] for k in ACHIEVEMENTS]))
+    events = np.diff(np.stack(counts), axis=0) > 0  # (T, 22)
     return {'frames': np.stack(frames).astype(np.uint8),
             'actions': np.array(actions + [-1], np.int64),
             'rewards': np.array(rewards + [0.0], np.float32),
+            'slips': np.array(slips + [False]), 'events': np.concatenate([events, np.zeros((1, 22), bool)]),
+            'died': info['discount'] == 0,
             'achievements': {k for k, v in info['achievements'].items() if v > 0}}
 
 
@@ -538,13 +601,13 @@ def random_policy(env):  # make_policy factories for evaluate(); they read the e
     return Demonstrator(env, 1.0, env._seed, scripted=False)
 
 
-def demo_policy(env, epsilon=0.0):
-    return Demonstrator(env, epsilon, env._seed)
+def demo_policy(env, epsilon=0.0, view=False):
+    return Demonstrator(env, epsilon, env._seed, view=view)
 
 
-def mix_policy(env):
+def mix_policy(env, view=False):
     policy, epsilon = sample_skill(env._seed)
-    return Demonstrator(env, epsilon, env._seed, scripted=policy == 'demo')
+    return Demonstrator(env, epsilon, env._seed, scripted=policy == 'demo', view=view)
 
 
 if __name__ == '__main__':
@@ -558,7 +621,9 @@ if __name__ == '__main__':
     head = f"{'policy':<12}{'score%':>7}{'return':>7}{'length':>7}" + ''.join(f"{short[n]:>{len(short[n]) + 1}}"
                                                                         for n in KEY_ACHIEVEMENTS)
     print(head)
-    for name, make in [('random', random_policy), ('demo eps=0', demo_policy), ('data mix', mix_policy)]:
+    rows = [('random', random_policy), ('demo eps=0', functools.partial(demo_policy, view=view)),
+            ('data mix', functools.partial(mix_policy, view=view))]
+    for name, make in rows:
         t0 = time.time()
         r = evaluate(make, seeds, max_steps, size, workers)
         print(f"{name:<12}{r['score']:>7.1f}{r['mean_return']:>7.2f}{r['mean_length']:>7.0f}" +
@@ -569,7 +634,7 @@ if __name__ == '__main__':
     frames = 0
     for s in range(seed, seed + fps_episodes):
         t0 = time.time()
-        ep = run_episode(s, 'demo', 0.0, max_steps, size)
+        ep = run_episode(s, 'demo', 0.0, max_steps, size, view)
         t1 = time.time()
         env = _make_env(s, max_steps, size)
         env.reset()

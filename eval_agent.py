@@ -13,6 +13,7 @@ seeds only above ~0.8, on 400 seeds above ~0.27. Another RL run scored against t
 To score any checkpoint on seeds of your own:
     policy = agent.load_policy("out/agent_rl/ckpt.pt");  demonstrator.evaluate_lockstep(policy, seeds, 1000)
 """
+import functools
 import json
 import math
 import os
@@ -38,10 +39,11 @@ argmax = True  # also play the agents with argmax actions (a reproduction saw ar
 argmax_episodes = 0  # seeds for the argmax rows (the first ones); 0 = all of them
 bc_eval = ""  # an eval.json of this bc_ckpt on the same seeds: its BC rows are reused, not played again
 baselines = True  # random play, the demonstrator at epsilon 0, and the data mix
+view = True  # the baselines' demonstrator: the screen-only one, as in the default data (False: the map-reading one)
 baseline_episodes = 0  # seeds for the baselines (the first ones); 0 = all of them
 workers = 2  # processes for the scripted baselines
 lockstep = 50  # episodes an agent plays at once, batched; more seeds play in chunks (memory stays bounded)
-time_window = 16  # past frames the agents' dynamics model reads
+time_window = 0  # past frames the agents' dynamics model reads (0: each checkpoint's own, its finetuning window)
 out = ""  # the table as JSON (default: beside rl_ckpt, or bc_ckpt)
 video = ""  # an mp4 of one agent episode (default: beside out)
 device = "auto"
@@ -126,7 +128,9 @@ reused = reused_bc_rows(bc_eval) if bc_eval else {}
 rows = {}
 print(f"{episodes} episodes per row, seeds {seeds[0]}..{seeds[-1]}, max_steps {max_steps}", flush=True)
 if baselines:
-    for name, make in (("random", random_policy), ("demo eps=0", demo_policy), ("data mix", mix_policy)):
+    scripted = (("random", random_policy), ("demo eps=0", functools.partial(demo_policy, view=view)),
+                ("data mix", functools.partial(mix_policy, view=view)))
+    for name, make in scripted:
         t0 = time.time()
         rows[name] = {**evaluate(make, seeds[:baseline_episodes or episodes], max_steps, workers=workers),
                       "seconds": time.time() - t0}

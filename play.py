@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 import common
-from agent import build, sample_actions, twohot_mean
+from agent import build, load_agent, reward, sample_actions, twohot_mean
 from data import FrameStore
 from dynamics import append_frames, check_K, load_dynamics, next_frame, prev_actions, write_video
 from model import KVCache
@@ -101,6 +101,7 @@ class Dream:
         """frames uint8 (C, H, W, 3), actions (C, ncomp) as in the data (action t led from frame t; -1 unknown): the
         last frame is shown, and the next one follows the first action played."""
         self.cache, self.dec_cache, self.resets = KVCache(), KVCache(), self.resets + 1
+        self.memory = None if self.agent is None else torch.zeros(1, 1, self.agent.num_events, device=self.device)
         a = torch.as_tensor(np.asarray(actions, np.int64), device=self.device)[None]  # (1, C, ncomp)
         with self.ctx:
             z = self.tok.encode(torch.as_tensor(np.asarray(frames), device=self.device)[None]).float()  # (1, C, L, Dz)
@@ -118,18 +119,21 @@ class Dream:
         return self.frame
 
     def _slots(self, T):
-        return None if self.agent is None else self.agent.slots(1, T)
+        return None if self.agent is None else self.agent.slots(1, T, 0, self.memory.expand(1, T, -1))
 
     def _show(self, z, a_in):
         """Frames z (1, T, L, Dz) join the past after actions a_in (1, T, ncomp); the last is decoded and, with an
-        agent, its predicted reward (of the transition into it), value and policy logits are kept."""
+        agent, its predicted reward (of the transition into it), value and policy logits are kept, and its episode
+        memory takes the events it sees."""
         eps = torch.randn(z.shape, generator=self.gen, device=self.device)
         h = append_frames(self.dyn, z, a_in, self.cache, eps, self._slots(z.shape[1]))
         x = self.tok.decode(z, cache=self.dec_cache)[0, -1].float().clamp(0, 1)
         self.frame = (x * 255).round().to(torch.uint8).cpu().numpy()
         if self.agent is not None:
-            h = h[:, -1]  # (1, n, D)
-            self.reward = twohot_mean(self.agent.reward_logits(h)[:, 0], self.agent.bins).item()
+            h = h[:, -1:]  # (1, 1, n, D)
+            self.reward = reward(self.agent, h, self.memory).item()
+            self.memory = torch.maximum(self.memory, (self.agent.events(h) > 0.5).float())
+            h = h[:, 0]
             self.value = twohot_mean(self.agent.value_logits(h), self.agent.bins).item()
             self.logits = self.agent.policy_logits(h, offset=0)
 
@@ -143,8 +147,10 @@ def load(path, device):
     model streaming with a sliding window of the clip length it was trained on."""
     ck = common.load_checkpoint(path, "ckpt")
     if isinstance(ck, dict) and "agent_args" in ck:
+        ck = load_agent(path)
         models = build(ck).to(device).eval().requires_grad_(False)
         dyn, agent = models["dynamics"], models["agent"]
+        dyn.transformer.time_window = ck["window"]  # the window its agent learned on
     else:
         dyn, ck = load_dynamics(path, device)
         agent = None

@@ -201,8 +201,8 @@ def main():
              f"{dyn['shuffle_ratio']:.3f} |",
              f"| BC accuracy on held-out episodes (copy-the-last-action baseline) | {bc_acc:.3f} "
              f"({bc['val_copy_acc']:.3f}) |",
-             f"| reward head: precision / recall of unlock events ({bc['reward_events']} events) | "
-             f"{bc['reward_precision']:.2f} / {bc['reward_recall']:.2f} |",
+             *[f"| {what}: precision / recall ({bc[k + '_events']} held-out events) | "
+               f"{bc[k + '_precision']:.2f} / {bc[k + '_recall']:.2f} |" for k, what in PR_ROWS if k + "_events" in bc],
              f"| imagined return (last imagination step) | {imagined:.3f} |", "",
              "## Real Crafter", ""]
     lines += open(eval_path).read().splitlines()
@@ -217,4 +217,6 @@ def main():
     print(f"wrote {path}")
 
 
+PR_ROWS = [("reward", "imagined reward's unlocks (reward > 0.5)"), ("event", "event head, real frames"),
+           ("dream", "event head, frames dreamed from the data's actions"), ("death", "continuation head, deaths")]
 label_study() if label_runs else main()

@@ -4,15 +4,20 @@
     python train_agent.py --phase=imagine --init_ckpt=out/agent_bc/ckpt.pt --out_dir=out/agent_rl
     python eval_agent.py --bc_ckpt=out/agent_bc/ckpt.pt --rl_ckpt=out/agent_rl/ckpt.pt   # the real game
 
-finetune (§A.1): agent tokens are appended to every frame of the dynamics transformer; their output feeds the
-policy (behavior cloning) and reward heads, both with multi-token prediction, while the dynamics loss goes on
-(the shortcut-forcing recipe of the dynamics checkpoint). BC learns from `bc_data` episodes; the dynamics and
-reward losses see all of them. Eval: held-out BC accuracy beside the copy-the-last-action baseline (§P), and the
-reward head's precision/recall of unlock events (reward > 0.5) over the held-out episodes' transitions.
-imagine (§A.2): the transformer is frozen. Rollouts start from real context windows, actions sampled from the
-policy, K denoising steps per frame with the KV cache, rewards from the reward head and a value bootstrap at the
-horizon. Only the policy and value heads train: value to the lambda-returns, policy by PMPO (§A.3) with a KL to
-the behavioral prior (a frozen copy of the finetuned policy head).
+finetune (§A.1): agent tokens are appended to every frame of the dynamics transformer, with the episode memory of
+events added to their input; their output feeds the policy (behavior cloning on the demonstrator's own choices:
+its recorded random slips are inputs, never targets) and reward heads, both with multi-token prediction, the event
+and continuation heads, and the value head (on the data's discounted returns-to-go: a critic with a long view),
+while the dynamics loss goes on (the shortcut-forcing recipe of the dynamics checkpoint). BC learns from `bc_data`
+episodes; the other losses see all of them. Eval: held-out BC accuracy beside the copy-the-last-action baseline
+(§P); precision/recall of the imagined reward's unlocks (reward > 0.5) and of the event head on the held-out
+transitions, of the event head on frames dreamed from the data's actions, and of the continuation head on deaths.
+imagine (§A.2): the transformer is frozen and reads the finetuning window (sliding, so any horizon fits).
+Rollouts start from real context windows with their episode memory, actions sampled from the policy, K denoising
+steps per frame with the KV cache, rewards from the reward head plus each event paid once (the memory goes on
+from the agent's own detections), continuation from its head, and a value bootstrap at the horizon. Only the
+policy and value heads train: value to the lambda-returns, policy by PMPO (§A.3) with a KL to the behavioral
+prior (a frozen copy of the finetuned policy head), both weighted by the probability of being alive (DreamerV3).
 """
 import copy
 import os
@@ -23,8 +28,10 @@ import torch
 import torch.nn as nn
 
 import common
-from agent import (Agent, agent_pass, bc_loss, build, imagination_losses, imagine, load_agent, reward_loss,
-                   twohot_mean)
+from agent import (Agent, agent_pass, bc_loss, bc_targets, build, cont_loss, data_targets, event_loss, imagination_losses,
+                   imagine, into, load_agent, reward, reward_loss, value_loss_data)
+from dynamics import next_frame, prev_actions, append_frames
+from model import KVCache
 from data import FrameStore
 from dynamics import Dynamics, ShortcutLoss, check_action_spec
 from tokenizer import cached_latents, load_tokenizer
@@ -45,11 +52,17 @@ seq_len = 16
 bc_data = "all"  # 'all' | 'demo': the episodes behavior cloning learns from (the paper clones task-relevant data)
 bc_weight = 1.0
 reward_weight = 1.0
+event_weight = 1.0  # the event head (achievements on each transition): the imagined reward and the memory
+cont_weight = 1.0  # the continuation head (death)
+value_weight = 1.0  # the value head on the data's discounted returns-to-go (a critic with a long view)
+memory = True  # the episode memory of events as an input of the agent tokens (needs a store with events)
+memory_noise = 0.05  # finetune: each memory bit of a window flipped with this probability (its detections err)
 num_agent_tokens = 1
 mtp = 8  # multi-token prediction: offsets 0..mtp (§A.1, L = 8)
 head_hidden = 256
 # imagine (phase 3)
-horizon = 16  # imagined steps per rollout (§A.2; the paper gives none for Minecraft)
+horizon = 16  # imagined steps per rollout (§A.2; the paper gives none for Minecraft); any length: the dynamics
+#   model reads the finetuning window of past frames (sliding)
 context_frames = 8  # real frames each rollout starts from
 context_first = 0  # contexts start within the first N frames of an episode (0 = anywhere; 200 was worse, docs)
 imagine_batch = 32  # rollouts per step
@@ -118,7 +131,9 @@ check_action_spec(store.action_spec, start["action_spec"], data_dir)
 tok_info = start["tokenizer"]
 tok, tok_ckpt = load_tokenizer(tok_info["path"], device)
 L, Dz = start["latent_shape"]
+store.agent_fields()
 rewards_all = np.asarray(store.rewards)
+targets = data_targets(rewards_all, store.events, store.episodes, store.deaths)  # per frame (agent.data_targets)
 if phase == "finetune" and not np.any(rewards_all != 0):
     raise common.ConfigError(f"{data_dir} has no rewards (rewards.npy is all zero): the reward head has nothing to "
                              f"learn from")
@@ -130,9 +145,7 @@ if phase == "finetune" and not keep.any():
 
 # models: the dynamics transformer with agent tokens, its heads, and (imagine) the frozen behavioral prior
 model_args = start["model_args"]
-if phase == "imagine" and context_frames + horizon > model_args["max_frames"]:
-    raise common.ConfigError(f"context_frames + horizon = {context_frames + horizon} is longer than the "
-                             f"{model_args['max_frames']} frames the dynamics model was trained on")
+window = start.get("window", seq_len)  # the frames the agent tokens read: its finetuning window, everywhere after
 if phase == "finetune" and seq_len > model_args["max_frames"]:
     raise common.ConfigError(f"seq_len={seq_len} is longer than the {model_args['max_frames']} frames the dynamics "
                              f"model was trained on")
@@ -141,7 +154,8 @@ if "agent_args" in start:
     models = build(start)
 else:
     agent_args = dict(dim=model_args["dim"], action_classes=[c["classes"] for c in store.action_spec],
-                      num_tokens=num_agent_tokens, mtp=mtp, hidden=head_hidden)
+                      num_tokens=num_agent_tokens, mtp=mtp, hidden=head_hidden, num_events=len(store.event_names),
+                      memory=memory)
     models = nn.ModuleDict({"dynamics": Dynamics(**model_args), "agent": Agent(**agent_args)})
     models["dynamics"].load_state_dict(start["model"])
 dyn_config = start.get("dynamics_config", start["config"])  # the shortcut-forcing recipe of the dynamics run
@@ -157,6 +171,8 @@ elif "criterion" in start and init_from == "scratch":
 models, criterion = models.to(device), criterion.to(device)
 common.broadcast_from_rank0(models, ddp)  # the new agent parts were drawn from per-rank seeds
 dyn, agent = models["dynamics"], models["agent"]
+if phase == "imagine":
+    dyn.transformer.time_window = window  # imagination reads the window the agent learned on, sliding
 if phase == "finetune":
     optimizer = common.make_optimizer(models, lr, weight_decay, (beta1, beta2), device, muon, dtype=dtype)
 else:  # the policy and value heads, each at its own peak lr
@@ -183,54 +199,102 @@ latents = cached_latents(tok, tok_info["path"], store, data_dir, device, ctx)
 val_ids = store.episode_ids("val")
 
 
-def batch(b):
-    """A store.sample dict -> latents (B, T, L, Dz), actions (B, T, C), rewards (B, T), BC mask (B,) on the device."""
-    T = b["actions"].shape[1]
-    z = torch.from_numpy(latents[b["start"][:, None] + np.arange(T)].astype(np.float32)).to(device)
-    return (z, torch.from_numpy(b["actions"]).to(device), torch.from_numpy(b["rewards"]).to(device),
-            torch.from_numpy(keep[b["episode"]]).to(device))
+def batch(b, noise=0.0):
+    """A store.sample dict -> on the device: latents z (B, T, L, Dz), actions (B, T, C), BC mask keep (B,), and per
+    frame: slip (B, T), events (B, T, K), memory (B, T, K) (noise: each bit of a window flipped with this
+    probability), reward, terminal, returns (B, T) (agent.data_targets)."""
+    idx = b["start"][:, None] + np.arange(b["actions"].shape[1])  # (B, T)
+    out = {"z": latents[idx].astype(np.float32), "actions": b["actions"], "keep": keep[b["episode"]],
+           "slip": store.slips[idx] == 1, "events": store.events[idx], "rewards": rewards_all[idx],
+           **{k: v[idx] for k, v in targets.items()}}
+    if noise:
+        flip = rng.random((len(idx), 1, out["memory"].shape[-1])) < noise
+        out["memory"] = np.abs(out["memory"] - flip)
+    return {k: torch.from_numpy(np.asarray(v)).to(device) for k, v in out.items()}
 
 
 def tiles(T):
     """Windows of T frames over every held-out episode, overlapping by one frame, so that the transitions into
-    frames 1..T-1 of the windows are every transition of the episode (but a tail shorter than a window)."""
-    starts = [np.arange(s, e - T + 1, T - 1) for s, e in store.episodes[val_ids]]
+    frames 1..T-1 of the windows are every transition of the episode (but a head shorter than a window); the last
+    window ends at the episode's last frame (its death, if it died)."""
+    starts = [np.arange(e - T, s - 1, 1 - T)[::-1] for s, e in store.episodes[val_ids]]
     starts = np.concatenate(starts) if starts else np.zeros(0, np.int64)
     idx = starts[:, None] + np.arange(T)
     ep = np.searchsorted(store.episodes[:, 1], starts, side="right")
-    return {"start": starts, "actions": store.actions[idx].astype(np.int64), "rewards": rewards_all[idx],
-            "episode": ep}
+    return {"start": starts, "actions": store.actions[idx].astype(np.int64), "episode": ep}
+
+
+def precision_recall(pred, real):
+    """Counts (tp, fp, fn) of bool tensors."""
+    return np.array([(pred & real).sum().item(), (pred & ~real).sum().item(), (~pred & real).sum().item()])
+
+
+def pr_metrics(name, counts):
+    tp, fp, fn = counts
+    return {f"{name}_precision": tp / max(1, tp + fp), f"{name}_recall": tp / max(1, tp + fn),
+            f"{name}_events": int(tp + fn)}
+
+
+@torch.no_grad()
+def dreamed_events(b, g, ctx_len=8):
+    """Events on imagined frames: the dynamics model continues held-out windows from their first ctx_len frames with
+    the data's own actions, and the event head reads its frames; (tp, fp, fn) against the real events (§P: check
+    the reward on imagined rollouts). The reward the policy learns from must be right inside the dream."""
+    z, a, T = b["z"], b["actions"], b["z"].shape[1]
+    def noise(x):  # from g: the global RNG stays untouched by evals
+        return torch.randn(x.shape, generator=g, device=device)
+
+    cache, m = KVCache(), b["memory"]
+    ctx_slots = agent.slots(len(z), ctx_len, 0, m[:, :ctx_len])
+    append_frames(dyn, z[:, :ctx_len], prev_actions(a[:, :ctx_len]), cache, noise(z[:, :ctx_len]), ctx_slots)
+    counts = np.zeros(3, np.int64)
+    for t in range(ctx_len, T):
+        slots = agent.slots(len(z), 1, 0, m[:, t:t + 1])
+        zt = next_frame(dyn, cache, a[:, t - 1:t], imagine_K, noise(z[:, :1]), slots)
+        h = append_frames(dyn, zt, a[:, t - 1:t], cache, noise(zt), slots)
+        real = b["events"][:, t - 1:t] == 1
+        counts += precision_recall((agent.events(h) > 0.5) & (b["events"][:, t - 1:t] >= 0), real)
+    return counts
 
 
 @torch.no_grad()
 def evaluate_finetune():
-    """Held-out BC accuracy (offset 0) beside copying the previous action (§P), and the reward head's precision and
-    recall of unlock events (reward > 0.5) over the held-out transitions (§E)."""
+    """Held-out BC accuracy (offset 0) on the demonstrator's own choices (slips left out) beside copying the
+    previous action (§P); the reward head's precision and recall of unlock events (reward > 0.5) over the held-out
+    transitions (§E); the event head's, on real frames and on frames the dynamics model dreams from the data's
+    actions; the continuation head's of deaths."""
     models.eval()
     w = tiles(seq_len)
-    hit = copy_hit = n = tp = fp = fn = 0
+    hit = copy_hit = n = 0
+    counts = {k: np.zeros(3, np.int64) for k in ("reward", "event", "dream", "death")}
     bc_losses, g = [], torch.Generator(device).manual_seed(seed)  # the same noise at every eval, the RNG untouched
     for i in range(0, len(w["start"]), batch_size * 4):
-        z, a, r, k = batch({key: v[i:i + batch_size * 4] for key, v in w.items()})
+        b = batch({key: v[i:i + batch_size * 4] for key, v in w.items()})
+        a, k = b["actions"], b["keep"]
         with ctx:
-            h = agent_pass(dyn, agent, z, a, generator=g)
-        loss, _ = bc_loss(agent, h, a, k)
+            h = agent_pass(dyn, agent, b["z"], a, generator=g, memory=b["memory"])
+            if i < batch_size * 16 and agent.num_events:
+                counts["dream"] += dreamed_events(b, g)
+        target = bc_targets(a, b["slip"], k)  # (B, T, C)
+        loss, _ = bc_loss(agent, h, target)
         logits = agent.policy_logits(h, offset=0)
-        target = a.masked_fill(~k[:, None, None], -1)  # (B, T, C)
         ok = (target[:, 1:] >= 0)
         for c, lg in enumerate(logits):
             hit += ((lg[:, 1:].argmax(-1) == target[:, 1:, c]) & ok[..., c]).sum().item()
             copy_hit += ((a[:, :-1, c] == target[:, 1:, c]) & ok[..., c]).sum().item()
         n += ok.sum().item()
         bc_losses.append(loss.item())
-        pred = twohot_mean(agent.reward_logits(h[:, 1:])[:, :, 0], agent.bins) > 0.5  # into frames 1..T-1
-        real = r[:, :-1] > 0.5
-        tp, fp, fn = tp + (pred & real).sum().item(), fp + (pred & ~real).sum().item(), fn + (~pred & real).sum().item()
+        pred = reward(agent, h[:, 1:], b["memory"][:, 1:]) > 0.5  # the imagined reward, on real frames 1..T-1
+        counts["reward"] += precision_recall(pred, into(b["rewards"], 0)[:, 1:] > 0.5)
+        ev = into(b["events"], -1)[:, 1:]
+        counts["event"] += precision_recall((agent.events(h[:, 1:]) > 0.5) & (ev >= 0), ev == 1)
+        counts["death"] += precision_recall((agent.continues(h) < 0.5) & (b["terminal"] >= 0), b["terminal"] == 1)
     models.train()
-    return {"val_bc_acc": hit / max(1, n), "val_copy_acc": copy_hit / max(1, n),
-            "val_bc_loss": float(np.mean(bc_losses)) if bc_losses else None,
-            "reward_precision": tp / max(1, tp + fp), "reward_recall": tp / max(1, tp + fn),
-            "reward_events": tp + fn, "reward_predicted": tp + fp}
+    out = {"val_bc_acc": hit / max(1, n), "val_copy_acc": copy_hit / max(1, n),
+           "val_bc_loss": float(np.mean(bc_losses)) if bc_losses else None}
+    for name, c in counts.items():
+        out.update(pr_metrics(name, c))
+    return out
 
 
 def save(it):
@@ -239,26 +303,26 @@ def save(it):
                         "config": config, "dynamics_config": dyn_config, "model_args": model_args,
                         "agent_args": agent_args, "latent_shape": (L, Dz), "image_size": store.image_size,
                         "action_spec": store.action_spec, "data_dir": os.path.abspath(data_dir),
-                        "tokenizer": tok_info, "init": source}, ckpt_path)
+                        "tokenizer": tok_info, "init": source, "window": window}, ckpt_path)
 
 
 def finetune_step():
-    z1, actions, rewards, k = batch(store.sample(batch_size, seq_len, "train", rng, (rank, world)))
-    frac = dyn_config["bootstrap_frac"]
+    b = batch(store.sample(batch_size, seq_len, "train", rng, (rank, world)), memory_noise)
+    z1, actions, k = b["z"], b["actions"], b["keep"]
     with ctx:
-        dyn_loss, terms = criterion(dyn_step, z1 / dyn.latent_std, actions, frac)
-        h = agent_pass(dyn_step, agent, z1, actions)
-        bc, acc = bc_loss(agent, h, actions, k)
-        rew = reward_loss(agent, h, rewards)
-    loss = dyn_loss + bc_weight * bc + reward_weight * rew
-    return loss, {"dyn": dyn_loss.item(), "bc": bc.item(), "bc_acc": acc, "reward": rew.item()}
+        dyn_loss, terms = criterion(dyn_step, z1 / dyn.latent_std, actions, dyn_config["bootstrap_frac"])
+        h = agent_pass(dyn_step, agent, z1, actions, memory=b["memory"])
+        bc, acc = bc_loss(agent, h, bc_targets(actions, b["slip"], k))
+        terms = {"bc": bc, "reward": reward_loss(agent, h, b["reward"]), "event": event_loss(agent, h, b["events"]),
+                 "cont": cont_loss(agent, h, b["terminal"]), "value": value_loss_data(agent, h, b["returns"], k)}
+    loss = dyn_loss + sum(config[f"{name}_weight"] * v for name, v in terms.items())
+    return loss, {"dyn": dyn_loss.item(), **{name: v.item() for name, v in terms.items()}, "bc_acc": acc}
 
 
 def imagine_step():
-    b = store.sample(imagine_batch, context_frames, "train", rng, (rank, world), context_first)
-    z, actions, _, _ = batch(b)
+    b = batch(store.sample(imagine_batch, context_frames, "train", rng, (rank, world), context_first))
     with ctx:
-        roll = imagine(dyn_step, agent, z, actions, horizon, imagine_K)
+        roll = imagine(dyn_step, agent, b["z"], b["actions"], horizon, imagine_K, m_ctx=b["memory"])
     return imagination_losses(agent, models["prior"], roll, alpha, beta, train_policy=it >= value_warmup)
 
 
@@ -282,8 +346,9 @@ while True:
     if master and ((it % eval_interval == 0 and (it > start_it or it == 0)) or last):
         m = evaluate_finetune() if phase == "finetune" else {}
         if m:
-            print(f"iter {it}: val_bc_acc {m['val_bc_acc']:.3f} (copy {m['val_copy_acc']:.3f}), reward precision "
-                  f"{m['reward_precision']:.2f} recall {m['reward_recall']:.2f} ({m['reward_events']} events)")
+            print(f"iter {it}: val_bc_acc {m['val_bc_acc']:.3f} (copy {m['val_copy_acc']:.3f}); precision / recall: "
+                  + ", ".join(f"{k} {m[k + '_precision']:.2f} / {m[k + '_recall']:.2f} ({m[k + '_events']})"
+                              for k in ("reward", "event", "dream", "death")))
         common.log_metrics(out_dir, iter=it, phase=phase, loss=loss_val, **m, minutes=(time.time() - t_start) / 60)
         if it > start_it:
             save(it)

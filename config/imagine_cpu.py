@@ -4,13 +4,13 @@
 phase = "imagine"
 init_ckpt = "out/agent_bc_cpu/ckpt.pt"  # from config/finetune_cpu.py
 out_dir = "out/agent_rl_cpu"
-imagine_batch = 64  # a rollout is 16 x (4 denoising + 1 append) small forward passes: on a CPU the cost is per pass
+imagine_batch = 32  # a rollout is 32 x (4 denoising + 1 append) small forward passes: on a CPU the cost is per pass
 context_frames = 8
-horizon = 16
+horizon = 32  # the dynamics model reads a sliding 16-frame window: any horizon fits; longer ones see more deaths
 lr = 3e-4  # at 1e-3 without a value warm-up the policy's entropy collapsed in 30 steps (docs/experiments.md)
 warmup_iters = 20
-value_warmup = 40  # the value head alone first: before it, 95% of advantages were >= 0 (self-imitation, §P)
-beta = 1.0  # §A.3 says 0.3; at 0.3 the policy drifted below BC, at 1.0 it stays beside it (docs)
+value_warmup = 0  # the value head starts from the data's returns-to-go (finetune): no warm-up needed
+beta = 0.3  # §A.3; the old reward, paid for every repeated event, needed 1.0 (docs)
 max_iters = 180
 eval_interval = 60
 log_interval = 10

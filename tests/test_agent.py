@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from agent import (Agent, agent_pass, bc_loss, imagination_losses, imagine, kl, lambda_returns, offsets,
+from agent import (Agent, agent_pass, bc_loss, bc_targets, data_targets, imagination_losses, imagine, kl, lambda_returns, offsets,
                    pmpo_loss, reward_loss, symexp, symlog, twohot, twohot_loss, twohot_mean)
 from conftest import kill_and_rerun, run_pipeline, run_script, steps_of
 from dynamics import append_frames, generate, next_frame, prev_actions
@@ -90,9 +90,13 @@ def test_bc_and_reward_targets():
     logits = ag.policy_logits(h)[0]  # (1, 3, 2, 3)
     lp = torch.log_softmax(logits, -1)
     by_hand = -(lp[0, 0, 0, 2] + lp[0, 0, 1, 0] + lp[0, 1, 0, 0]) / 3  # (t, k): (0,0)=a0 (0,1)=a1 (1,0)=a1
-    loss, _ = bc_loss(ag, h, actions, torch.tensor([True]))
+    no_slip = torch.zeros(1, 3, dtype=torch.bool)
+    loss, _ = bc_loss(ag, h, bc_targets(actions, no_slip, torch.tensor([True])))
     assert loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
-    assert bc_loss(ag, h, actions, torch.tensor([False]))[0].item() == 0  # a window BC does not learn from
+    assert bc_loss(ag, h, bc_targets(actions, no_slip, torch.tensor([False])))[0].item() == 0  # not BC's window
+    slip = torch.tensor([[False, True, False]])  # a_1 was a random slip: no target, at any offset
+    by_hand = -lp[0, 0, 0, 2]
+    assert bc_loss(ag, h, bc_targets(actions, slip, torch.tensor([True])))[0].item() == pytest.approx(by_hand.item())
     nn.init.normal_(ag.reward[-1].weight)
     rew = torch.tensor([[0.0, 1.0, 5.0]])  # r_2 leads out of the window: never a target
     rl = ag.reward_logits(h)  # (1, 3, 2, nbins)
@@ -253,8 +257,8 @@ def test_main_job(agent_run, tmp_path):
     # results.md: every figure there and finite, the hardware and the commit named, a wall time for every stage
     text = open(tmp / "results.md").read()
     figures = ["tokenizer val PSNR", "tokenizer val SSIM", "rollout PSNR", "floor", "ceiling", "shuffle ratio",
-               "BC accuracy", "reward head", "imagined return", "| random |", "| demo eps=0 |", "| data mix |",
-               "| BC |", "| RL |", "| total |"] + [f"| {s} |" for s in ("data", "tokenizer", "dynamics", "video",
+               "BC accuracy", "imagined reward's unlocks", "event head, real frames", "imagined return", "| random |",
+               "| demo eps=0 |", "| data mix |", "| BC |", "| RL |", "| total |"] + [f"| {s} |" for s in ("data", "tokenizer", "dynamics", "video",
                                                                          "finetune", "imagine", "eval")]
     for name in figures:
         line = next(ln for ln in text.splitlines() if name in ln)
@@ -365,6 +369,9 @@ def test_policy_plays_real_episodes(agent_run):
     from demonstrator import evaluate, evaluate_lockstep
     tmp = agent_run[0]
     policy = load_policy(str(tmp / "agent_bc/ckpt.pt"))
+    ckpt = torch.load(tmp / "agent_bc/ckpt.pt", weights_only=False)
+    assert policy.dyn.transformer.time_window == ckpt["window"] == ckpt["config"]["seq_len"]  # the window it learned on
+    assert load_policy(str(tmp / "agent_bc/ckpt.pt"), time_window=3).dyn.transformer.time_window == 3
     a = policy.act(np.zeros((32, 32, 3), np.uint8))
     assert isinstance(a, int) and 0 <= a < 17
     one = evaluate(lambda env: policy.reset() or policy.act, [5, 6], 15, size=32)  # one episode at a time
@@ -421,13 +428,23 @@ def test_bad_agent_inputs(agent_run, tmp_path):
     torch.save(old, tmp_path / "old.pt")
     assert "checkpoint format 1, this one reads 2" in fails(*ft_base, f"--init_ckpt={tmp_path / 'old.pt'}", out)
     assert "phase='play'" in fails(*ft, "--phase=play", out)
+    old = torch.load(tmp / "agent_bc/ckpt.pt", weights_only=False)
+    del old["window"]  # made before the event, continuation and value heads
+    torch.save(old, tmp_path / "old_agent.pt")
+    assert "predates the event, continuation and value heads" in fails(*im_base, f"--init_ckpt={tmp_path / 'old_agent.pt'}",
+                                                                        out)
+    assert "predates" in fails("eval_agent.py", f"--bc_ckpt={tmp_path / 'old_agent.pt'}", "--rl_ckpt=")
     # a store whose action spec differs, one without rewards, one without labels
     import shutil
     for name, edit, msg in (("spec", "meta", "but the dynamics model was trained on"),
-                            ("norew", "rewards", "has no rewards"), ("nolab", "actions", "has no labeled episodes")):
+                            ("norew", "rewards", "has no rewards"), ("nolab", "actions", "has no labeled episodes"),
+                            ("old", "fields", "predates slips/events/deaths (the agent's targets); rebuild it")):
         d = str(tmp_path / name)
         shutil.copytree(store, d)
-        if edit == "meta":
+        if edit == "fields":  # a store made before the agent's fields
+            for f in ("slips", "events", "deaths"):
+                os.remove(f"{d}/{f}.npy")
+        elif edit == "meta":
             meta = json.load(open(f"{d}/meta.json"))
             meta["action_spec"][0]["classes"] = 5
             json.dump(meta, open(f"{d}/meta.json", "w"))
@@ -444,3 +461,102 @@ def test_bad_agent_inputs(agent_run, tmp_path):
     ckpt["action_spec"] = [{"name": "action", "classes": 5}]  # an agent of another game
     torch.save(ckpt, tmp_path / "other.pt")
     assert "not Crafter's one 17-way action" in fails("eval_agent.py", f"--bc_ckpt={tmp_path / 'other.pt'}", "--rl_ckpt=")
+
+
+# ---------------------------------------------------------------------------------------------------- events, death, memory
+
+def test_data_targets_by_hand():
+    """Per-frame targets from a store's arrays: the memory lags the events by one frame (m_t: transitions into
+    frames 1..t-1), the reward loses its first-unlock term, the terminal is the last frame of a death, and the
+    return-to-go stops at the episode's end."""
+    rewards = np.array([1.0, 0.1, 1.0, 0.0, 0.0, 1.0, 0.0], np.float32)  # two episodes: frames 0-3 and 4-6
+    events = np.zeros((7, 2), np.int8)
+    events[0, 0] = events[1, 0] = events[2, 1] = events[5, 0] = 1  # event 0 twice in episode 0, then again in 1
+    episodes, deaths = np.array([[0, 4], [4, 7]]), np.array([1, 0], np.int8)
+    t = data_targets(rewards, events, episodes, deaths, gamma=0.5)
+    assert t["memory"][:, 0].tolist() == [0, 0, 1, 1, 0, 0, 0]  # event 1 (into frame 3) is in no frame's memory
+    assert t["memory"][:, 1].tolist() == [0] * 7 and t["memory"].dtype == np.float32
+    assert t["reward"].tolist() == pytest.approx([0.0, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0])  # a repeat pays no unlock
+    assert t["terminal"].tolist() == [0, 0, 0, 1, 0, 0, 0]  # episode 1 was cut, not ended by death
+    assert t["returns"][0] == pytest.approx(1 + 0.5 * 0.1 + 0.25 * 1) and t["returns"][3] == 0
+    assert t["returns"][4] == pytest.approx(0.5) and t["returns"][6] == 0
+    unknown = data_targets(rewards, np.full((7, 2), -1, np.int8), episodes, np.array([-1, -1], np.int8))
+    assert (unknown["terminal"] == -1).all() and unknown["reward"].tolist() == rewards.tolist()
+
+
+def event_agent(p_event0=0.99):
+    """A tiny agent with 2 events whose event head says event 0 with probability p_event0, event 1 never."""
+    ag = Agent(64, (3, 2), mtp=1, hidden=32, num_bins=41, num_events=2)
+    nn.init.zeros_(ag.event[-1].weight)
+    ag.event[-1].bias.data = torch.tensor([float(np.log(p_event0 / (1 - p_event0))), -20.0])
+    return ag
+
+
+def test_imagined_events_pay_once_and_death_weighs():
+    """The imagined reward pays an event once per episode (the memory takes it after the first time), not at all
+    when the context's memory already has it; the continuation head enters the returns and the loss weights."""
+    torch.manual_seed(0)
+    m, ag = tiny(), event_agent()
+    z, _, _, a = inputs(B=2, T=3)
+    head, calls = ag.events, []
+    ag.events = lambda h: head(h) * (len(calls.append(1) or calls) > 1)  # not at s_0, then event 0 at every frame
+    roll = imagine(m, ag, z, a.clamp(min=0), horizon=4, K=2)
+    r = roll["rewards"]  # the reward head is zero at init: the events alone
+    assert r[:, 0].tolist() == pytest.approx([0.99, 0.99], abs=1e-3) and r[:, 1:].abs().max() < 1e-3
+    calls.clear()
+    roll2 = imagine(m, ag, z, a.clamp(min=0), horizon=2, K=2, m_ctx=torch.tensor([1.0, 0.0]).expand(2, 3, 2))
+    assert roll2["rewards"].abs().max() < 1e-3  # the episode had it before the rollout began
+    ag.events = lambda h: head(h) * 0.4  # p = 0.4 < 0.5: never remembered, so paid its probability at every step
+    r = imagine(m, ag, z, a.clamp(min=0), horizon=3, K=2)["rewards"]
+    assert r.flatten().tolist() == pytest.approx([0.396] * 6, abs=1e-3)
+    assert roll["cont"].shape == (2, 4) and ((roll["cont"] > 0) & (roll["cont"] < 1)).all()
+    roll["cont"] = torch.tensor([[1.0, 0.0, 1.0, 1.0]]).expand(2, 4)  # death on entering s_2
+    _, info = imagination_losses(ag, ag.policy, roll)
+    assert info["alive"] == pytest.approx(0.0)
+
+
+def test_policy_keeps_a_memory_of_what_it_saw():
+    """Acting, the agent's episode memory takes what its own event head detects (frames in, actions out), feeds it
+    back to the agent tokens, and starts empty with every episode."""
+    from agent import Policy
+    from tokenizer import Tokenizer
+    torch.manual_seed(0)
+    dyn = tiny()
+    tok = Tokenizer(image_size=16, patch_size=4, num_latents=8, latent_dim=8, dim=32, enc_depth=1, dec_depth=1,
+                    n_head=2, n_kv_head=2, time_every=1, time_window=1, local_latents=False).eval()
+    for p_event0, expect in ((0.99, [1.0, 0.0]), (0.01, [0.0, 0.0])):
+        ag = event_agent(p_event0)
+        policy = Policy(tok, dyn, ag)
+        frames = np.zeros((3, 16, 16, 3), np.uint8)
+        policy.act(frames)
+        assert policy.memory[:, 0].tolist() == [expect] * 3
+        before = ag.slots(3, 1, 0, torch.zeros(3, 1, 2))
+        assert torch.equal(ag.slots(3, 1, 0, policy.memory), before) == (p_event0 < 0.5)  # the tokens read it
+        policy.keep([0, 2])
+        assert policy.memory.shape == (2, 1, 2)
+        policy.reset()
+        assert policy.memory is None  # a new episode remembers nothing
+
+
+def test_event_death_and_value_losses_by_hand():
+    """The event head learns the transition into frame t (frames 1..), unknown targets (-1) count nowhere; the
+    continuation head learns 1 - terminal; the value head learns returns on BC's windows only."""
+    from agent import cont_loss, event_loss, value_loss_data
+    ag = event_agent(0.7)
+    h = torch.randn(2, 3, 1, 64)
+    events = torch.tensor([[[1, 0], [0, -1], [0, 0]], [[-1, -1], [1, 1], [0, 0]]], dtype=torch.int8)
+    p = ag.events(h)  # (2, 3, 2), 0.7 for event 0, ~0 for event 1
+
+    def bce(q, y):
+        return -np.log(q) if y else -np.log(1 - q)
+    pairs = [(p[0, 1, 0], 1), (p[0, 1, 1], 0), (p[0, 2, 0], 0), (p[1, 2, 0], 1), (p[1, 2, 1], 1)]
+    assert event_loss(ag, h, events).item() == pytest.approx(np.mean([bce(q.item(), y) for q, y in pairs]), rel=1e-3)
+    terminal = torch.tensor([[0, 0, 1], [-1, -1, -1]], dtype=torch.int8)
+    c = ag.continues(h)
+    by_hand = np.mean([bce(c[0, 0].item(), 1), bce(c[0, 1].item(), 1), bce(c[0, 2].item(), 0)])
+    assert cont_loss(ag, h, terminal).item() == pytest.approx(by_hand, rel=1e-4)
+    nn.init.normal_(ag.value[-1].weight)
+    returns = torch.tensor([[1.0, 2.0, 3.0], [50.0, 50.0, 50.0]])
+    only_first = value_loss_data(ag, h[:1], returns[:1], torch.tensor([True]))
+    assert value_loss_data(ag, h, returns, torch.tensor([True, False])).item() == pytest.approx(only_first.item())
+    assert value_loss_data(ag, h, returns, torch.tensor([False, False])).item() == 0

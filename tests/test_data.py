@@ -1,6 +1,7 @@
 """Tests of data.py: the frame store, Crafter collection (resume), MineRL/VPT/video conversion, bad input."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -106,6 +107,31 @@ def test_crafter_store(crafter_store):
     assert c["episodes_demo"] == (s.policies == 1).sum() and c["episodes_random"] == (s.policies == 0).sum()
     assert np.isclose(c["epsilon_mean"], s.epsilons[s.policies == 1].mean())
     assert meta["episode_names"] == [f"seed{3 + k}" for k in range(len(ep))]
+    # the agent's fields: slips only where the demonstrator slipped (random play: every step), events that are
+    # Crafter's achievements (its first of each is an unlock, paid by the reward), a death where an episode ended early
+    assert meta["events"] == demonstrator.ACHIEVEMENTS and s.events.shape == (N, 22) and c["view"] is True
+    lens = ep[:, 1] - ep[:, 0]
+    for k, (a, b) in enumerate(ep):
+        assert (s.slips[a:b - 1] == 1).all() if s.policies[k] == 0 else (s.slips[a:b] >= 0).all()
+        first = [np.flatnonzero(s.events[a:b, j])[:1] for j in range(22)]
+        unlock = np.unique(np.concatenate(first)).astype(int)
+        assert (s.rewards[a + unlock] > 0.25).all() and ((s.rewards[a:b] > 0.25).sum() == len(unlock))
+        assert s.deaths[k] == (lens[k] < 41)
+    assert s.slips[s.policies[np.searchsorted(ep[:, 1], np.arange(N), "right")] == 1].mean() < 0.5
+    s.agent_fields()  # a store of today has them
+
+
+def test_store_before_the_agent_fields(crafter_store, tmp_path):
+    """A store made before slips/events/deaths still serves the tokenizer and the dynamics model; the agent's
+    trainer gets one line that says how to rebuild it."""
+    old = tmp_path / "old"
+    shutil.copytree(os.path.dirname(crafter_store[0].frames.filename), old)
+    for name in ("slips", "events", "deaths"):
+        os.remove(old / f"{name}.npy")
+    s = data.FrameStore(str(old))
+    assert s.slips is None and len(s) == len(crafter_store[0])
+    with pytest.raises(ConfigError, match="predates slips/events/deaths .* rebuild it: python data.py"):
+        s.agent_fields()
 
 
 def test_windows_never_cross_episodes(crafter_store):
@@ -188,13 +214,14 @@ def test_deterministic_resume_identical(tmp_path, monkeypatch):
     """With a deterministic episode function, interrupted + resumed == uninterrupted, for 1 or 2 workers."""
     import demonstrator
 
-    def fake(seed, policy, eps, max_steps, size):
+    def fake(seed, policy, eps, max_steps, size, view):
         n = 5 + seed % 7
         rng = np.random.default_rng(seed)
         a = rng.integers(0, 17, n + 1)
         a[-1] = -1
         return {"frames": rng.integers(0, 255, (n + 1, size, size, 3), dtype=np.uint8), "actions": a,
-                "rewards": np.append(rng.random(n), 0).astype(np.float32)}
+                "rewards": np.append(rng.random(n), 0).astype(np.float32), "slips": rng.random(n + 1) < 0.2,
+                "events": rng.random((n + 1, 22)) < 0.1, "died": bool(seed % 2)}
     monkeypatch.setattr(demonstrator, "run_episode", fake)
     args = ["--source=crafter", "--num_frames=100", "--image_size=8", "--seed=5"]
     build(*args, f"--data_dir={tmp_path}/ref", "--num_workers=2")
@@ -211,7 +238,7 @@ def test_deterministic_resume_identical(tmp_path, monkeypatch):
     assert len(os.listdir(f"{tmp_path}/re.partial")) == 6  # 5 chunks + settings
     monkeypatch.setattr(demonstrator, "run_episode", fake)
     build(*args, f"--data_dir={tmp_path}/re", "--num_workers=1")
-    for name in ["frames", "actions", "rewards", "episodes", "policies", "epsilons"]:
+    for name in ["frames", "actions", "rewards", "episodes", "policies", "epsilons", "slips", "events", "deaths"]:
         np.testing.assert_array_equal(np.load(f"{tmp_path}/ref/{name}.npy"), np.load(f"{tmp_path}/re/{name}.npy"))
     assert json.load(open(f"{tmp_path}/ref/meta.json")) == json.load(open(f"{tmp_path}/re/meta.json"))
 
@@ -496,7 +523,7 @@ def test_kill9_during_collection_loses_nothing(tiny_store, tmp_path):
     chunk_landed = lambda t0: any(os.path.getmtime(f) > t0 for f in glob.glob(f"{d}.partial/ep_*.npz"))
     landed, _ = kill_and_rerun(args, chunk_landed, 2, tmp_path / "log.txt")
     assert landed == 2 and not os.path.exists(f"{d}.partial") and not os.path.exists(f"{d}.tmp")
-    for name in ("frames", "actions", "rewards", "episodes", "policies", "epsilons"):
+    for name in ("frames", "actions", "rewards", "episodes", "policies", "epsilons", "slips", "events", "deaths"):
         assert np.array_equal(np.load(d / f"{name}.npy"), np.load(os.path.join(tiny_store, f"{name}.npy")),
                               equal_nan=True), name
     assert json.load(open(d / "meta.json")) == json.load(open(os.path.join(tiny_store, "meta.json")))

@@ -142,3 +142,34 @@ def test_command_line():
     assert all(row in out.stdout for row in ('random', 'demo eps=0', 'data mix', 'frames/s'))
     bad = run('--episode=2')
     assert bad.returncode != 0 and 'episodes' in bad.stderr and 'Traceback' not in bad.stderr
+
+
+def test_episodes_record_slips_events_and_deaths(episodes):
+    """run_episode's per-step records: which actions were random slips, which achievements happened on each
+    transition (each time), and whether the episode ended in death."""
+    for (policy, eps), eps_list in episodes.items():
+        for ep in eps_list:
+            T = len(ep['actions']) - 1
+            slips, events = ep['slips'], ep['events']
+            assert slips.shape == (T + 1,) and events.shape == (T + 1, 22) and not slips[-1] and not events[-1].any()
+            share = slips[:-1].mean()  # eps 1: random but where it fights or sleeps sealed in
+            assert share == 1 if policy == 'random' else share > 0.8 if eps == 1.0 else share == 0
+            assert {D.ACHIEVEMENTS[j] for j in range(22) if events[:, j].any()} == ep['achievements']
+            assert ep['died'] == (T < STEPS)  # only death ends an episode before its length
+
+
+def test_screen_only_demonstrator_sees_the_screen():
+    """view=True: everything the player decides on lies in the 9x7 tiles on screen (what it remembers aside), and it
+    still climbs the tech tree."""
+    env = D._make_env(0, 100, 64)
+    act = D.Demonstrator(env, 0.0, 0, view=True)
+    env.reset()
+    for _ in range(40):
+        env.step(act())
+    act._see()
+    x, y = act.pos
+    assert act.vis.sum() <= 63 and act.vis[x - 4:x + 5, y - 3:y + 4].all()
+    for mask in [act.free, act.dig, act.passable, act.m('water'), act.m('tree', 'stone'), *act.objs.values()]:
+        assert not (mask & ~act.vis).any()
+    eps_list = [D.run_episode(s, 'demo', 0.0, STEPS, view=True) for s in SEEDS]
+    assert _count(eps_list, 'collect_wood') >= len(SEEDS) - 1 and _count(eps_list, 'place_table') >= 3

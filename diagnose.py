@@ -1,0 +1,325 @@
+"""Diagnostics of the agent: D1, the ceiling of imitation from the view; D3, what its agent state knows.
+
+The behavior-cloning agent sees 64x64 frames (Crafter's 9x7 local view and the inventory) and
+clones a demonstrator that reads the whole game state. Could even a perfect-perception policy that
+sees only the local view imitate it? This script clones the demonstrator from true game-state
+features (a diagnosis only: the real agent never reads game internals), one MLP per variant:
+    view  the 9x7 tiles around the player (materials, objects), inventory, daylight, facing,
+          sleeping and the previous action: all that the frames show, perfectly perceived
+    done  view + the 22 achievement flags the demonstrator branches on (hidden from the frames)
+    wide  view, but 21x21 tiles: much more map than the frames show
+and plays each MLP in real Crafter next to the demonstrator itself.
+
+    python diagnose.py --out=/tmp/d1.md
+
+prints one table: held-out accuracy on the script's (non-slip) actions, the copy-the-previous-
+action baseline, the Crafter score, return, length, survival and key success rates.
+
+    python diagnose.py --probe=out/cpu/agent_bc/ckpt.pt
+
+D3: linear probes of an agent checkpoint's agent state h_t (the input of its heads) on the held-out
+episodes of its store, replayed from their seeds and actions for the truth: inventory counts,
+health, food, drink, energy, daylight, a zombie next to the player, and the achievements done.
+Ridge regression fit on half the episodes, scored on the other half: R^2 for counts, accuracy
+(against always guessing the majority) for yes/no.
+"""
+import time
+from functools import partial
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from crafter import objects as O
+from torch import nn
+
+from common import ConfigError, configure
+from demonstrator import (ACHIEVEMENTS, ACTIONS, Demonstrator, _make_env, demo_policy, evaluate,
+                          mix_policy, sample_skill)
+
+# ---------------------------------------------------------------------------------------------
+# config of the command (python diagnose.py --key=value)
+seed0 = 0                 # clone the demonstrator's episodes of seeds seed0, ... (as the data's)
+train_episodes = 120      # seeds played ('random' episodes skipped); the last 10% held out
+eval_seed = 2_000_000     # play seeds eval_seed, ...: no run uses them (data 0+, agent 1_000_000+)
+eval_episodes = 100       # episodes per table row
+max_steps = 1000          # episode length
+variants = "view,done,wide"  # feature variants to clone with (see the docstring)
+view = False              # the demonstrator's screen-only mode (Demonstrator(..., view=True))
+steps = 4000              # MLP training steps (batch 512)
+out = ""                  # write the table as markdown here ("" = do not write)
+probe = ""                # an agent checkpoint: D3 (its linear probes) instead of D1
+threads = 1               # torch threads
+# ---------------------------------------------------------------------------------------------
+
+_W = 10  # the stored rectangle: 21x21 tiles around the player, cropped per variant
+_HALF = {'view': (4, 3), 'done': (4, 3), 'wide': (10, 10)}  # half-width, half-height of the view
+_OUTSIDE = 13  # material code of off-map tiles: crafter's ids are 0 (None) and 1..12 (materials)
+_OBJ = {O.Zombie: 1, O.Skeleton: 2, O.Cow: 3, O.Arrow: 6, O.Player: 7}  # 4, 5: plant unripe, ripe
+_FACING = [(-1, 0), (1, 0), (0, -1), (0, 1)]
+_BASE = 16 + 1 + 4 + 1 + len(ACTIONS)  # inventory, daylight, facing, sleeping, previous action
+_SHOWN = ['collect_wood', 'place_table', 'make_wood_pickaxe', 'collect_stone', 'place_stone',
+          'defeat_zombie', 'wake_up', 'collect_drink', 'eat_cow']
+
+
+# ---- features from game internals -----------------------------------------------------------
+def _obj_code(o):
+    if isinstance(o, O.Plant):
+        return 5 if o.ripe else 4
+    return _OBJ.get(type(o), 0)
+
+
+def _raw(env, prev_action):
+    """The state around the player, for any variant: grid uint8 (2, 21, 21) of material and object
+    codes (index [x, y] relative to the player), scalars float32 (_BASE + 22,) (the last 22: the
+    achievement flags)."""
+    w, p = env._world, env._player
+    xs, ys = np.ix_(p.pos[0] + np.arange(-_W, _W + 1), p.pos[1] + np.arange(-_W, _W + 1))
+    inside = (xs >= 0) & (xs < w.area[0]) & (ys >= 0) & (ys < w.area[1])
+    cx, cy = np.clip(xs, 0, w.area[0] - 1), np.clip(ys, 0, w.area[1] - 1)
+    grid = np.zeros((2, 2 * _W + 1, 2 * _W + 1), np.uint8)
+    grid[0] = np.where(inside, w._mat_map[cx, cy], _OUTSIDE)
+    idx = np.where(inside, w._obj_map[cx, cy], 0)
+    for i, j in zip(*np.nonzero(idx)):
+        grid[1, i, j] = _obj_code(w._objects[idx[i, j]])
+    s = np.zeros(_BASE + len(ACHIEVEMENTS), np.float32)
+    s[:16] = np.array(list(p.inventory.values()), np.float32) / 9
+    s[16] = w.daylight
+    s[17 + _FACING.index(tuple(int(v) for v in p.facing))] = 1
+    s[21] = p.sleeping
+    if prev_action >= 0:
+        s[22 + prev_action] = 1
+    s[_BASE:] = [p.achievements[a] > 0 for a in ACHIEVEMENTS]
+    return grid, s
+
+
+def _encode(grid, scal, variant):
+    """A batch of raw states (torch) -> (B, D) float features of `variant`: one-hot tiles, then
+    the scalars."""
+    rx, ry = _HALF[variant]
+    g = grid[:, :, _W - rx:_W + rx + 1, _W - ry:_W + ry + 1].long()
+    mat = F.one_hot(g[:, 0], _OUTSIDE + 1).flatten(1)
+    obj = F.one_hot(g[:, 1], 8)[..., 1:].flatten(1)  # code 0 (no object) has no column
+    return torch.cat([mat.float(), obj.float(), scal if variant == 'done' else scal[:, :_BASE]], 1)
+
+
+def features(env, prev_action, variant):
+    """float32 feature vector of the env's current state (prev_action -1: none yet)."""
+    grid, scal = _raw(env, prev_action)
+    return _encode(torch.from_numpy(grid)[None], torch.from_numpy(scal)[None], variant)[0].numpy()
+
+
+# ---- collection and cloning -----------------------------------------------------------------
+def collect():
+    """Play the data mix's demonstrator episodes; per step the raw state before the action, the
+    action, the previous action, whether it was a slip, and the episode number."""
+    rows, n_ep = [], 0
+    for seed in range(seed0, seed0 + train_episodes):
+        policy, epsilon = sample_skill(seed)
+        if policy == 'random':
+            continue
+        env = _make_env(seed, max_steps, 64)
+        act = Demonstrator(env, epsilon, seed, view=view)
+        obs, done, prev = env.reset(), False, -1
+        while not done:
+            a = int(act(obs))
+            rows.append((*_raw(env, prev), a, prev, act.slip, n_ep))
+            obs, _, done, _ = env.step(a)
+            prev = a
+        n_ep += 1
+    if n_ep < 2:
+        raise ConfigError(f"{n_ep} demonstrator episodes in {train_episodes} seeds: need 2+")
+    grid, scal, a, prev, slip, ep = zip(*rows)
+    return {'grid': torch.from_numpy(np.stack(grid)), 'scal': torch.from_numpy(np.stack(scal)),
+            'act': torch.tensor(a), 'prev': torch.tensor(prev), 'slip': np.array(slip),
+            'ep': np.array(ep)}
+
+
+def train(d, variant):
+    """An MLP cloning the non-slip actions of the first 90% of episodes; returns it, its held-out
+    accuracy and the copy-the-previous-action accuracy on the held-out non-slip steps."""
+    n_ep = d['ep'].max() + 1
+    held = d['ep'] >= n_ep - max(1, round(0.1 * n_ep))
+    tr, va = np.flatnonzero(~d['slip'] & ~held), np.flatnonzero(~d['slip'] & held)
+    dim = _encode(d['grid'][:1], d['scal'][:1], variant).shape[1]
+    net = nn.Sequential(nn.Linear(dim, 256), nn.SiLU(), nn.Linear(256, 256), nn.SiLU(),
+                        nn.Linear(256, len(ACTIONS)))
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    rng = np.random.default_rng(0)
+    for i in range(steps):
+        b = torch.from_numpy(tr[rng.integers(len(tr), size=512)])
+        loss = F.cross_entropy(net(_encode(d['grid'][b], d['scal'][b], variant)), d['act'][b])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if (i + 1) % 1000 == 0 or i + 1 == steps:
+            print(f"  {variant} step {i + 1}: loss {loss.item():.3f}", flush=True)
+    hits = 0
+    with torch.no_grad():
+        for k in range(0, len(va), 4096):
+            b = torch.from_numpy(va[k:k + 4096])
+            logits = net(_encode(d['grid'][b], d['scal'][b], variant))
+            hits += (logits.argmax(1) == d['act'][b]).sum().item()
+    copy = (d['act'][va] == d['prev'][va]).float().mean().item()
+    return net.eval(), 100.0 * hits / len(va), 100.0 * copy
+
+
+class MLPPolicy:
+    """act(obs) -> action from the MLP on the env's true features: sampled from softmax(logits)
+    by a generator seeded with the env's seed, or the argmax."""
+
+    def __init__(self, env, net, variant, sample):
+        self.env, self.net, self.variant, self.sample = env, net, variant, sample
+        self.rng, self.prev = np.random.default_rng(env._seed), -1
+
+    def __call__(self, obs=None):
+        with torch.no_grad():
+            x = torch.from_numpy(features(self.env, self.prev, self.variant))[None]
+            p = torch.softmax(self.net(x)[0].double(), 0).numpy()
+        self.prev = int(self.rng.choice(len(p), p=p / p.sum())) if self.sample else int(p.argmax())
+        return self.prev
+
+
+# ---- the table ------------------------------------------------------------------------------
+def _row(name, r, acc=None, copy=None):
+    alive = 100.0 * np.mean([n >= min(300, max_steps) for n in r['lengths']])
+    cells = ['-' if acc is None else f"{acc:.1f}", '-' if copy is None else f"{copy:.1f}",
+             f"{r['score']:.1f}", f"{r['mean_return']:.2f}", f"{r['mean_length']:.0f}",
+             f"{alive:.0f}"]
+    return [name] + cells + [f"{r['success_rates'][a]:.0f}" for a in _SHOWN]
+
+
+def _markdown(rows):
+    head = ['policy', 'acc%', 'copy%', 'score%', 'return', 'length', 'alive300%'] + \
+        [a.replace('collect_', '').replace('make_', '').replace('defeat_', 'kill_')
+         for a in _SHOWN]
+    lines = [head, ['---'] * len(head)] + rows
+    return '\n'.join('| ' + ' | '.join(cells) + ' |' for cells in lines)
+
+
+def _play(name, make):
+    t0 = time.time()
+    seeds = range(eval_seed, eval_seed + eval_episodes)
+    r = evaluate(make, seeds, max_steps, 64, workers=1)
+    print(f"{name}: score {r['score']:.1f}%, return {r['mean_return']:.2f} "
+          f"({time.time() - t0:.0f}s)", flush=True)
+    return r
+
+
+def main():
+    """Collect, clone per variant, play all; print the table, write it to `out`, return it."""
+    names = [v for v in variants.split(',') if v]
+    if not names or any(v not in _HALF for v in names):
+        raise ConfigError(f"variants={variants!r}: a comma list of {', '.join(_HALF)}")
+    if train_episodes < 1 or eval_episodes < 1 or max_steps < 1 or steps < 1:
+        raise ConfigError("train_episodes, eval_episodes, max_steps and steps must be >= 1")
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)  # the MLPs' initialisation
+    t0 = time.time()
+    d = collect()
+    print(f"collected {len(d['act'])} steps of {d['ep'].max() + 1} demonstrator episodes "
+          f"(view={view}), slip share {100 * d['slip'].mean():.1f}% ({time.time() - t0:.0f}s)")
+    rows = [_row('demo eps .25', _play('demo eps .25', partial(demo_policy, epsilon=0.25, view=view))),
+            _row('data mix', _play('data mix', partial(mix_policy, view=view)))]
+    for v in names:
+        t0 = time.time()
+        net, acc, copy = train(d, v)
+        print(f"{v}: held-out acc {acc:.1f}%, copy {copy:.1f}% ({time.time() - t0:.0f}s)")
+        modes = [(True, f'{v} (sampled)'), (False, f'{v} (argmax)')] if v == 'view' \
+            else [(True, v)]
+        for sample, name in modes:
+            r = _play(name, lambda env, v=v, s=sample, n=net: MLPPolicy(env, n, v, s))
+            rows.append(_row(name, r, acc, copy))
+    table = _markdown(rows)
+    print(table)
+    if out:
+        with open(out, 'w') as f:
+            f.write(table + '\n')
+    return table
+
+
+# ---- D3: linear probes of the agent state ---------------------------------------------------
+_INV = ['health', 'food', 'drink', 'energy', 'wood', 'stone', 'sapling', 'wood_pickaxe']
+
+
+def replay(store, e):
+    """The truth along stored Crafter episode e, replayed from its seed and actions: (n, 10 + 22)
+    float32: the _INV counts, daylight, a zombie next to the player, the achievements done. Checks
+    that the replay shows the stored frames."""
+    (a, b), seed = store.episodes[e], int(store.meta['episode_names'][e].removeprefix('seed'))
+    env = _make_env(seed, store.meta['crafter']['episode_len'], store.image_size)
+    obs, rows = env.reset(), []
+    for t in range(a, b):
+        if not np.array_equal(obs, store.frames[t]):
+            raise ConfigError(f"episode {e} (seed {seed}) does not replay: the store was made by "
+                              f"another demonstrator or crafter")
+        p, w = env._player, env._world
+        zombie = any(isinstance(o, O.Zombie) and np.abs(o.pos - p.pos).sum() <= 1
+                     for o in w.objects)
+        rows.append([p.inventory[k] for k in _INV] + [w.daylight, zombie] +
+                    [p.achievements[k] > 0 for k in ACHIEVEMENTS])
+        if t < b - 1:
+            obs = env.step(int(store.actions[t, 0]))[0]
+    return np.array(rows, np.float32)
+
+
+@torch.no_grad()
+def agent_states(ckpt_path):
+    """(h (N, n D) of every held-out frame at least 4 frames into its window, truth (N, 32), the
+    episode of each row): windows of the checkpoint's length over the held-out episodes."""
+    from agent import agent_pass, build, data_targets, load_agent
+    from data import FrameStore
+    from tokenizer import cached_latents, load_tokenizer
+    from common import autocast_ctx, resolve_dtype
+    ckpt = load_agent(ckpt_path)
+    store = FrameStore(ckpt['data_dir'])
+    store.agent_fields()
+    models = build(ckpt).eval()
+    tok, _ = load_tokenizer(ckpt['tokenizer']['path'], 'cpu')
+    ctx = autocast_ctx('cpu', resolve_dtype('cpu', 'auto'))
+    z_all = cached_latents(tok, ckpt['tokenizer']['path'], store, ckpt['data_dir'], 'cpu', ctx)
+    memory = data_targets(store.rewards, store.events, store.episodes, store.deaths)['memory']
+    T, hs, ys, eps = ckpt['window'], [], [], []
+    for e in store.episode_ids('val'):
+        truth, (a, b) = replay(store, e), store.episodes[e]
+        for s in range(a, b - T + 1, T):
+            idx = np.arange(s, s + T)
+            z = torch.from_numpy(z_all[idx].astype(np.float32))[None]
+            act = torch.from_numpy(store.actions[idx].astype(np.int64))[None]
+            with ctx:
+                h = agent_pass(models['dynamics'], models['agent'], z, act,
+                               memory=torch.from_numpy(memory[idx])[None])
+            hs.append(h[0, 4:].flatten(1).float().numpy())
+            ys.append(truth[idx[4:] - a])
+            eps += [e] * (T - 4)
+    return np.concatenate(hs), np.concatenate(ys), np.array(eps)
+
+
+def probes():
+    """D3: ridge probes fit on half of the held-out episodes, scored on the other half."""
+    X, Y, ep = agent_states(probe)
+    fit = np.isin(ep, np.unique(ep)[::2])
+    mu, sd = X[fit].mean(0), X[fit].std(0) + 1e-6
+    Xs = np.c_[(X - mu) / sd, np.ones(len(X))]
+    W = np.linalg.solve(Xs[fit].T @ Xs[fit] + 10.0 * np.eye(Xs.shape[1]), Xs[fit].T @ Y[fit])
+    pred, rows = Xs[~fit] @ W, []
+    for j, name in enumerate(_INV + ['daylight', 'zombie_adjacent'] + ACHIEVEMENTS):
+        y, p = Y[~fit, j], pred[:, j]
+        if name in _INV or name == 'daylight':
+            r2 = 1 - ((y - p) ** 2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-9)
+            rows.append([name, 'R^2', f"{r2:.2f}", '0.00'])
+        else:
+            base = max(y.mean(), 1 - y.mean())
+            rows.append([name, 'accuracy', f"{((p > 0.5) == (y > 0.5)).mean():.2f}", f"{base:.2f}"])
+    lines = [['target', 'score', 'probe', 'baseline'], ['---'] * 4] + rows
+    table = '\n'.join('| ' + ' | '.join(r) + ' |' for r in lines)
+    print(f"D3 on {probe}: {fit.sum()} frames to fit, {(~fit).sum()} to score "
+          f"({len(np.unique(ep))} held-out episodes)\n{table}")
+    if out:
+        with open(out, 'w') as f:
+            f.write(table + '\n')
+    return table
+
+
+if __name__ == '__main__':
+    configure(globals())
+    probes() if probe else main()
