@@ -10,7 +10,8 @@ horizon = 32  # the dynamics model reads a sliding 16-frame window: any horizon 
 lr = 3e-4  # at 1e-3 without a value warm-up the policy's entropy collapsed in 30 steps (docs/experiments.md)
 warmup_iters = 20
 value_warmup = 0  # the value head starts from the data's returns-to-go (finetune): no warm-up needed
-beta = 0.3  # §A.3; the old reward, paid for every repeated event, needed 1.0 (docs)
+beta = 1.0  # §A.3 says 0.3: on seeds 3,000,000.. RL - BC per seed was +0.07 return (p = 0.98) at 0.3 and +0.31
+#   (p = 0.009) at 1.0, on one BC (docs/experiments.md); chosen on those seeds, so confirm it on others
 max_iters = 180
 eval_interval = 60
 log_interval = 10
