@@ -109,7 +109,9 @@ class Demonstrator:
 
     def __call__(self, obs=None):
         self.t += 1
-        if self.hold == 0 and self.rng.random() < self.start * (self._calm() if self.scripted else 1):
+        # a slip starts with probability start * _calm() (scripted); _calm reads the map: only when it may matter
+        r = self.rng.random() if self.hold == 0 else 1.0
+        if r < self.start and (not self.scripted or r < self.start * self._calm()):
             self.held = self.slips[self.rng.integers(len(self.slips))]
             self.hold = int(self.rng.integers(1, self.HOLD + 1))
         self.slip = self.hold > 0  # this step's action is a random slip, not the script's choice
