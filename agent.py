@@ -358,7 +358,11 @@ def build(ckpt):
 
 def load_agent(path, what="agent checkpoint"):
     """A train_agent checkpoint, checked to be one (one clear line otherwise)."""
-    ckpt = load_checkpoint(path, what)
+    return check_agent(load_checkpoint(path, what), path)
+
+
+def check_agent(ckpt, path):
+    """ckpt, checked to be a train_agent checkpoint of today (one clear line otherwise)."""
     if not isinstance(ckpt, dict) or "agent_args" not in ckpt:
         raise ConfigError(f"'{path}' is not an agent checkpoint (made by train_agent.py)")
     if "window" not in ckpt:

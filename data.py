@@ -36,9 +36,10 @@ chunks of earlier runs are kept. --skip_bad=True skips unreadable episodes with 
 Sources and their choices:
 - crafter: episode k uses seed `seed + k`; from an RNG seeded by [seed + k, 2] (as demonstrator.sample_skill)
   it draws policy 'random' (probability random_frac) else 'demo' with epsilon ~ U(eps_min, eps_max) and calls
-  demonstrator.run_episode (view: the screen-only demonstrator). The store holds the first K episodes (by index) whose frames total >= num_frames,
-  so which episodes (seeds, policies, epsilons) it holds does not depend on num_workers (the frames are only
-  as deterministic as demonstrator.run_episode). One 17-way component "action". fps 10 is nominal.
+  demonstrator.run_episode (view: the screen-only demonstrator). The store holds the first K episodes (by
+  index) whose frames total >= num_frames, so which episodes (seeds, policies, epsilons) it holds does not
+  depend on num_workers (the frames are only as deterministic as demonstrator.run_episode). One 17-way
+  component "action". fps 10 is nominal.
 - minerl (§M): episode folders with recording.mp4 + rendered.npz (action$x or action_x keys); skip the first
   n_video - (len(reward) + 1) frames. Components: forward back left right jump sneak sprint attack (binary),
   camera (pitch, yaw each mu-law quantized to 11 bins -> 121 classes: pitch_bin * 11 + yaw_bin), then the enum
@@ -627,7 +628,8 @@ def _assemble(cfg, plan, partial, K, tmp):
         np.save(os.path.join(tmp, f"{name}.npy"), arr)
     meta = {"source": cfg["source"], "image_size": S, "fps": plan["fps"] or float(np.median(fps)), "num_frames": N,
             "num_episodes": len(keep), "labeled_frac": labeled / max(1, N - len(keep)), "action_spec": plan["spec"],
-            "events": plan.get("events", []), "src": _abs_src(cfg) if cfg["source"] != "crafter" else "", "episode_names": names}
+            "events": plan.get("events", []), "src": _abs_src(cfg) if cfg["source"] != "crafter" else "",
+            "episode_names": names}
     if cfg["source"] == "crafter":
         demo = epsilons[policies == 1]
         meta["crafter"] = {k: cfg[k] for k in ["seed", "random_frac", "eps_min", "eps_max", "episode_len", "view"]}

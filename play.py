@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 import common
-from agent import build, load_agent, reward, sample_actions, twohot_mean
+from agent import build, check_agent, reward, sample_actions, twohot_mean
 from data import FrameStore
 from dynamics import append_frames, check_K, load_dynamics, next_frame, prev_actions, write_video
 from model import KVCache
@@ -147,7 +147,7 @@ def load(path, device):
     model streaming with a sliding window of the clip length it was trained on."""
     ck = common.load_checkpoint(path, "ckpt")
     if isinstance(ck, dict) and "agent_args" in ck:
-        ck = load_agent(path)
+        ck = check_agent(ck, path)
         models = build(ck).to(device).eval().requires_grad_(False)
         dyn, agent = models["dynamics"], models["agent"]
         dyn.transformer.time_window = ck["window"]  # the window its agent learned on

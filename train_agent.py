@@ -28,12 +28,11 @@ import torch
 import torch.nn as nn
 
 import common
-from agent import (Agent, agent_pass, bc_loss, bc_targets, build, cont_loss, data_targets, event_loss, imagination_losses,
-                   imagine, into, load_agent, reward, reward_loss, value_loss_data)
-from dynamics import next_frame, prev_actions, append_frames
-from model import KVCache
+from agent import (Agent, agent_pass, bc_loss, bc_targets, build, cont_loss, data_targets, event_loss,
+                   imagination_losses, imagine, into, load_agent, reward, reward_loss, value_loss_data)
 from data import FrameStore
-from dynamics import Dynamics, ShortcutLoss, check_action_spec
+from dynamics import Dynamics, ShortcutLoss, append_frames, check_action_spec, next_frame, prev_actions
+from model import KVCache
 from tokenizer import cached_latents, load_tokenizer
 
 # ---------------------------------------------------------------------------------------------------- config
@@ -241,6 +240,7 @@ def dreamed_events(b, g, ctx_len=8):
     the data's own actions, and the event head reads its frames; (tp, fp, fn) against the real events (§P: check
     the reward on imagined rollouts). The reward the policy learns from must be right inside the dream."""
     z, a, T = b["z"], b["actions"], b["z"].shape[1]
+
     def noise(x):  # from g: the global RNG stays untouched by evals
         return torch.randn(x.shape, generator=g, device=device)
 
@@ -310,7 +310,7 @@ def finetune_step():
     b = batch(store.sample(batch_size, seq_len, "train", rng, (rank, world)), memory_noise)
     z1, actions, k = b["z"], b["actions"], b["keep"]
     with ctx:
-        dyn_loss, terms = criterion(dyn_step, z1 / dyn.latent_std, actions, dyn_config["bootstrap_frac"])
+        dyn_loss, _ = criterion(dyn_step, z1 / dyn.latent_std, actions, dyn_config["bootstrap_frac"])
         h = agent_pass(dyn_step, agent, z1, actions, memory=b["memory"])
         bc, acc = bc_loss(agent, h, bc_targets(actions, b["slip"], k))
         terms = {"bc": bc, "reward": reward_loss(agent, h, b["reward"]), "event": event_loss(agent, h, b["events"]),

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from agent import (Agent, agent_pass, bc_loss, bc_targets, data_targets, imagination_losses, imagine, kl, lambda_returns, offsets,
-                   pmpo_loss, reward_loss, symexp, symlog, twohot, twohot_loss, twohot_mean)
+from agent import (Agent, agent_pass, bc_loss, bc_targets, data_targets, imagination_losses, imagine, kl,
+                   lambda_returns, offsets, pmpo_loss, reward_loss, symexp, symlog, twohot, twohot_loss, twohot_mean)
 from conftest import kill_and_rerun, run_pipeline, run_script, steps_of
 from dynamics import append_frames, generate, next_frame, prev_actions
 from model import KVCache
@@ -258,8 +258,8 @@ def test_main_job(agent_run, tmp_path):
     text = open(tmp / "results.md").read()
     figures = ["tokenizer val PSNR", "tokenizer val SSIM", "rollout PSNR", "floor", "ceiling", "shuffle ratio",
                "BC accuracy", "imagined reward's unlocks", "event head, real frames", "imagined return", "| random |",
-               "| demo eps=0 |", "| data mix |", "| BC |", "| RL |", "| total |"] + [f"| {s} |" for s in ("data", "tokenizer", "dynamics", "video",
-                                                                         "finetune", "imagine", "eval")]
+               "| demo eps=0 |", "| data mix |", "| BC |", "| RL |", "| total |"]
+    figures += [f"| {s} |" for s in ("data", "tokenizer", "dynamics", "video", "finetune", "imagine", "eval")]
     for name in figures:
         line = next(ln for ln in text.splitlines() if name in ln)
         values = [float(v) for v in re.findall(r"[-+]?\d+\.\d+", line)]
@@ -431,8 +431,8 @@ def test_bad_agent_inputs(agent_run, tmp_path):
     old = torch.load(tmp / "agent_bc/ckpt.pt", weights_only=False)
     del old["window"]  # made before the event, continuation and value heads
     torch.save(old, tmp_path / "old_agent.pt")
-    assert "predates the event, continuation and value heads" in fails(*im_base, f"--init_ckpt={tmp_path / 'old_agent.pt'}",
-                                                                        out)
+    predates = fails(*im_base, f"--init_ckpt={tmp_path / 'old_agent.pt'}", out)
+    assert "predates the event, continuation and value heads" in predates
     assert "predates" in fails("eval_agent.py", f"--bc_ckpt={tmp_path / 'old_agent.pt'}", "--rl_ckpt=")
     # a store whose action spec differs, one without rewards, one without labels
     import shutil
@@ -463,7 +463,7 @@ def test_bad_agent_inputs(agent_run, tmp_path):
     assert "not Crafter's one 17-way action" in fails("eval_agent.py", f"--bc_ckpt={tmp_path / 'other.pt'}", "--rl_ckpt=")
 
 
-# ---------------------------------------------------------------------------------------------------- events, death, memory
+# ------------------------------------------------------------------------------------------ events, death, memory
 
 def test_data_targets_by_hand():
     """Per-frame targets from a store's arrays: the memory lags the events by one frame (m_t: transitions into
