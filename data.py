@@ -203,16 +203,19 @@ class FrameStore:
         perm = np.random.default_rng(0).permutation(E)
         return np.sort(perm[:n_val] if split == "val" else perm[n_val:])
 
-    def _windows(self, split, T, first=0, among=None):
+    def _windows(self, split, T, first=0, among=None, last=0):
         """(episode ids (S,), start frames (S,), cumulative window counts (S,)) of the split's T-windows (first > 0:
-        only the first `first` of each episode; among, an (E,) bool mask: only those episodes')."""
-        key = split, T, first, None if among is None else among.tobytes()
+        only the first `first` of each episode; last > 0: only its last `last`; among, an (E,) bool mask: only those
+        episodes')."""
+        key = split, T, first, last, None if among is None else among.tobytes()
         if key not in self._cache:
             if T < 1:
                 raise ConfigError(f"T={T} must be >= 1")
             ids = self.episode_ids(split)
             starts, ends = self.episodes[ids, 0], self.episodes[ids, 1]
             n = np.maximum(ends - starts - T + 1, 0)
+            if last:  # the windows that end in the episode's last `last` frames
+                starts, n = starts + np.maximum(n - last, 0), np.minimum(n, last)
             n = np.minimum(n, first) if first else n
             self._cache[key] = ids, starts, np.cumsum(n if among is None else n * among[ids])
         return self._cache[key]
@@ -232,14 +235,14 @@ class FrameStore:
         if cum[-1:].sum() < n:
             raise ConfigError(f"{what}={n} but split '{split}' has only {int(cum[-1:].sum())} windows of T={T}")
 
-    def sample(self, batch_size, T, split="train", rng=None, part=(0, 1), first=0, among=None):
+    def sample(self, batch_size, T, split="train", rng=None, part=(0, 1), first=0, among=None, last=0):
         """batch_size windows of T consecutive frames of one episode each, uniform over all such windows (first > 0:
-        those that start within the first `first` frames of their episode; among, an (E,) bool mask: those of
-        these episodes).
+        those that start within the first `first` frames of their episode; last > 0: those that end within its last
+        `last` frames; among, an (E,) bool mask: those of these episodes).
         part=(rank, world): DDP ranks share one rng, draw the same global batch of world * batch_size windows and
         each gathers its own slice, so N processes train on what one process with N times the batch would."""
         rng = np.random.default_rng(rng)
-        ids, starts, cum = self._windows(split, T, first, among)
+        ids, starts, cum = self._windows(split, T, first, among, last)
         self._check(batch_size, cum, split, T, "batch_size")
         rank, world = part
         j = rng.integers(0, cum[-1], batch_size * world)[rank * batch_size:(rank + 1) * batch_size]

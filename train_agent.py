@@ -46,13 +46,14 @@ log_interval = 10
 max_minutes = 0.0  # stop (with a final eval + checkpoint) after this wall-clock budget, a resume's earlier minutes
 #   included; 0 = no limit
 # finetune (phase 2)
-batch_size = 8  # windows per step (per process)
-seq_len = 16
+batch_size = 32  # windows per step (per process)
+seq_len = 4  # the agent's window in finetuning, imagination and play: 16 clones worse (docs)
 bc_data = "all"  # 'all' | 'demo': the episodes behavior cloning learns from (the paper clones task-relevant data)
 bc_weight = 1.0
 reward_weight = 1.0
 event_weight = 1.0  # the event head (achievements on each transition): the imagined reward and the memory
 cont_weight = 1.0  # the continuation head (death)
+death_frac = 0.1  # share of finetuning windows ending at a death (~0.25% of frames: too few alone)
 value_weight = 1.0  # the value head on the data's discounted returns-to-go (a critic with a long view)
 memory = True  # the episode memory of events as an input of the agent tokens (needs a store with events)
 memory_noise = 0.05  # finetune: each memory bit of a window flipped with this probability (its detections err)
@@ -133,6 +134,8 @@ L, Dz = start["latent_shape"]
 store.agent_fields()
 rewards_all = np.asarray(store.rewards)
 targets = data_targets(rewards_all, store.events, store.episodes, store.deaths)  # per frame (agent.data_targets)
+died = store.deaths == 1  # (E,) the episodes that ended in death
+died = died if died[store.episode_ids("train")].any() else None  # None: no training episode died
 if phase == "finetune" and not np.any(rewards_all != 0):
     raise common.ConfigError(f"{data_dir} has no rewards (rewards.npy is all zero): the reward head has nothing to "
                              f"learn from")
@@ -240,6 +243,7 @@ def dreamed_events(b, g, ctx_len=8):
     the data's own actions, and the event head reads its frames; (tp, fp, fn) against the real events (§P: check
     the reward on imagined rollouts). The reward the policy learns from must be right inside the dream."""
     z, a, T = b["z"], b["actions"], b["z"].shape[1]
+    ctx_len = min(ctx_len, T // 2)  # (short windows: half context, half dreamed)
 
     def noise(x):  # from g: the global RNG stays untouched by evals
         return torch.randn(x.shape, generator=g, device=device)
@@ -307,7 +311,10 @@ def save(it):
 
 
 def finetune_step():
-    b = batch(store.sample(batch_size, seq_len, "train", rng, (rank, world)), memory_noise)
+    n = 0 if died is None else rng.binomial(batch_size, death_frac)  # windows ending at a death, then any
+    parts = [store.sample(k, seq_len, "train", rng, (rank, world), among=m, last=int(m is not None))
+             for k, m in ((n, died), (batch_size - n, None)) if k]
+    b = batch({k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, memory_noise)
     z1, actions, k = b["z"], b["actions"], b["keep"]
     with ctx:
         dyn_loss, _ = criterion(dyn_step, z1 / dyn.latent_std, actions, dyn_config["bootstrap_frac"])

@@ -162,6 +162,10 @@ def test_windows_never_cross_episodes(crafter_store):
     assert set(drawn.tolist()) == set(long_enough[::2].tolist())
     early = np.concatenate([s.sample(10, 4, "all", rng, first=3, among=among)["episode"] for _ in range(10)])
     assert set(early.tolist()) == set(long_enough[::2].tolist())
+    late = [s.sample(4, 4, "all", rng, among=among, last=2) for _ in range(50)]  # windows ending in the last 2
+    late = {k: np.concatenate([d[k] for d in late]) for k in ("start", "episode")}
+    to_end = s.episodes[late["episode"], 1] - (late["start"] + 4)  # frames after each window
+    assert set(to_end.tolist()) == {0, 1} and set(late["episode"].tolist()) == set(long_enough[::2].tolist())
 
 
 def test_split_and_fixed_windows(crafter_store):
