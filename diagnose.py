@@ -1,4 +1,5 @@
-"""Diagnostics of the agent: D1, the ceiling of imitation from the view; D3, what its agent state knows.
+"""Diagnostics of the agent: D1, the ceiling of imitation from the view; D3, what its agent state
+knows; D4, how far its own states are from the data's.
 
 The behavior-cloning agent sees 64x64 frames (Crafter's 9x7 local view and the inventory) and
 clones a demonstrator that reads the whole game state. Could even a perfect-perception policy that
@@ -8,6 +9,8 @@ features (a diagnosis only: the real agent never reads game internals), one MLP 
           sleeping and the previous action: all that the frames show, perfectly perceived
     done  view + the 22 achievement flags the demonstrator branches on (hidden from the frames)
     wide  view, but 21x21 tiles: much more map than the frames show
+    icons view, but which items the inventory holds, not how many (health still counted): what
+          64x64 frames show clearly
 and plays each MLP in real Crafter next to the demonstrator itself.
 
     python diagnose.py --out=/tmp/d1.md
@@ -22,6 +25,13 @@ episodes of its store, replayed from their seeds and actions for the truth: inve
 health, food, drink, energy, daylight, a zombie next to the player, and the achievements done.
 Ridge regression fit on half the episodes, scored on the other half: R^2 for counts, accuracy
 (against always guessing the majority) for yes/no.
+
+    python diagnose.py --agree=out/cpu/agent_bc/ckpt.pt --eval_episodes=50
+
+D4: the agent plays real Crafter (frames in, actions out) while the screen-only demonstrator at
+epsilon 0 says what it would do in each state the agent reaches: agreement on the agent's own
+states (BC is trained on the demonstrator's), the two action mixes, and what the agent's and the
+demonstrator's own 'do' presses face.
 """
 import time
 from functools import partial
@@ -44,15 +54,17 @@ eval_seed = 2_000_000     # play seeds eval_seed, ...: no run uses them (data 0+
 eval_episodes = 100       # episodes per table row
 max_steps = 1000          # episode length
 variants = "view,done,wide"  # feature variants to clone with (see the docstring)
+baselines = True          # also play the demonstrator at eps .25 and the data mix
 view = False              # the demonstrator's screen-only mode (Demonstrator(..., view=True))
 steps = 4000              # MLP training steps (batch 512)
 out = ""                  # write the table as markdown here ("" = do not write)
 probe = ""                # an agent checkpoint: D3 (its linear probes) instead of D1
+agree = ""                # an agent checkpoint: D4 (the demonstrator labels its states) instead
 threads = 1               # torch threads
 # ---------------------------------------------------------------------------------------------
 
 _W = 10  # the stored rectangle: 21x21 tiles around the player, cropped per variant
-_HALF = {'view': (4, 3), 'done': (4, 3), 'wide': (10, 10)}  # half-width, half-height of the view
+_HALF = {'view': (4, 3), 'done': (4, 3), 'wide': (10, 10), 'icons': (4, 3)}  # half-sizes of a view
 _OUTSIDE = 13  # material code of off-map tiles: crafter's ids are 0 (None) and 1..12 (materials)
 _OBJ = {O.Zombie: 1, O.Skeleton: 2, O.Cow: 3, O.Arrow: 6, O.Player: 7}  # 4, 5: plant unripe, ripe
 _FACING = [(-1, 0), (1, 0), (0, -1), (0, 1)]
@@ -99,7 +111,10 @@ def _encode(grid, scal, variant):
     g = grid[:, :, _W - rx:_W + rx + 1, _W - ry:_W + ry + 1].long()
     mat = F.one_hot(g[:, 0], _OUTSIDE + 1).flatten(1)
     obj = F.one_hot(g[:, 1], 8)[..., 1:].flatten(1)  # code 0 (no object) has no column
-    return torch.cat([mat.float(), obj.float(), scal if variant == 'done' else scal[:, :_BASE]], 1)
+    scal = scal if variant == 'done' else scal[:, :_BASE]
+    if variant == 'icons':  # which items it holds, not how many (but health): digits are ~3 pixels
+        scal = torch.cat([scal[:, :1], (scal[:, 1:16] > 0).float(), scal[:, 16:]], 1)
+    return torch.cat([mat.float(), obj.float(), scal], 1)
 
 
 def features(env, prev_action, variant):
@@ -218,8 +233,11 @@ def main():
     d = collect()
     print(f"collected {len(d['act'])} steps of {d['ep'].max() + 1} demonstrator episodes "
           f"(view={view}), slip share {100 * d['slip'].mean():.1f}% ({time.time() - t0:.0f}s)")
-    rows = [_row('demo eps .25', _play('demo eps .25', partial(demo_policy, epsilon=0.25, view=view))),
-            _row('data mix', _play('data mix', partial(mix_policy, view=view)))]
+    rows = []
+    if baselines:
+        demo = partial(demo_policy, epsilon=0.25, view=view)
+        rows = [_row('demo eps .25', _play('demo eps .25', demo)),
+                _row('data mix', _play('data mix', partial(mix_policy, view=view)))]
     for v in names:
         t0 = time.time()
         net, acc, copy = train(d, v)
@@ -265,7 +283,8 @@ def replay(store, e):
 @torch.no_grad()
 def agent_states(ckpt_path):
     """(h (N, n D) of every held-out frame at least 4 frames into its window, truth (N, 32), the
-    episode of each row): windows of the checkpoint's length over the held-out episodes."""
+    episode of each row, whether the policy's argmax is the stored action (N,) (-1: a slip)):
+    windows of the checkpoint's length over the held-out episodes."""
     from agent import agent_pass, build, data_targets, load_agent
     from data import FrameStore
     from tokenizer import cached_latents, load_tokenizer
@@ -278,7 +297,7 @@ def agent_states(ckpt_path):
     ctx = autocast_ctx('cpu', resolve_dtype('cpu', 'auto'))
     z_all = cached_latents(tok, ckpt['tokenizer']['path'], store, ckpt['data_dir'], 'cpu', ctx)
     memory = data_targets(store.rewards, store.events, store.episodes, store.deaths)['memory']
-    T, hs, ys, eps = ckpt['window'], [], [], []
+    T, hs, ys, eps, hits = ckpt['window'], [], [], [], []
     for e in store.episode_ids('val'):
         truth, (a, b) = replay(store, e), store.episodes[e]
         for s in range(a, b - T + 1, T):
@@ -291,12 +310,18 @@ def agent_states(ckpt_path):
             hs.append(h[0, 4:].flatten(1).float().numpy())
             ys.append(truth[idx[4:] - a])
             eps += [e] * (T - 4)
-    return np.concatenate(hs), np.concatenate(ys), np.array(eps)
+            best = models['agent'].policy_logits(h[0, 4:], offset=0)[0].argmax(-1).numpy()
+            hits.append(np.where(store.slips[idx[4:]] == 1, -1, best == store.actions[idx[4:], 0]))
+    return np.concatenate(hs), np.concatenate(ys), np.array(eps), np.concatenate(hits)
 
 
 def probes():
     """D3: ridge probes fit on half of the held-out episodes, scored on the other half."""
-    X, Y, ep = agent_states(probe)
+    X, Y, ep, hits = agent_states(probe)
+    for name, where in (('a zombie next to the player', Y[:, 9] == 1), ('none', Y[:, 9] == 0)):
+        h = hits[where & (hits >= 0)]
+        print(f"BC accuracy on the demonstrator's own choices, {name}: {h.mean():.3f} "
+              f"({len(h)} frames)")
     fit = np.isin(ep, np.unique(ep)[::2])
     mu, sd = X[fit].mean(0), X[fit].std(0) + 1e-6
     Xs = np.c_[(X - mu) / sd, np.ones(len(X))]
@@ -320,6 +345,68 @@ def probes():
     return table
 
 
+# ---- D4: the demonstrator's labels of the agent's own states ---------------------------------
+def _facing(env):
+    """What the player faces: a material name or an object's class name."""
+    mat, obj = env._world[tuple(env._player.pos + env._player.facing)]
+    return mat if obj is None else type(obj).__name__
+
+
+def agreement():
+    """D4: the agent's episodes labeled by the demonstrator; prints the summary."""
+    from agent import load_policy, sample_actions
+    torch.set_num_threads(threads)
+    policy, rows, demo_do = load_policy(agree), [], []
+
+    def agent_with_labels(env):
+        labeler = Demonstrator(env, 0.0, env._seed, view=True)
+        policy.reset(env._seed)
+
+        def act(obs):
+            label = int(labeler(obs))  # (every step: its memory follows what is on screen)
+            logits = policy.agent.policy_logits(policy.observe(obs[None]), offset=0)
+            policy.prev = sample_actions(logits, policy.temperature, policy.gen)
+            best = int(logits[0].argmax(-1))
+            rows.append((labeler.t, label, int(policy.prev[0, 0]), best, _facing(env)))
+            return rows[-1][2]
+        return act
+
+    def demo_pressing_do(env):  # the data's player itself, for the 'do' reference
+        demo = Demonstrator(env, 0.25, env._seed, view=True)
+
+        def act(obs):
+            a = int(demo(obs))
+            if a == _DO and not demo.slip:
+                demo_do.append(_facing(env))
+            return a
+        return act
+
+    seeds = range(eval_seed, eval_seed + eval_episodes)
+    r = evaluate(agent_with_labels, seeds, max_steps, policy.image_size)
+    evaluate(demo_pressing_do, seeds, max_steps, policy.image_size)
+    t, label, a, best = (np.array([row[i] for row in rows]) for i in range(4))
+    faced = np.array([row[4] for row in rows])
+    print(f"D4 on {agree}: {eval_episodes} episodes (seeds {eval_seed}..), "
+          f"score {r['score']:.2f}%, {len(rows)} steps")
+    for name, m in (('all steps', t > 0), ('steps 1-50', t <= 50), ('steps 51+', t > 50)):
+        if m.any():
+            agree_m, argmax_m = np.mean(a[m] == label[m]), np.mean(best[m] == label[m])
+            print(f"  {name}: agreement with the demonstrator's label {agree_m:.3f} "
+                  f"(argmax {argmax_m:.3f}, {m.sum()} steps)")
+    shares = [np.bincount(x, minlength=len(ACTIONS)) / len(x) for x in (label, a)]
+    top = np.argsort(-shares[0])[:7]
+    print('  action: labels / agent: ' +
+          ', '.join(f"{ACTIONS[i]} {shares[0][i]:.2f} / {shares[1][i]:.2f}" for i in top))
+    for name, where in (('agent', faced[a == _DO]),
+                        ('demonstrator, its own episodes', np.array(demo_do))):
+        kinds, n = np.unique(where, return_counts=True)
+        most = sorted(zip(n, kinds))[::-1][:6]
+        print(f"  'do' of the {name} faces: " + ', '.join(f"{k} {c / n.sum():.2f}"
+                                                            for c, k in most))
+
+
+_DO = ACTIONS.index('do')
+
 if __name__ == '__main__':
     configure(globals())
-    probes() if probe else main()
+    probes() if probe else agreement() if agree else main()

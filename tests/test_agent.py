@@ -379,6 +379,20 @@ def test_policy_plays_real_episodes(agent_run):
     assert 0 < one["mean_length"] <= 15 and 0 < both["mean_length"] <= 15 and len(both["returns"]) == 2
 
 
+def test_d4_labels_the_agents_own_states(agent_run, capsys):
+    """diagnose.py --agree: the agent plays, the demonstrator labels each state it reaches; agreement in [0, 1] over
+    every step the agent played (two episodes of at most 15 steps: all within steps 1-50)."""
+    run_script("diagnose.py", f"--agree={agent_run[0] / 'agent_bc/ckpt.pt'}", "--eval_episodes=2", "--max_steps=15",
+               "--eval_seed=5", "--threads=2")
+    out = capsys.readouterr().out
+    phases = r"  (all steps|steps 1-50|steps 51\+): agreement .* \(argmax [0-9.]+, (\d+) steps\)"
+    steps = dict(re.findall(phases, out))
+    agree = [float(x) for x in re.findall(r"label ([0-9.]+) \(argmax", out)]
+    assert 2 <= int(steps["all steps"]) == int(steps["steps 1-50"]) <= 30 and "steps 51+" not in steps, out
+    assert len(agree) == 2 and all(0.0 <= x <= 1.0 for x in agree), out
+    assert "'do' of the demonstrator, its own episodes faces:" in out
+
+
 def test_lockstep_evaluation_equals_one_at_a_time():
     """A batched policy in lockstep plays the same episodes as one episode at a time (fixed action sequences)."""
     from demonstrator import evaluate, evaluate_lockstep
