@@ -349,7 +349,7 @@ def probes():
 def _facing(env):
     """What the player faces: a material name or an object's class name."""
     mat, obj = env._world[tuple(env._player.pos + env._player.facing)]
-    return mat if obj is None else type(obj).__name__
+    return type(obj).__name__ if obj is not None else mat or 'the map edge'
 
 
 def agreement():
