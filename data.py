@@ -248,6 +248,12 @@ class FrameStore:
         j = rng.integers(0, cum[-1], batch_size * world)[rank * batch_size:(rank + 1) * batch_size]
         return self._gather(ids, starts, cum, j, T)
 
+    def sample_parts(self, parts, T, split, rng, part=(0, 1)):
+        """One batch from several draws: parts, a list of (batch_size, among, last) for sample(), concatenated in
+        order (a part of size 0 is skipped)."""
+        drawn = [self.sample(k, T, split, rng, part, among=m, last=l) for k, m, l in parts if k]
+        return {key: np.concatenate([p[key] for p in drawn]) for key in drawn[0]}
+
     def fixed_windows(self, n, T, split="val", seed=0):
         """n distinct windows, the same on every call (for evaluation), sorted by position."""
         ids, starts, cum = self._windows(split, T)

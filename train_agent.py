@@ -312,9 +312,8 @@ def save(it):
 
 def finetune_step():
     n = 0 if died is None else rng.binomial(batch_size, death_frac)  # windows ending at a death, then any
-    parts = [store.sample(k, seq_len, "train", rng, (rank, world), among=m, last=int(m is not None))
-             for k, m in ((n, died), (batch_size - n, None)) if k]
-    b = batch({k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, memory_noise)
+    parts = [(n, died, 1), (batch_size - n, None, 0)]
+    b = batch(store.sample_parts(parts, seq_len, "train", rng, (rank, world)), memory_noise)
     z1, actions, k = b["z"], b["actions"], b["keep"]
     with ctx:
         dyn_loss, _ = criterion(dyn_step, z1 / dyn.latent_std, actions, dyn_config["bootstrap_frac"])

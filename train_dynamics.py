@@ -182,9 +182,7 @@ def get_batch(it):
         else seq_len
     B = max(1, frames_per_step // T)
     n = round(oversample * B) if unlabeled_video else B  # labeled episodes' windows, then uniform over all
-    parts = [store.sample(k, T, "train", rng, (rank, world), among=m) for k, m in ((n, keeps_labels), (B - n, None))
-             if k]
-    b = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    b = store.sample_parts([(n, keeps_labels, 0), (B - n, None, 0)], T, "train", rng, (rank, world))
     actions = np.where(labeled[b["episode"]][:, None, None], b["actions"], -1)  # hidden labels -> unlabeled
     return latents_of(b), torch.from_numpy(actions).to(device)
 
