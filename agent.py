@@ -29,7 +29,7 @@ from einops import rearrange
 from common import ConfigError, autocast_ctx, load_checkpoint, resolve_dtype
 from dynamics import Dynamics, append_frames, next_frame, prev_actions
 from model import KVCache
-from tokenizer import load_tokenizer
+from tokenizer import load_tokenizer, tokenizer_path
 
 GAMMA = 0.997  # §A.2 discount (the paper's)
 LAMBDA = 0.95  # §A.2 lambda of the lambda-return: the paper gives none; DreamerV3's default
@@ -180,7 +180,7 @@ def bc_loss(agent, h, targets):
     n = (target >= 0).sum()
     hit = sum(((lg[:, :, 0].argmax(-1) == target[:, :, 0, c]) & (target[:, :, 0, c] >= 0)).sum()
               for c, lg in enumerate(logits))
-    return ce / n.clamp(min=1), (hit / (target[:, :, 0] >= 0).sum().clamp(min=1)).item()
+    return ce / n.clamp(min=1), hit / (target[:, :, 0] >= 0).sum().clamp(min=1)
 
 
 def reward_loss(agent, h, rewards):
@@ -335,11 +335,11 @@ def imagination_losses(agent, prior, roll, alpha=0.5, beta=0.3, train_policy=Tru
     kl_prior = kl(logits, prior_logits)
     policy_loss = pmpo_loss(log_prob(logits, actions).flatten(), adv.flatten(), kl_prior.flatten(), alpha, beta,
                             w.flatten())
-    metrics = {"imagined_return": R[:, 0].mean().item(), "imagined_reward": roll["rewards"].sum(1).mean().item(),
-               "alive": w[:, -1].mean().item(),
-               "value": v[:, 0].mean().item(), "entropy": entropy(logits).mean().item(),
-               "kl_prior": kl_prior.mean().item(), "positive_adv": (adv >= 0).float().mean().item(),
-               "value_loss": value_loss.item(), "policy_loss": policy_loss.item()}
+    metrics = {"imagined_return": R[:, 0].mean(), "imagined_reward": roll["rewards"].sum(1).mean(),
+               "alive": w[:, -1].mean(), "value": v[:, 0].mean(), "entropy": entropy(logits).mean(),
+               "kl_prior": kl_prior.mean(), "positive_adv": (adv >= 0).float().mean(), "value_loss": value_loss,
+               "policy_loss": policy_loss}
+    metrics = {k: v.detach() for k, v in metrics.items()}  # 0-dim tensors, read at log steps (no host sync here)
     return value_loss + policy_loss if train_policy else value_loss, metrics
 
 
@@ -420,13 +420,14 @@ class Policy:
         return (int(a[0, 0]) if a.shape[1] == 1 else a[0]) if single else a
 
 
-def load_policy(path, device="cpu", temperature=1.0, time_window=0, dtype="auto"):
+def load_policy(path, device="cpu", temperature=1.0, time_window=0, dtype="auto", tokenizer_ckpt=""):
     """A policy that plays the real game from an agent checkpoint: policy.reset(seed), policy.act(frame) -> action.
     temperature: of the sampled actions (1: the policy as trained; 0: argmax).
     time_window: how many past frames the dynamics model's time layers read (0: the checkpoint's, the window its
-    agent was finetuned on). dtype: 'auto' (bf16 where it is fast), 'bfloat16' or 'float32'."""
+    agent was finetuned on). dtype: 'auto' (bf16 where it is fast), 'bfloat16' or 'float32'. tokenizer_ckpt: its
+    tokenizer, where it is neither where it was trained nor beside it (tokenizer_path)."""
     ckpt = load_agent(path)
     models = build(ckpt).to(device).eval().requires_grad_(False)
     models["dynamics"].transformer.time_window = time_window or ckpt["window"]
-    tok, _ = load_tokenizer(ckpt["tokenizer"]["path"], device)
+    tok, _ = load_tokenizer(tokenizer_path(ckpt, path, tokenizer_ckpt), device)
     return Policy(tok, models["dynamics"], models["agent"], temperature, device=device, dtype=resolve_dtype(device, dtype))

@@ -1,9 +1,11 @@
-"""Speed of each stage's hot loop, with MFU, at the matched config (../shared/peers/README.md) or at the trainers'
-own defaults (preset='default').
+"""Speed of each stage's hot loop, with MFU, at the config matched with other implementations
+(docs/experiments.md, "Speed"), at the trainers' own defaults (preset='default') or at the GPU
+recipe's sizes (preset='gpu').
 
     python bench.py                      # everything; the last stdout line is one JSON object
     python bench.py --what=tokenizer --compile=True
     python bench.py --preset=default --compile=True    # as the trainers run (they compile by default)
+    python bench.py --what=gpu           # on a GPU machine, first (docs/gpu.md)
 
 Matched config: 64x64 RGB, patch 8, batch 4, 16 frames, width 256, depth 4 (tokenizer encoder, decoder,
 dynamics), 16 latents x 32, 4 heads of 64, one 17-way action, 2 threads, LPIPS off. Figures: training steps
@@ -26,7 +28,7 @@ import torch
 
 import common
 
-what = "all"  # 'all' | 'tokenizer' | 'dynamics' | 'agent'
+what = "all"  # 'all' | 'tokenizer' | 'dynamics' | 'agent' | 'gpu' (the GPU check: gpu_check)
 device = "auto"
 dtype = "auto"  # 'auto' (bf16 where this device runs it fast, else fp32) | 'bfloat16' | 'float32'
 compile = False  # the training steps (and generation, the play loop and imagination, at fixed shapes) compiled
@@ -42,21 +44,27 @@ horizon = 16  # imagined frames per rollout (the agent stage)
 peak_tflops = 0.0  # matmul peak in dtype, MFU's denominator (0: measured in this process); 'all' measures it once and
                    # hands it to every stage, so that their MFU figures share one denominator
 peer = ""  # a command printing another implementation's figures (same names) as its last stdout line in JSON:
-           # run after ours in the same bench, each shared figure printed beside ours with the ratio (../shared/peers/)
+           # run after ours in the same bench, each shared figure printed beside ours with the ratio
 config = common.configure(globals())
 device = common.auto_device(device)
 torch.set_num_threads(threads)
 dtype = common.resolve_dtype(device, dtype)
 ctx = common.autocast_ctx(device, dtype)
-if preset == "matched":  # ../shared/peers/README.md; the dynamics loss: flow matching + shortcut, diffusion forcing
+if preset == "matched":  # the dynamics loss: flow matching + shortcut, diffusion forcing
     TOK = dict(image_size=64, patch_size=8, num_latents=16, latent_dim=32, dim=256, enc_depth=4, dec_depth=4,
                n_head=4, n_kv_head=4, time_every=4)
     DYN = dict(num_latents=16, latent_dim=32, action_classes=(17,), dim=256, depth=4, n_head=4, n_kv_head=4,
                time_every=4)
     TOK_BATCH, DYN_BATCH, LOSS, MUON = (batch_size, seq_len), (batch_size, seq_len), {}, (True, False)
     AGENT_LOSS = dict(teacher_forcing=True, zero_frac=0.75)  # the agent's finetuning keeps the CPU recipe's
-elif preset == "default":
-    _t, _d = common.script_defaults("train_tokenizer.py"), common.script_defaults("train_dynamics.py")
+    AGENT_BATCH = (batch_size, seq_len)  # (B, T)
+    IMAGINE = (batch_size, 8, horizon)  # (rollouts, context frames, horizon)
+elif preset in ("default", "gpu"):  # gpu: config/*_gpu.py over the trainers' defaults
+    def _settings(script, stage):
+        gpu = common.script_defaults(f"config/{stage}_gpu.py") if preset == "gpu" else {}
+        return common.script_defaults(script) | gpu
+    _t, _d = _settings("train_tokenizer.py", "tokenizer"), _settings("train_dynamics.py", "dynamics")
+    _f, _i = _settings("train_agent.py", "finetune"), _settings("train_agent.py", "imagine")
     TOK = {k: _t[k] for k in ("patch_size", "num_latents", "latent_dim", "dim", "enc_depth", "dec_depth", "n_head",
                               "n_kv_head", "time_every", "local_latents")} | {"image_size": 64}
     DYN = {k: _d[k] for k in ("pack", "dim", "depth", "n_head", "n_kv_head", "time_every", "num_registers", "k_max")}
@@ -64,8 +72,13 @@ elif preset == "default":
     TOK_BATCH, DYN_BATCH = (_t["batch_size"], _t["seq_len"]), (_d["batch_size"], _d["seq_len"])
     LOSS = {k: _d[k] for k in ("context_frac", "ramp", "teacher_forcing", "zero_frac")}
     MUON, AGENT_LOSS = (_t["muon"], _d["muon"]), LOSS
+    AGENT_BATCH = (_f["batch_size"], _f["seq_len"])
+    IMAGINE = (_i["imagine_batch"], _i["context_frames"], _i["horizon"])
 else:
-    raise common.ConfigError(f"preset={preset!r}: use 'matched' or 'default'")
+    raise common.ConfigError(f"preset={preset!r}: use 'matched', 'default' or 'gpu'")
+if device.startswith("cuda") and preset == "gpu":  # as a 12 GB RTX 3060 with a display: 11 GiB
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, 11 * 2 ** 30 / total))
 
 
 def peak_flops():
@@ -77,12 +90,31 @@ def sync():
         torch.cuda.synchronize()
 
 
+CUDA_FIGURES = {}  # on CUDA: each timed function's host syncs per call, the stage's peak memory
+
+
+def host_syncs(fn):
+    """The host syncs of one call of fn on CUDA (torch's sync debug mode warns at each one)."""
+    import warnings
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fn()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
 def median_time(name, fn, n_warmup=None, n_repeats=None):
     """The median seconds of fn over the timed repeats after the warm-up calls; with profile=True, the same repeats
-    once more under torch.profiler, whose top ops by self time are printed under the figure's name."""
+    once more under torch.profiler, whose top ops by self time are printed under the figure's name. On
+    CUDA, also the host syncs of one more call (CUDA_FIGURES)."""
     for _ in range(warmup if n_warmup is None else n_warmup):
         fn()
     sync()
+    if device.startswith("cuda"):
+        CUDA_FIGURES[f"{name}_host_syncs"] = host_syncs(fn)
     ts = []
     for _ in range(repeats if n_repeats is None else n_repeats):
         t0 = time.perf_counter()
@@ -199,8 +231,8 @@ def bench_agent():
     from play import Dream
     from tokenizer import Tokenizer
     torch.manual_seed(0)
-    B, T = DYN_BATCH
-    model = Dynamics(**DYN, max_frames=32).to(device)
+    (B, T), (n_roll, n_ctx, horizon) = AGENT_BATCH, IMAGINE
+    model = Dynamics(**DYN, max_frames=max(32, T)).to(device)
     ag = Agent(DYN["dim"], [17], num_events=22).to(device)
     models = nn.ModuleDict({"dynamics": model, "agent": ag})
     criterion = ShortcutLoss(model.k_max, **AGENT_LOSS).to(device)
@@ -227,7 +259,9 @@ def bench_agent():
     model.eval()
     prior = ag.policy
     heads = torch.optim.AdamW([*ag.policy.parameters(), *ag.value.parameters()], lr=3e-4)
-    zc, ac, dyn = z1[:, :8], actions[:, :8], inference(model)
+    model.transformer.time_window = T  # imagination and acting read the agent's window (train_agent)
+    zc = torch.rand(n_roll, n_ctx, DYN["num_latents"], DYN["latent_dim"], device=device) * 2 - 1
+    ac, dyn = torch.randint(0, 17, (n_roll, n_ctx, 1), device=device), inference(model)
 
     def imagine_step():
         with ctx:
@@ -235,9 +269,8 @@ def bench_agent():
         imagination_losses(ag, prior, roll)[0].backward()
         heads.step()
         heads.zero_grad(set_to_none=True)
-    name = f"agent_imagine_step_s_batch{B}_h{horizon}"
+    name = f"agent_imagine_step_s_batch{n_roll}_h{horizon}"
     out[name] = median_time(name, imagine_step, 1, 3)
-    model.transformer.time_window = T
     tok = Tokenizer(**TOK, time_window=1).to(device).eval()
     policy = Policy(tok, model, ag, device=device)
     for n in (1, 50):
@@ -285,10 +318,62 @@ def beside_peer(ours, theirs):
     return out
 
 
+def gpu_check():
+    """what=gpu, the first thing to run on a GPU machine (~10 minutes): the environment; every stage's
+    steps at the GPU recipe's sizes (config/*_gpu.py) with the allocator capped at 11 GiB (fits a 12 GB
+    card?), their host syncs and peak memory; the main job's tiny preset end to end on CUDA. One line
+    per finding, the JSON last."""
+    import os
+    import shutil
+    import tempfile
+    if not device.startswith("cuda"):
+        common.main_job_preset()  # an NVIDIA GPU that torch cannot use: its one line
+        raise common.ConfigError("what=gpu checks a CUDA GPU, and torch sees none here")
+    p = torch.cuda.get_device_properties(0)
+    smi = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
+    driver = subprocess.run(smi, capture_output=True, text=True).stdout if shutil.which(smi[0]) else ""
+    out = dict(gpu=p.name, gpu_memory_gb=p.total_memory / 2 ** 30, capability=f"{p.major}.{p.minor}",
+               torch=torch.__version__, cuda=torch.version.cuda, driver=driver.strip(),
+               bf16_native=common.cuda_has_bf16(), dtype=dtype)
+    try:
+        torch.compile(lambda x: torch.nn.functional.gelu(x) * 2)(torch.randn(8, device=device))
+        out["compile"] = "ok"
+    except Exception as e:  # Triton or a C compiler missing
+        out["compile"] = f"fails, train with --compile=False: {str(e).strip().splitlines()[0][:200]}"
+    for dt in ("bfloat16", "float32"):
+        out[f"matmul_peak_tflops_{dt}"] = common.matmul_peak_flops(device, dt) / 1e12
+    for name in STAGES:
+        cmd = [sys.executable, __file__, f"--what={name}", "--preset=gpu", f"--dtype={dtype}",
+               f"--compile={compile}", f"--peak_tflops={out[f'matmul_peak_tflops_{dtype}']}"]
+        try:
+            out.update(run_json(cmd, f"the {name} stage at the GPU recipe's sizes"))
+        except SystemExit as e:  # out of memory under the cap, say: recorded, the check goes on
+            out[f"{name}_error"] = str(e)
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "PRESET": "tiny", "OUT": f"{tmp}/out", "DATA": f"{tmp}/data"}
+        t0, here = time.time(), os.path.dirname(os.path.abspath(__file__))
+        try:
+            r = subprocess.run(["bash", "pipeline.sh"], env=env, capture_output=True, text=True,
+                               timeout=420, cwd=here)
+            out["tiny_main_job"] = "ok" if r.returncode == 0 else \
+                f"exit {r.returncode}: {r.stderr.strip()[-300:]}"
+        except subprocess.TimeoutExpired:
+            out["tiny_main_job"] = "did not finish in 7 minutes"
+        out["tiny_main_job_minutes"] = (time.time() - t0) / 60
+    for k, v in out.items():
+        print(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}", file=sys.stderr)
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}))
+
+
 def main():
     if what in STAGES:
-        print(json.dumps(STAGES[what]()))
+        out = STAGES[what]()
+        if device.startswith("cuda"):
+            CUDA_FIGURES[f"{what}_gpu_peak_gb"] = torch.cuda.max_memory_allocated() / 2 ** 30
+        print(json.dumps(out | CUDA_FIGURES))
         return
+    if what == "gpu":
+        return gpu_check()
     if what != "all":
         raise common.ConfigError(f"what={what!r}: use 'all' or one of {', '.join(STAGES)}")
     out = dict(matmul_peak_tflops=peak_flops() / 1e12)

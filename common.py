@@ -145,6 +145,40 @@ def cpu_has_bf16():
     return bool(flags & {"amx_bf16", "avx512_bf16"})
 
 
+def cuda_has_bf16():
+    """Whether the CUDA GPU runs bf16 natively (Ampere, compute capability 8.0, and later): on older cards torch
+    emulates it, slower than fp32, and is_bf16_supported() counts emulation unless asked not to."""
+    return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def nvidia_gpus():
+    """The NVIDIA GPUs the driver lists (`nvidia-smi -L`), whether or not torch can use them; [] without a driver."""
+    import shutil
+    import subprocess
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [ln.strip() for ln in out.splitlines() if ln.startswith("GPU ")]
+
+
+def main_job_preset():
+    """The preset pipeline.sh runs when PRESET is not set: 'gpu' where torch can use CUDA, else 'cpu'. With an NVIDIA
+    GPU that torch cannot use (a CPU-only wheel, or one built for a newer driver), one line says why, before
+    anything runs: hours on the CPU are never a silent fallback."""
+    if torch.cuda.is_available():
+        return "gpu"
+    gpus = nvidia_gpus()
+    if gpus:
+        built = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise ConfigError(f"{gpus[0]} is here, but torch {torch.__version__} ({built}) cannot use it: install the "
+                          "torch wheel for your driver (nvidia-smi shows its CUDA version; "
+                          "https://pytorch.org/get-started/locally), or run on the CPU with PRESET=cpu")
+    return "cpu"
+
+
 def resolve_dtype(device, dtype):
     """'bfloat16' or 'float32' from the dtype config. 'auto' is bf16 where this device runs it fast: CUDA with bf16,
     or a CPU with bf16 instructions (cpu_has_bf16); fp32 otherwise (other CPUs run bf16 matmuls 60-100x slower than
@@ -155,7 +189,7 @@ def resolve_dtype(device, dtype):
     if dtype == "float32" or (dtype == "bfloat16" and dev != "cpu"):
         return dtype
     if dev != "cpu":
-        return "bfloat16" if dev == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+        return "bfloat16" if dev == "cuda" and cuda_has_bf16() else "float32"
     fast = cpu_has_bf16()
     if dtype == "bfloat16" and not fast:
         print("warning: this CPU has no bf16 matmul instructions (AMX, AVX-512 BF16): bf16 runs 60-100x slower than "
@@ -171,7 +205,7 @@ def autocast_ctx(device, dtype):
     if dtype != "bfloat16":
         raise ConfigError(f"dtype={dtype!r}: use 'bfloat16' or 'float32'")
     dev_type = device.split(":")[0]
-    if dev_type == "cuda" and not torch.cuda.is_bf16_supported():
+    if dev_type == "cuda" and not cuda_has_bf16():
         return contextlib.nullcontext()
     return torch.autocast(device_type=dev_type, dtype=torch.bfloat16)
 
@@ -196,12 +230,22 @@ def setup_ddp(device):
         return False, 0, 0, 1, device
     import torch.distributed as dist
     rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
-    backend = "nccl" if device.startswith("cuda") else "gloo"
-    dist.init_process_group(backend=backend)
-    if device.startswith("cuda"):
+    if device.startswith("cuda"):  # the device first: NCCL's communicator then binds to it
         device = f"cuda:{local_rank}"
         torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
     return True, rank, local_rank, world, device
+
+
+def all_reduce_grads(params, world):
+    """Average the gradients over the DDP processes in one flat collective (for models called piecewise, without a
+    DDP wrapper; parameters without a gradient are left out alike on every rank)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    flat = torch.cat([g.flatten() for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= world
+    for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(part.view_as(g))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -228,6 +272,16 @@ def atomic_write(path, write, binary=False):
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def git_commit():
+    """The code's commit (git describe; -dirty with local changes), or 'unknown' outside a git checkout."""
+    import subprocess
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                              cwd=os.path.dirname(os.path.abspath(__file__)), check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def atomic_save(obj, path):
@@ -481,6 +535,40 @@ def ddp_finish(params, ddp):
     dist.destroy_process_group()
     if diff > 0:
         raise SystemExit("error: the DDP replicas' parameters differ: their gradients were not averaged alike")
+
+
+class LossLog:
+    """Loss terms summed on the device at every step and read on the host every log_interval steps: one host sync per
+    read, none per step (a GPU would otherwise wait for the host at every .item() and isfinite check). A read
+    that finds a non-finite loss stops the run; trainers read before each save, so no checkpoint holds one."""
+
+    def __init__(self):
+        self.sums, self.step, self.n, self.last = {}, {}, 0, {}
+
+    def add(self, **terms):
+        """terms: 0-dim tensors (detached here) or numbers; None is skipped."""
+        self.step = {k: v.detach().float() if torch.is_tensor(v) else float(v) for k, v in terms.items()
+                     if v is not None}
+        for k, v in self.step.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.n += 1
+
+    def read(self, it, ckpt_path):
+        """-> {term: mean since the last read} ({} after no step); self.last: the last step's terms. Floats."""
+        if not self.n:
+            return {}
+        dev = [k for k, v in self.sums.items() if torch.is_tensor(v)]
+        nan = lambda k: torch.full_like(self.sums[k], math.nan)
+        vals = torch.stack([self.sums[k] for k in dev] + [self.step.get(k, nan(k)) for k in dev]).tolist() if dev \
+            else []  # the one host sync
+        host = {k: v for k, v in self.sums.items() if k not in dev}
+        means = {k: v / self.n for k, v in {**host, **dict(zip(dev, vals))}.items()}
+        self.last = {**{k: v for k, v in self.step.items() if k in host}, **dict(zip(dev, vals[len(dev):]))}
+        self.sums, self.n = {}, 0
+        if not math.isfinite(means.get("loss", 0.0)):
+            raise SystemExit(f"error: the loss became {means['loss']} by iter {it}; stopping (last good checkpoint: "
+                             f"{ckpt_path})")
+        return means
 
 
 def rank0_decides(flag, ddp, device):

@@ -331,11 +331,9 @@ def plan_crafter(cfg):
 def episode_crafter(cfg, plan, k):
     import demonstrator
     ep_seed = cfg["seed"] + k
-    rng = np.random.default_rng([ep_seed, 2])  # the stream of demonstrator.sample_skill: same mix at defaults
-    policy = "random" if rng.random() < cfg["random_frac"] else "demo"
-    eps = float(rng.uniform(cfg["eps_min"], cfg["eps_max"])) if policy == "demo" else float("nan")
-    ep = demonstrator.run_episode(ep_seed, policy, 1.0 if policy == "random" else eps, cfg["episode_len"],
-                                  cfg["image_size"], cfg["view"])
+    policy, eps = demonstrator.sample_skill(ep_seed, cfg["random_frac"], cfg["eps_min"], cfg["eps_max"])
+    ep = demonstrator.run_episode(ep_seed, policy, eps, cfg["episode_len"], cfg["image_size"], cfg["view"])
+    eps = eps if policy == "demo" else float("nan")
     actions, rewards = np.array(ep["actions"], np.int16)[:, None], np.array(ep["rewards"], np.float32)
     actions[-1], rewards[-1] = -1, 0.0  # the last frame has no action
     return {"frames": np.asarray(ep["frames"], np.uint8), "actions": actions, "rewards": rewards,

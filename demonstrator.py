@@ -32,13 +32,12 @@ ACHIEVEMENTS = list(C.achievements)  # the 22 achievement names
 # and wakes from its first night's sleep at ~230; mixed-skill episodes often die before 1000 anyway; and more resets
 # give more world diversity per frame than long survival would.
 DEFAULT_EPISODE_LEN = 1000
-RANDOM_EPISODE_FRAC, MAX_EPSILON = 0.2, 0.5  # default data mix: 20% random episodes, else epsilon ~ U(0, 0.5)
 KEY_ACHIEVEMENTS = ['collect_wood', 'place_table', 'make_wood_pickaxe', 'make_wood_sword', 'collect_stone',
                     'place_stone', 'make_stone_pickaxe', 'place_furnace', 'collect_coal', 'collect_iron',
                     'make_iron_pickaxe', 'collect_drink', 'eat_cow', 'wake_up', 'defeat_zombie', 'eat_plant']
 
 # -----------------------------------------------------------------------------------------------------------------
-# config of the command (python demonstrator.py --key=value; the upper-case numbers above can be set too)
+# config of the command (python demonstrator.py --key=value)
 episodes = 50        # episodes per table row
 max_steps = DEFAULT_EPISODE_LEN  # episode length
 size = 64            # frame size
@@ -463,12 +462,13 @@ def _make_env(seed, max_steps, size):
     return _Env(area=(64, 64), size=(size, size), length=max_steps, seed=seed)
 
 
-def sample_skill(seed):
-    """The default data mix, drawn per episode from its seed: (policy, epsilon)."""
+def sample_skill(seed, random_frac=0.2, eps_min=0.0, eps_max=0.5):
+    """The data mix (data.py's defaults), drawn per episode from its seed: (policy, epsilon): 'random' play with
+    probability random_frac, else the demonstrator with epsilon ~ U(eps_min, eps_max)."""
     rng = np.random.default_rng([seed, 2])
-    if rng.random() < RANDOM_EPISODE_FRAC:
+    if rng.random() < random_frac:
         return 'random', 1.0
-    return 'demo', float(rng.uniform(0, MAX_EPSILON))
+    return 'demo', float(rng.uniform(eps_min, eps_max))
 
 
 def run_episode(seed, policy, epsilon, max_steps, size=64, view=False):

@@ -287,15 +287,16 @@ def agent_states(ckpt_path):
     windows of the checkpoint's length over the held-out episodes."""
     from agent import agent_pass, build, data_targets, load_agent
     from data import FrameStore
-    from tokenizer import cached_latents, load_tokenizer
+    from tokenizer import cached_latents, load_tokenizer, tokenizer_path
     from common import autocast_ctx, resolve_dtype
     ckpt = load_agent(ckpt_path)
     store = FrameStore(ckpt['data_dir'])
     store.agent_fields()
     models = build(ckpt).eval()
-    tok, _ = load_tokenizer(ckpt['tokenizer']['path'], 'cpu')
+    tok_path = tokenizer_path(ckpt, ckpt_path)
+    tok, _ = load_tokenizer(tok_path, 'cpu')
     ctx = autocast_ctx('cpu', resolve_dtype('cpu', 'auto'))
-    z_all = cached_latents(tok, ckpt['tokenizer']['path'], store, ckpt['data_dir'], 'cpu', ctx)
+    z_all = cached_latents(tok, tok_path, store, ckpt['data_dir'], 'cpu', ctx)
     memory = data_targets(store.rewards, store.events, store.episodes, store.deaths)['memory']
     T, hs, ys, eps, hits = ckpt['window'], [], [], [], []
     for e in store.episode_ids('val'):

@@ -11,6 +11,7 @@ frame t carries a_{t-1} (the action that led into frame t), so frame t+1 is pred
 The model works on latents / latent_std (train_dynamics measures it): unit scale, like the noise z0 it mixes with.
 """
 import math
+import os
 
 import imageio.v3 as iio
 import numpy as np
@@ -25,13 +26,13 @@ from model import KVCache, RunningRMS, Transformer, init_weights
 TAU_CTX = 0.9  # §D.2: context frames are fed re-noised to signal level 0.9
 
 
-def space_mask(num_world, num_agent=0):
+def space_mask(num_world, num_agent=0, device=None):
     """(S, S) bool, True = row may read column: everyone reads the world tokens; agent tokens (§A, appended after
     them) read everything, and nobody else reads them. None without agent tokens: all read all, and attention
-    runs unmasked (the fused kernel: ~12% off a CPU training step)."""
+    runs unmasked (the fused kernel: ~12% off a CPU training step). Built on `device`: no host-to-device copy."""
     if not num_agent:
         return None
-    is_agent = torch.arange(num_world + num_agent) >= num_world
+    is_agent = torch.arange(num_world + num_agent, device=device) >= num_world
     return is_agent[:, None] | ~is_agent[None, :]
 
 
@@ -103,7 +104,7 @@ class Dynamics(nn.Module):
         x, mask = x + self.slot_embed, self.space_mask
         if agent is not None:
             x = torch.cat((x, agent.to(x.dtype)), 2)
-            mask = space_mask(self.num_slots, agent.shape[2]).to(x.device)
+            mask = space_mask(self.num_slots, agent.shape[2], x.device)
         h = self.transformer(x, mask, cache, twin)  # (B, T, S (+ n), D)
         z1_hat = rearrange(self.latent_out(h[:, :, :self.num_spatial]), "B T s (p z) -> B T (s p) z", p=self.pack)
         return z1_hat if agent is None else (z1_hat, h[:, :, self.num_slots:])
@@ -117,7 +118,8 @@ def sample_tau_d(B, T, k_max, bootstrap_frac=1.0, device=None, context_frac=0.0,
     first n_boot clips (bootstrap_frac of B, rounded stochastically) draw k from the full set; the others use
     d_min = 1/K_max only (flow matching). zero_frac of the frames are then put at tau = 0 (pure noise, on every
     grid), and context_frac of them fed as generation feeds its context (tau = TAU_CTX, d = d_min): our departures
-    from §D's uniform grid, which spends most frames denoising (README). Returns tau, d (B, T) and n_boot."""
+    from §D's uniform grid, which spends most frames denoising (docs/experiments.md). Returns tau, d (B, T) and
+    n_boot."""
     n_boot = int(bootstrap_frac * B + torch.rand(()).item())
     top = int(math.log2(k_max))
     k = 2.0 ** torch.randint(0, top + 1, (B, T), device=device)  # (B, T)
@@ -134,7 +136,7 @@ def sample_tau_d(B, T, k_max, bootstrap_frac=1.0, device=None, context_frac=0.0,
 def shortcut_loss(f, z1, tau, d, actions, n_boot, k_max, z0=None, ramp=True):
     """f(z_tilde, tau, d, actions) -> z1_hat, the network; z1 (B, T, L, Dz) clean latents; tau, d, n_boot from
     sample_tau_d; actions (B, T, C) action-token inputs. Returns the per-frame losses times the ramp weight,
-    flow (B, T) and boot (n, T) (n = n_boot, or 0 where no frame bootstraps), and is_boot (B, T): which frames
+    flow (B, T) and boot (n_boot, T), and is_boot (B, T): which frames
     take the bootstrap term (the others take flow).
     A deliberate approximation (as the public ports): the two teacher passes move every bootstrap frame of a clip at
     once, so with diffusion forcing alone frame t's teacher reads earlier bootstrap frames at d/2, and in the second
@@ -148,8 +150,7 @@ def shortcut_loss(f, z1, tau, d, actions, n_boot, k_max, z0=None, ramp=True):
     w = 0.9 * tau + 0.1 if ramp else torch.ones_like(tau)  # §D ramp weight w(tau)
     is_boot = d > 1 / k_max  # (B, T); d == d_min: flow loss
     flow = w * ((z1_hat - z1) ** 2).mean((-1, -2))  # §D.1 flow: ||z1_hat - z1||^2
-    n_boot = n_boot if is_boot[:n_boot].any() else 0  # no teacher passes without a bootstrap frame
-    boot = z1.new_zeros(0, z1.shape[1])
+    boot = z1.new_zeros(0, z1.shape[1])  # (the teacher passes run even if no frame drew d > d_min: no host sync)
     if n_boot:
         zt, tb, dt, ib, a = z_tilde[:n_boot], tau[:n_boot], d[:n_boot], is_boot[:n_boot], actions[:n_boot]
         half = torch.where(ib, dt / 2, 0)  # flow frames ride along in the teacher passes, unmoved
@@ -171,7 +172,7 @@ class ShortcutLoss(nn.Module):
     and normalizing it on its own amplified the young teacher's noisy targets ~10x and stalled learning.
     teacher_forcing: the network sees each clip twice, re-noised to TAU_CTX as context and at the drawn (tau, d) as
     targets, each target reading the context frames before it (model.twin_time_mask): every frame trains as the
-    next frame of a past fed as generation feeds it, where diffusion forcing's past is noisier (README)."""
+    next frame of a past fed as generation feeds it, where diffusion forcing's past is noisier (docs/experiments.md)."""
 
     def __init__(self, k_max, context_frac=0.0, ramp=True, teacher_forcing=False, zero_frac=0.0):
         super().__init__()
@@ -196,9 +197,8 @@ class ShortcutLoss(nn.Module):
         flow, boot, is_boot = shortcut_loss(net, z1, tau, d, a, n_boot, self.k_max, ramp=self.ramp)
         n_boot = len(boot)
         per_frame = torch.cat((torch.where(is_boot[:n_boot], boot, flow[:n_boot]), flow[n_boot:]))  # (B, T)
-        n_bt = is_boot.sum().item()
-        terms = {"flow": (flow * ~is_boot).sum().item() / max(1, is_boot.numel() - n_bt),
-                 "boot": (boot * is_boot[:n_boot]).sum().item() / n_bt if n_bt else None, "n_boot": n_boot}
+        terms = {"flow": (flow * ~is_boot).sum() / (~is_boot).sum().clamp(min=1),  # 0-dim tensors: no host sync
+                 "boot": (boot * is_boot[:n_boot]).sum() / is_boot.sum().clamp(min=1), "n_boot": n_boot}
         return self.norm(per_frame.mean()), terms
 
 
@@ -333,6 +333,7 @@ def side_by_side(real, gen, scale=2):
 
 def write_video(path, frames, fps=4):
     """uint8 (T, H, W, 3) -> mp4 (or gif by extension, or when ffmpeg fails). Returns the path written."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if not path.endswith(".gif"):
         try:
             iio.imwrite(path, frames, fps=fps, macro_block_size=1)

@@ -1,6 +1,7 @@
 """Score agents in the real Crafter game (§E), frames in, actions out, beside random play and the demonstrator.
 
     python eval_agent.py --bc_ckpt=out/agent_bc/ckpt.pt --rl_ckpt=out/agent_rl/ckpt.pt --episodes=50
+    python eval_agent.py                 # the shipped agent (pretrained/agent.pt) -> out/eval.json
 
 Every policy plays the same seeds (from 1,000,000 up: data collection uses small seeds), episodes capped at
 max_steps. Prints one table (Crafter score, mean return, mean length, success rate of each key achievement) and a
@@ -29,8 +30,8 @@ from demonstrator import (ACTIONS, KEY_ACHIEVEMENTS, _make_env, demo_policy, eva
 from dynamics import write_video
 
 # ---------------------------------------------------------------------------------------------------- config
-bc_ckpt = "out/agent_bc/ckpt.pt"  # after phase 2 ('' = skip)
-rl_ckpt = "out/agent_rl/ckpt.pt"  # after phase 3 ('' = skip)
+bc_ckpt = ""  # after phase 2, e.g. out/cpu/agent_bc/ckpt.pt ('' = skip)
+rl_ckpt = "pretrained/agent.pt"  # after phase 3 ('' = skip; default: the shipped agent, README)
 episodes = 50  # seeds per policy
 max_steps = 1000  # episode length cap
 seed = 1_000_000  # seeds seed .. seed + episodes - 1
@@ -44,7 +45,8 @@ baseline_episodes = 0  # seeds for the baselines (the first ones); 0 = all of th
 workers = 2  # processes for the scripted baselines
 lockstep = 50  # episodes an agent plays at once, batched; more seeds play in chunks (memory stays bounded)
 time_window = 0  # past frames the agents' dynamics model reads (0: each checkpoint's own, its finetuning window)
-out = ""  # the table as JSON (default: beside rl_ckpt, or bc_ckpt)
+tokenizer_ckpt = ""  # default: the one each agent was trained with, or one beside it (a copied run folder)
+out = ""  # the table as JSON (default: beside rl_ckpt, or bc_ckpt; out/eval.json for a shipped checkpoint)
 video = ""  # an mp4 of one agent episode (default: beside out)
 device = "auto"
 threads = 0
@@ -61,7 +63,8 @@ for name, path in agents.items():
     if [c["classes"] for c in spec] != [len(ACTIONS)]:
         raise common.ConfigError(f"{name.lower()}_ckpt '{path}' acts in {[c['classes'] for c in spec]} classes, not "
                                  f"Crafter's one {len(ACTIONS)}-way action")
-out = out or os.path.join(os.path.dirname(rl_ckpt or bc_ckpt or "."), "eval.json")
+run = lambda path: os.path.basename(path) == "ckpt.pt"  # a trainer's run folder (not a shipped file: left alone)
+out = out or os.path.join(os.path.dirname(rl_ckpt or bc_ckpt) if run(rl_ckpt or bc_ckpt) else "out", "eval.json")
 video = video or os.path.join(os.path.dirname(out), "agent_episode.mp4")
 seeds = list(range(seed, seed + episodes))
 
@@ -115,7 +118,7 @@ def wilcoxon(d):
 
 
 def play_agent(path, temperature, seeds, name):
-    policy = load_policy(path, device, temperature, time_window)
+    policy = load_policy(path, device, temperature, time_window, tokenizer_ckpt=tokenizer_ckpt)
     chunks = -(-len(seeds) // lockstep)
     tick = common.ticker(f"  {name}: step", max_steps * chunks)  # the eta is an upper bound: episodes end sooner
     return evaluate_lockstep(policy, seeds, max_steps, policy.image_size,
@@ -147,7 +150,7 @@ for name, path in agents.items():
         rows[row] = {**play_agent(path, 0 if greedy else temperature, row_seeds, row), "seconds": time.time() - t0,
                      "ckpt": os.path.abspath(path), "ckpt_mtime": os.path.getmtime(path)}
         print(f"{row}: score {rows[row]['score']:.2f}% ({rows[row]['seconds']:.0f}s)", flush=True)
-        if not greedy:
+        if not greedy and run(path):
             r = rows[row]
             common.log_metrics(os.path.dirname(path), crafter_score=r["score"], eval_episodes=episodes,
                                mean_return=r["mean_return"], mean_length=r["mean_length"], eval_max_steps=max_steps,
@@ -197,7 +200,7 @@ print(f"wrote {out} and {os.path.splitext(out)[0]}.md")
 
 if agents:  # one agent episode, sampled actions, as the table plays it
     name, path = list(agents.items())[-1]
-    policy = load_policy(path, device, temperature, time_window)
+    policy = load_policy(path, device, temperature, time_window, tokenizer_ckpt=tokenizer_ckpt)
     env = _make_env(seeds[0], max_steps, policy.image_size)
     frames, done = [env.reset()], False
     while not done:

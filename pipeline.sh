@@ -13,11 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 CONFIG=${CONFIG:-config}
-PRESET=${PRESET:-$(python -c "import torch; print('gpu' if torch.cuda.is_available() else 'cpu')")}
-if [ "$PRESET" = gpu ] && [ ! -f "$CONFIG/tokenizer_gpu.py" ]; then
-  echo "preset gpu: no GPU recipe has been measured yet; the measured CPU recipe runs on the GPU"
-  PRESET=cpu
-fi
+PRESET=${PRESET:-$(python -c "import common; print(common.main_job_preset())")}  # gpu where torch can use CUDA
 for s in data tokenizer dynamics finetune imagine eval; do
   [ -f "$CONFIG/${s}_$PRESET.py" ] || { echo "error: preset '$PRESET' has no $CONFIG/${s}_$PRESET.py"; exit 1; }
 done

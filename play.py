@@ -2,15 +2,16 @@
 actions. No game engine runs: every frame is denoised by the dynamics model and decoded by the tokenizer.
 
     pip install pygame==2.6.1
-    python play.py --ckpt=out/dynamics_cpu/ckpt.pt                          # a dynamics checkpoint
-    python play.py --ckpt=out/agent_rl_cpu/ckpt.pt --start=crafter --record=play.mp4   # or an agent one
+    python play.py                                                           # the shipped agent (pretrained/)
+    python play.py --ckpt=out/cpu/dynamics/ckpt.pt                          # a dynamics checkpoint
+    python play.py --ckpt=out/cpu/agent_rl/ckpt.pt --start=crafter --record=play.mp4   # or an agent one
 
 Keys (Crafter's own GUI keymap): w a s d move, space do, tab sleep, r t f p place stone / table / furnace / plant,
 1 2 3 make a wood / stone / iron pickaxe, 4 5 6 a wood / stone / iron sword; no key: noop.
 Enter: a new context. '.': pause. m: autopilot (the agent's policy acts; agent checkpoints). Esc: quit.
 On screen: frames/s, step, action, and with an agent checkpoint the predicted reward and value.
 start: 'data' begins from a held-out window of the data (the model's own domain), 'crafter' from a real Crafter reset
-encoded by the tokenizer (a single frame of context).
+encoded by the tokenizer (a single frame of context); 'auto': the data where it is on this machine, else Crafter.
 """
 import os
 import time
@@ -23,12 +24,14 @@ from agent import build, check_agent, reward, sample_actions, twohot_mean
 from data import FrameStore
 from dynamics import append_frames, check_K, load_dynamics, next_frame, prev_actions, write_video
 from model import KVCache
-from tokenizer import load_tokenizer
+from tokenizer import load_tokenizer, tokenizer_path
 
 # ---------------------------------------------------------------------------------------------------- config
-ckpt = "out/dynamics/ckpt.pt"  # a dynamics checkpoint, or an agent one (autopilot, predicted reward and value)
-start = "data"  # 'data': a held-out window of the data | 'crafter': a real Crafter reset (the next seed per Enter)
+ckpt = "pretrained/agent.pt"  # a dynamics or an agent checkpoint (autopilot, predicted reward and value)
+start = "auto"  # 'data': a held-out window of the data | 'crafter': a real Crafter reset (the next seed per Enter)
+#   | 'auto': the data where it is here, else Crafter
 data_dir = ""  # start='data': default, the data the model was trained on
+tokenizer_ckpt = ""  # default: the one the model was trained with, or one beside it (a copied run folder)
 context_frames = 8  # start='data': real frames before play begins
 sample_K = 4  # denoising steps per frame (§D.2)
 fps = 10  # the frame rate to hold (0: as fast as it runs)
@@ -142,9 +145,9 @@ class Dream:
         return sample_actions(self.logits, 1.0, self.gen)[0].cpu().numpy()
 
 
-def load(path, device):
+def load(path, device, tokenizer_ckpt=""):
     """(tokenizer, dynamics model, agent or None, checkpoint) from a dynamics or an agent checkpoint, the dynamics
-    model streaming with a sliding window of the clip length it was trained on."""
+    model streaming with a sliding window of the clip length it was trained on; its tokenizer: tokenizer_path."""
     ck = common.load_checkpoint(path, "ckpt")
     if isinstance(ck, dict) and "agent_args" in ck:
         ck = check_agent(ck, path)
@@ -155,7 +158,7 @@ def load(path, device):
         dyn, ck = load_dynamics(path, device)
         agent = None
     dyn.transformer.time_window = dyn.transformer.time_window or dyn.transformer.max_frames
-    tok, _ = load_tokenizer(ck["tokenizer"]["path"], device)
+    tok, _ = load_tokenizer(tokenizer_path(ck, path, tokenizer_ckpt), device)
     return tok, dyn.requires_grad_(False), agent, ck
 
 
@@ -239,15 +242,17 @@ if __name__ == "__main__":
     device = common.auto_device(device)
     if threads:
         torch.set_num_threads(threads)
-    if start not in ("data", "crafter"):
-        raise common.ConfigError(f"start={start!r}: use 'data' or 'crafter'")
+    if start not in ("data", "crafter", "auto"):
+        raise common.ConfigError(f"start={start!r}: use 'data', 'crafter' or 'auto'")
     if context_frames < 1 or fps < 0 or scale < 1 or max_steps < 0:
         raise common.ConfigError("context_frames >= 1, fps >= 0, scale >= 1 and max_steps >= 0 are needed")
     if record and not record.endswith((".mp4", ".gif")):
         raise common.ConfigError(f"record={record!r}: an .mp4 or .gif path")
     need_pygame()  # before any long work
-    tok, dyn, agent, ck = load(ckpt, device)
+    tok, dyn, agent, ck = load(ckpt, device, tokenizer_ckpt)
     spec = ck["action_spec"]
+    if start == "auto":
+        start = "data" if os.path.isdir(data_dir or ck["data_dir"]) else "crafter"
     try:
         check_K(dyn, sample_K)
     except ValueError as e:

@@ -12,7 +12,6 @@ what the unlabeled video adds to a run's labeled episodes alone (unlabeled_video
 import json
 import os
 import platform
-import subprocess
 
 import numpy as np
 import torch
@@ -60,14 +59,6 @@ def hardware():
     return f"CPU: {model}, {os.cpu_count()} cores, {torch.backends.cpu.get_cpu_capability()}"
 
 
-def commit():
-    try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
-                              cwd=os.path.dirname(os.path.abspath(__file__)), check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def cluster_ratio(num, den, n):
     """sum(n * num) / sum(n * den) over episodes, from per-episode means num, den (E,) and windows per episode n (E,):
     a mean over all windows (den = 1) or §E's share of the full-label gain (num = X_f - X_0, den = X_1 - X_0); its
@@ -112,7 +103,7 @@ def label_study():
     if len(m0["eval_episodes"]) < 2:
         print("warning: the eval windows come from one episode: no error bars (more eval_windows give more episodes)")
     lines = [f"# Label efficiency (§E): {len(runs)} dynamics runs, {runs[0]['same'][2]} steps each", "",
-             f"{hardware()}; commit {commit()}. Every run is scored on the same {m0['eval_windows']} held-out windows "
+             f"{hardware()}; commit {common.git_commit()}. Every run is scored on the same {m0['eval_windows']} held-out windows "
              f"({len(m0['eval_episodes'])} episodes) with the true actions; ± is a standard error with those "
              "episodes as clusters (their windows overlap), paired: every run sees the same windows. Share of the "
              "gain: (X_f - X_0) / (X_1 - X_0), as the paper reports it.", "",
@@ -186,7 +177,7 @@ def main():
             times[name] = times.get(name, 0) + int(sec)
 
     lines = [f"# nanodreamer results: {out_dir}", "",
-             f"{hardware()}; commit {commit()}.", "",
+             f"{hardware()}; commit {common.git_commit()}.", "",
              "## World model and agent", "",
              "| figure | value |", "|---|---|",
              f"| tokenizer val PSNR | {psnr:.2f} dB (iter {tok['iter']}) |",
@@ -209,11 +200,49 @@ def main():
     lines += ["", "## Wall time", "", "| stage | minutes |", "|---|---|"]
     lines += [f"| {name} | {sec / 60:.1f} |" for name, sec in times.items()]
     lines += [f"| total | {sum(times.values()) / 60:.1f} |", "",
-              "Beside this file: tokenizer/recon.png (reconstructions), rollout.mp4 and rollout.gif "
-              "(real | generated), "
-              "agent_episode.mp4 (the RL agent in the real game), eval.json (every achievement).", ""]
+              "Beside this file: curves.png (training curves), tokenizer/recon.png (reconstructions), rollout.mp4 "
+              "and rollout.gif (real | generated), agent_episode.mp4 (the RL agent in the real game), eval.json "
+              "(every achievement).", ""]
     path = os.path.join(out_dir, "results.md")
     common.atomic_write(path, lambda f: f.write("\n".join(lines)))
+    print(f"wrote {path}")
+    curves(os.path.join(out_dir, "curves.png"))
+
+
+CURVES = [("tokenizer", "training MSE", ["mse"]), ("tokenizer", "val PSNR (dB)", ["val_psnr"]),
+          ("dynamics", "flow loss (unnormalized)", ["flow"]),
+          ("dynamics", "rollout PSNR: model, floor, ceiling", ["rollout_psnr", "floor_psnr", "ceiling_psnr"]),
+          ("agent_bc", "BC loss", ["bc"]), ("agent_bc", "held-out BC accuracy, copying", ["val_bc_acc", "val_copy_acc"]),
+          ("agent_rl", "imagined return", ["imagined_return"]), ("agent_rl", "KL to the prior", ["kl_prior"])]
+COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44)]
+
+
+def curves(path, w=300, h=180):
+    """The training curves of every stage (CURVES, from the metrics.jsonl files) as one PNG: a panel per figure,
+    x the iteration, y from its min to its max, drawn with Pillow (imageio's own dependency)."""
+    from PIL import Image, ImageDraw
+    img = Image.new("RGB", (4 * w, 2 * h), "white")
+    draw = ImageDraw.Draw(img)
+    for i, (stage, title, keys) in enumerate(CURVES):
+        x0, y0 = (i % 4) * w, (i // 4) * h
+        rows = [json.loads(ln) for ln in open(os.path.join(out_dir, stage, "metrics.jsonl")) if ln.strip()]
+        series = [[(r["iter"], r[k]) for r in rows if isinstance(r.get(k), (int, float))] for k in keys]
+        values = [v for line in series for _, v in line]
+        draw.text((x0 + 8, y0 + 4), f"{stage}: {title}", fill="black")
+        if not values:
+            continue
+        lo, hi, right = min(values), max(values), max(it for line in series for it, _ in line) or 1
+        box = (x0 + 45, y0 + 20, x0 + w - 10, y0 + h - 20)  # the plot area
+        draw.rectangle(box, outline="gray")
+        draw.text((x0 + 2, box[1]), f"{hi:.3g}", fill="gray")
+        draw.text((x0 + 2, box[3] - 10), f"{lo:.3g}", fill="gray")
+        draw.text((box[2] - 40, box[3] + 4), f"{right}", fill="gray")
+        for line, color in zip(series, COLORS):
+            pts = [(box[0] + (box[2] - box[0]) * it / right,
+                    box[3] - (box[3] - box[1]) * ((v - lo) / (hi - lo) if hi > lo else 0.5)) for it, v in line]
+            draw.line(pts, fill=color, width=2) if len(pts) > 1 else draw.ellipse(
+                [(pts[0][0] - 2, pts[0][1] - 2), (pts[0][0] + 2, pts[0][1] + 2)], fill=color)
+    common.atomic_write(path, lambda f: img.save(f, format="PNG"), binary=True)
     print(f"wrote {path}")
 
 

@@ -154,6 +154,20 @@ class LPIPS(nn.Module):
         return dist
 
 
+VGG16_FILE = "vgg16-397923af.pth"  # torchvision's VGG16 weights, as torch.hub caches them
+
+
+def find_lpips_weights():
+    """(vgg_path, lin_path) of LPIPS's weights where they are at hand, never downloaded: torchvision's VGG16 in torch's
+    hub cache (torch.hub.get_dir()/checkpoints) and the v0.1 heads shipped in the `lpips` package's wheel
+    (lpips/weights/v0.1/vgg.pth); '' for one that is not."""
+    import importlib.util
+    vgg = os.path.join(torch.hub.get_dir(), "checkpoints", VGG16_FILE)
+    spec = importlib.util.find_spec("lpips")
+    lin = os.path.join(os.path.dirname(spec.origin), "weights", "v0.1", "vgg.pth") if spec and spec.origin else ""
+    return vgg if os.path.isfile(vgg) else "", lin if os.path.isfile(lin) else ""
+
+
 class TokenizerLoss(nn.Module):
     """MSE + lpips_weight * LPIPS, each divided by its running RMS (§T). LPIPS on `lpips_frames` random frames."""
 
@@ -163,20 +177,16 @@ class TokenizerLoss(nn.Module):
         self.lpips_weight, self.lpips_frames = lpips_weight, lpips_frames
         self.mse_norm, self.lpips_norm = RunningRMS(), RunningRMS()
 
-    def load_state_dict(self, state, strict=True):
-        """The running RMS normalizers; a checkpoint of an older version also holds the LPIPS weights: skipped."""
-        return super().load_state_dict({k: v for k, v in state.items() if not k.startswith("lpips.")}, strict)
-
     def forward(self, recon, x):
-        """recon, x (B, T, H, W, 3) in [0, 1] -> (loss, dict of raw terms)."""
+        """recon, x (B, T, H, W, 3) in [0, 1] -> (loss, dict of raw terms as 0-dim tensors: no host sync)."""
         mse = F.mse_loss(recon.float(), x)
-        loss, terms = self.mse_norm(mse), {"mse": mse.item()}
+        loss, terms = self.mse_norm(mse), {"mse": mse.detach()}
         if self._lpips[0] is not None:
             r, t = recon.flatten(0, 1), x.flatten(0, 1)
             idx = torch.randperm(r.shape[0], device=r.device)[:self.lpips_frames]
             lp = self._lpips[0](r[idx].float(), t[idx]).mean()
             loss = loss + self.lpips_weight * self.lpips_norm(lp)
-            terms["lpips"] = lp.item()
+            terms["lpips"] = lp.detach()
         return loss, terms
 
 
@@ -211,6 +221,20 @@ def load_tokenizer(path, device="cpu"):
     model = Tokenizer(**ckpt["model_args"])
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval().requires_grad_(False), ckpt
+
+
+def tokenizer_path(ckpt, ckpt_path, override=""):
+    """The tokenizer of a dynamics or agent checkpoint: `override` if given; else the path it was trained with, if it
+    is still there; else beside the checkpoint, as a run folder (<run>/tokenizer/ckpt.pt next to <run>/<stage>/) or
+    a shipped set (tokenizer.pt in its folder) lays it out: a run folder copied elsewhere loads as it did."""
+    if override:
+        return override
+    here, recorded = os.path.dirname(os.path.abspath(ckpt_path)), ckpt["tokenizer"]["path"]
+    for path in (recorded, os.path.join(here, os.pardir, "tokenizer", "ckpt.pt"), os.path.join(here, "tokenizer.pt")):
+        if os.path.exists(path):
+            return os.path.normpath(path)
+    raise ConfigError(f"tokenizer checkpoint '{recorded}' does not exist, nor one beside '{ckpt_path}' "
+                      f"(../tokenizer/ckpt.pt or tokenizer.pt): name it with --tokenizer_ckpt=PATH")
 
 
 def cached_latents(tok, tokenizer_ckpt, store, data_dir, device, ctx, chunk=64):

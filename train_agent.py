@@ -33,13 +33,15 @@ from agent import (Agent, agent_pass, bc_loss, bc_targets, build, cont_loss, dat
 from data import FrameStore
 from dynamics import Dynamics, ShortcutLoss, append_frames, check_action_spec, next_frame, prev_actions
 from model import KVCache
-from tokenizer import cached_latents, load_tokenizer
+from tokenizer import cached_latents, load_tokenizer, tokenizer_path
 
 # ---------------------------------------------------------------------------------------------------- config
 phase = "finetune"  # 'finetune' (phase 2) | 'imagine' (phase 3)
-init_ckpt = "out/dynamics/ckpt.pt"  # finetune: a dynamics checkpoint; imagine: a finetuned agent checkpoint
+init_ckpt = ""  # finetune: a dynamics checkpoint (default out/dynamics/ckpt.pt); imagine: a finetuned agent one
+#   (default out/agent_bc/ckpt.pt)
 data_dir = ""  # default: the data the dynamics model was trained on
-out_dir = "out/agent"
+tokenizer_ckpt = ""  # default: the one init_ckpt was trained with, or one beside it (a copied run folder)
+out_dir = ""  # default: out/agent_bc (finetune), out/agent_rl (imagine)
 init_from = "scratch"  # 'scratch' (from init_ckpt) | 'resume' (from out_dir/ckpt.pt)
 eval_interval = 500
 log_interval = 10
@@ -107,6 +109,8 @@ if bc_data not in ("all", "demo"):
     raise common.ConfigError(f"bc_data={bc_data!r}: use 'all' or 'demo'")
 if seq_len < 2 or horizon < 1 or context_frames < 1 or mtp < 0:
     raise common.ConfigError("seq_len >= 2, horizon >= 1, context_frames >= 1 and mtp >= 0 are needed")
+init_ckpt = init_ckpt or {"finetune": "out/dynamics/ckpt.pt", "imagine": "out/agent_bc/ckpt.pt"}[phase]
+out_dir = out_dir or {"finetune": "out/agent_bc", "imagine": "out/agent_rl"}[phase]
 torch.manual_seed(seed + rank)
 rng = np.random.default_rng(seed)  # data: one stream shared by the DDP ranks (store.sample part)
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
@@ -128,7 +132,8 @@ source = start.get("init", {"path": os.path.abspath(init_ckpt)}) if init_from ==
 data_dir = data_dir or start["data_dir"]
 store = FrameStore(data_dir)
 check_action_spec(store.action_spec, start["action_spec"], data_dir)
-tok_info = start["tokenizer"]
+tok_path = tokenizer_path(start, ckpt_path if init_from == "resume" else init_ckpt, tokenizer_ckpt)
+tok_info = {**start["tokenizer"], "path": os.path.abspath(tok_path)}
 tok, tok_ckpt = load_tokenizer(tok_info["path"], device)
 L, Dz = start["latent_shape"]
 store.agent_fields()
@@ -322,7 +327,7 @@ def finetune_step():
         terms = {"bc": bc, "reward": reward_loss(agent, h, b["reward"]), "event": event_loss(agent, h, b["events"]),
                  "cont": cont_loss(agent, h, b["terminal"]), "value": value_loss_data(agent, h, b["returns"], k)}
     loss = dyn_loss + sum(config[f"{name}_weight"] * v for name, v in terms.items())
-    return loss, {"dyn": dyn_loss.item(), **{name: v.item() for name, v in terms.items()}, "bc_acc": acc}
+    return loss, {"dyn": dyn_loss, **terms, "bc_acc": acc}  # 0-dim tensors: read at log steps (common.LossLog)
 
 
 def imagine_step():
@@ -341,8 +346,9 @@ if master:
           f"matmul peak {peak / 1e12:.2f} TFLOP/s")
 t0 = time.time()
 t_start = t0 - 60 * minutes_before  # a resumed run's clock goes on from its checkpoint
-start_it, loss_val = it, None
+start_it = it
 clock = common.progress_clock(max_iters, start_it, t_start, max_minutes)
+log = common.LossLog()
 while True:
     last = it >= max_iters or (max_minutes > 0 and
                                common.rank0_decides(time.time() - t_start > 60 * max_minutes, ddp, device))
@@ -350,12 +356,14 @@ while True:
         print(f"{ckpt_path} is already at iter {it} >= max_iters={max_iters}: nothing to do")
         break
     if master and ((it % eval_interval == 0 and (it > start_it or it == 0)) or last):
+        log.read(it, ckpt_path)  # (a non-finite loss since the last read stops the run before a save)
         m = evaluate_finetune() if phase == "finetune" else {}
         if m:
             print(f"iter {it}: val_bc_acc {m['val_bc_acc']:.3f} (copy {m['val_copy_acc']:.3f}); precision / recall: "
                   + ", ".join(f"{k} {m[k + '_precision']:.2f} / {m[k + '_recall']:.2f} ({m[k + '_events']})"
                               for k in ("reward", "event", "dream", "death")))
-        common.log_metrics(out_dir, iter=it, phase=phase, loss=loss_val, **m, minutes=(time.time() - t_start) / 60)
+        common.log_metrics(out_dir, iter=it, phase=phase, loss=log.last.get("loss"), **m,
+                           minutes=(time.time() - t_start) / 60)
         if it > start_it:
             save(it)
     if last:
@@ -363,25 +371,19 @@ while True:
     for g in optimizer.param_groups:
         g["lr"] = common.lr_at(it, g["peak_lr"], warmup_iters, max_iters, min_lr_frac)
     loss, terms = finetune_step() if phase == "finetune" else imagine_step()
-    if not torch.isfinite(loss):
-        raise SystemExit(f"error: loss is {loss.item()} at iter {it}; stopping (last good checkpoint: {ckpt_path})")
     loss.backward()
     if ddp:  # average the gradients over the processes (the models are called piecewise, so no DDP wrapper)
-        for p in params:
-            if p.grad is not None:  # (the value head has none while finetuning)
-                torch.distributed.all_reduce(p.grad)
-                p.grad /= world
+        common.all_reduce_grads(params, world)  # (the value head has no gradient while finetuning)
     grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     it += 1
-    loss_val = loss.item()
-    if master and it % log_interval == 0:
-        dt = (time.time() - t0) / log_interval
-        t0 = time.time()
-        progress = clock(it)
-        print(f"{progress}: loss {loss_val:.4f} " + " ".join(f"{k} {v:.4f}" for k, v in terms.items()) +
-              f" grad {grad_norm:.3f} {dt * 1000:.0f} ms/iter", flush=True)
-        if phase == "imagine":
-            common.log_metrics(out_dir, iter=it, phase=phase, loss=loss_val, **terms)
+    log.add(loss=loss, **terms, grad=grad_norm)
+    if it % log_interval == 0:
+        m = log.read(it, ckpt_path)  # means over the interval; every rank checks its loss
+        dt, t0 = (time.time() - t0) / log_interval, time.time()
+        if master:
+            print(f"{clock(it)}: " + " ".join(f"{k} {v:.4f}" for k, v in m.items() if k != "grad") +
+                  f" grad {m['grad']:.3f} {dt * 1000:.0f} ms/iter", flush=True)
+            common.log_metrics(out_dir, iter=it, phase=phase, **m)  # the training curves (results.py)
 common.ddp_finish(models.parameters(), ddp)

@@ -32,7 +32,7 @@ init_from = "scratch"  # 'scratch' | 'resume' (from out_dir/ckpt.pt)
 eval_only = False  # with init_from='resume': evaluate the checkpoint (e.g. on more eval_windows) and stop
 eval_interval = 500
 eval_windows = 256  # held-out windows of context_frames + eval_frames: the gap to the floor varies ~0.5 dB between
-                   # sets of 32 (README)
+                   # sets of 32 (docs/experiments.md)
 context_frames = 8  # C real frames given to the model
 eval_frames = 8  # F frames it generates
 eval_K = 4  # sampling steps per frame
@@ -172,7 +172,8 @@ def latents_of(b):
 
 def latent_std():
     """The std of the tokenizer's latents over 16 training windows. The tanh latents are narrower than the unit
-    noise z0 (std ~0.45 on Crafter): unscaled, context at tau = 0.9 would be far noisier than 10% (README)."""
+    noise z0 (std ~0.45 on Crafter): unscaled, context at tau = 0.9 would be far noisier than 10%
+    (docs/experiments.md)."""
     return latents_of(store.sample(16, seq_len, "train", np.random.default_rng(seed))).std().item()
 
 
@@ -263,8 +264,9 @@ if master:
     os.makedirs(out_dir, exist_ok=True)
 t0 = time.time()
 t_start = t0 - 60 * minutes_before  # a resumed run's clock goes on from its checkpoint
-start_it, loss_val, t_enc = it, None, 0.0
+start_it, t_enc = it, 0.0
 clock = common.progress_clock(max_iters, start_it, t_start, max_minutes)
+log = common.LossLog()
 while True:
     last = eval_only or it >= max_iters or (max_minutes > 0 and  # no per-step broadcast without a wall-clock budget
                                common.rank0_decides(time.time() - t_start > 60 * max_minutes, ddp, device))
@@ -272,11 +274,12 @@ while True:
         print(f"{ckpt_path} is already at iter {it} >= max_iters={max_iters}: nothing to do")
         break
     if master and ((it % eval_interval == 0 and (it > start_it or it == 0)) or last):
+        log.read(it, ckpt_path)  # (a non-finite loss since the last read stops the run before a save)
         m = evaluate()
         print(f"iter {it}: rollout {m['rollout_psnr']:.2f} dB (SSIM {m['rollout_ssim']:.3f}), floor "
               f"{m['floor_psnr']:.2f} ({m['floor_ssim']:.3f}), ceiling {m['ceiling_psnr']:.2f}, shuffle_ratio "
               f"{m['shuffle_ratio']:.3f}")
-        common.log_metrics(out_dir, iter=it, loss=loss_val, **m, eval_windows=eval_windows, eval_K=eval_K,
+        common.log_metrics(out_dir, iter=it, loss=log.last.get("loss"), **m, eval_windows=eval_windows, eval_K=eval_K,
                            eval_frames=eval_frames, minutes=(time.time() - t_start) / 60)
         if it > start_it:
             save(it)
@@ -293,23 +296,21 @@ while True:
             model.require_backward_grad_sync = micro == grad_accum - 1
         with ctx:
             loss, terms = criterion(model, z1 / raw_model.latent_std, actions, frac)
-        if not torch.isfinite(loss):
-            raise SystemExit(f"error: loss is {loss.item()} at iter {it}; stopping (last good checkpoint: {ckpt_path})")
         (loss / grad_accum).backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     it += 1
-    loss_val = loss.item()
-    if master and it % log_interval == 0:
-        dt = (time.time() - t0) / log_interval
-        t0 = time.time()
-        progress = clock(it)
-        passes = 3 + 2 * terms["n_boot"] / len(z1)  # forward + backward, and the two teacher forwards
-        passes *= 2 if teacher_forcing and z1.shape[1] > 1 else 1  # the clip twice: context and targets
-        mfu = passes * common.linear_flops(raw_model, frames_per_step * tokens_per_frame) * grad_accum / dt / peak
-        boot = f" boot {terms['boot']:.5f}" if terms["boot"] is not None else ""
-        print(f"{progress}: loss {loss_val:.4f} flow {terms['flow']:.5f}{boot} grad {grad_norm:.3f} "
-              f"{dt * 1000:.0f} ms/iter (encode {t_enc / log_interval * 1000:.0f}) mfu {mfu * 100:.1f}%")
+    log.add(loss=loss, grad=grad_norm, **terms, boot_share=terms["n_boot"] / len(z1))
+    if it % log_interval == 0:
+        m = log.read(it, ckpt_path)  # means over the interval; every rank checks its loss
+        dt, t0 = (time.time() - t0) / log_interval, time.time()
+        if master:
+            common.log_metrics(out_dir, iter=it, **m)  # the training curves (results.py draws them)
+            passes = 3 + 2 * m["boot_share"]  # forward + backward, and the two teacher forwards
+            passes *= 2 if teacher_forcing and z1.shape[1] > 1 else 1  # the clip twice: context and targets
+            mfu = passes * common.linear_flops(raw_model, frames_per_step * tokens_per_frame) * grad_accum / dt / peak
+            print(f"{clock(it)}: loss {m['loss']:.4f} flow {m['flow']:.5f} boot {m['boot']:.5f} grad {m['grad']:.3f} "
+                  f"{dt * 1000:.0f} ms/iter (encode {t_enc / log_interval * 1000:.0f}) mfu {mfu * 100:.1f}%")
         t_enc = 0.0
 common.ddp_finish(raw_model.parameters(), ddp)

@@ -13,7 +13,7 @@ import torch
 
 import common
 from data import FrameStore
-from tokenizer import Tokenizer, TokenizerLoss, LPIPS, psnr, ssim, to_float
+from tokenizer import LPIPS, VGG16_FILE, Tokenizer, TokenizerLoss, find_lpips_weights, psnr, ssim, to_float
 
 # ---------------------------------------------------------------------------------------------------- config
 data_dir = "data/crafter"
@@ -41,7 +41,8 @@ time_every = 4
 local_latents = True  # each latent reads its own region's patches (faster learning; False = the paper's §T)
 softcap = 0.0  # > 0: logit soft-capping (explicit attention); 0: fused SDPA
 drop_max = 0.9  # MAE drop probability p ~ U(0, drop_max) per frame
-# loss: MSE + lpips_weight * LPIPS; with no weight files configured, MSE only
+# loss: MSE + lpips_weight * LPIPS, its weights found where they are at hand (tokenizer.find_lpips_weights) or
+#   named here; MSE alone without them
 lpips_vgg_path = ""
 lpips_lin_path = ""
 lpips_weight = 0.2
@@ -96,10 +97,15 @@ try:
 except ValueError as e:  # e.g. latents that do not tile the patch grid
     raise common.ConfigError(str(e))
 lpips = None
-if lpips_vgg_path or lpips_lin_path:
-    lpips = LPIPS(lpips_vgg_path, lpips_lin_path).to(device)  # a missing file is a clear error
+vgg, lin = (lpips_vgg_path, lpips_lin_path) if lpips_vgg_path or lpips_lin_path else find_lpips_weights()
+if lpips_weight > 0 and (lpips_vgg_path or lpips_lin_path or (vgg and lin)):
+    lpips = LPIPS(vgg, lin).to(device)  # a configured file that is missing is a clear error
+    if master:
+        print(f"loss: MSE + {lpips_weight} LPIPS ({vgg}, {lin})")
 elif master:
-    print("no LPIPS weights configured (lpips_vgg_path, lpips_lin_path): training on MSE alone")
+    print("loss: MSE alone" + (f" (LPIPS needs torchvision's VGG16 in {torch.hub.get_dir()}/checkpoints/{VGG16_FILE}"
+                               " and the heads of `pip install lpips`, or lpips_vgg_path and lpips_lin_path)"
+                               if lpips_weight > 0 else ""))
 criterion = TokenizerLoss(lpips, lpips_weight, lpips_frames).to(device)
 optimizer = common.make_optimizer(model, lr, weight_decay, (beta1, beta2), device, muon, dtype=dtype)
 if ckpt is not None:
@@ -146,8 +152,9 @@ if master:
     os.makedirs(out_dir, exist_ok=True)
 t0 = time.time()
 t_start = t0 - 60 * minutes_before  # a resumed run's clock goes on from its checkpoint
-start_it, loss_val = it, None
+start_it = it
 clock = common.progress_clock(max_iters, start_it, t_start, max_minutes)
+log = common.LossLog()
 while True:
     last = it >= max_iters or (max_minutes > 0 and  # no per-step broadcast without a wall-clock budget
                                common.rank0_decides(time.time() - t_start > 60 * max_minutes, ddp, device))
@@ -155,9 +162,10 @@ while True:
         print(f"{ckpt_path} is already at iter {it} >= max_iters={max_iters}: nothing to do")
         break
     if master and ((it % eval_interval == 0 and (it > start_it or it == 0)) or last):
+        log.read(it, ckpt_path)  # (a non-finite loss since the last read stops the run before a save)
         val_psnr, val_ssim = evaluate()
         print(f"iter {it}: val_psnr {val_psnr:.2f} dB, val_ssim {val_ssim:.4f}")
-        common.log_metrics(out_dir, iter=it, loss=loss_val, val_psnr=val_psnr, val_ssim=val_ssim,
+        common.log_metrics(out_dir, iter=it, loss=log.last.get("loss"), val_psnr=val_psnr, val_ssim=val_ssim,
                            minutes=(time.time() - t_start) / 60)
         if it > start_it:
             save(it)
@@ -172,20 +180,19 @@ while True:
         with ctx:
             recon = model(x, drop_max)
         loss, terms = criterion(recon, x)
-        if not torch.isfinite(loss):
-            raise SystemExit(f"error: loss is {loss.item()} at iter {it}; stopping (last good checkpoint: {ckpt_path})")
         (loss / grad_accum).backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     it += 1
-    loss_val = loss.item()
-    if master and it % log_interval == 0:
-        dt = (time.time() - t0) / log_interval
-        t0 = time.time()
-        progress = clock(it)
-        mfu = flops_per_iter / dt / peak
-        print(f"{progress}: loss {loss_val:.4f} mse {terms['mse']:.5f}" +
-              (f" lpips {terms['lpips']:.4f}" if "lpips" in terms else "") +
-              f" grad {grad_norm:.3f} {dt * 1000:.0f} ms/iter mfu {mfu * 100:.1f}%")
+    log.add(loss=loss, grad=grad_norm, **terms)
+    if it % log_interval == 0:
+        m = log.read(it, ckpt_path)  # means over the interval; every rank checks its loss
+        dt, t0 = (time.time() - t0) / log_interval, time.time()
+        if master:
+            common.log_metrics(out_dir, iter=it, **m)  # the training curves (results.py draws them)
+            mfu = flops_per_iter / dt / peak
+            print(f"{clock(it)}: loss {m['loss']:.4f} mse {m['mse']:.5f}" +
+                  (f" lpips {m['lpips']:.4f}" if "lpips" in m else "") +
+                  f" grad {m['grad']:.3f} {dt * 1000:.0f} ms/iter mfu {mfu * 100:.1f}%")
 common.ddp_finish(raw_model.parameters(), ddp)

@@ -2,8 +2,8 @@
 # The dynamics model (§D) on 2 CPU cores, after config/tokenizer_cpu.py:  python train_dynamics.py config/dynamics_cpu.py
 # In one run of 8000 steps: +2.1 to +2.3 dB over the floor, shuffle ratio 2.1 (four runs; docs/experiments.md).
 data_dir = "data/crafter"
-tokenizer_ckpt = "out/tokenizer_cpu/ckpt.pt"  # from config/tokenizer_cpu.py
-out_dir = "out/dynamics_cpu"
+tokenizer_ckpt = "out/cpu/tokenizer/ckpt.pt"  # from config/tokenizer_cpu.py
+out_dir = "out/cpu/dynamics"
 eval_interval = 4000  # an eval of 256 windows takes ~2 minutes here
 context_frames = 8
 eval_frames = 8

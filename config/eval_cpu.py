@@ -1,6 +1,6 @@
 # time: eval       ~15 min (BC and RL on 400 seeds, 6-7 min each; random, demonstrator, data mix on 50; argmax rows on 25)
 # Real Crafter (§E), after config/imagine_cpu.py:
-#   python eval_agent.py config/eval_cpu.py --bc_ckpt=out/agent_bc_cpu/ckpt.pt --rl_ckpt=out/agent_rl_cpu/ckpt.pt
+#   python eval_agent.py config/eval_cpu.py --bc_ckpt=out/cpu/agent_bc/ckpt.pt --rl_ckpt=out/cpu/agent_rl/ckpt.pt
 episodes = 400  # paired seeds for RL against BC: per seed their returns differ by ~2.7, so 50 seeds see a mean
 # difference only above ~0.8 and 400 above ~0.27; two RL runs were +0.67 and +0.41 (docs/experiments.md)
 baseline_episodes = 50  # the scripted baselines need no test: the demonstrator's long episodes cost the most

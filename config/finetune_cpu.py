@@ -2,8 +2,8 @@
 # Phase 2 of the agent (§A.1) on 2 CPU cores, after config/dynamics_cpu.py:  python train_agent.py config/finetune_cpu.py
 # Agent tokens with BC and reward heads on the dynamics checkpoint, the dynamics loss going on.
 phase = "finetune"
-init_ckpt = "out/dynamics_cpu/ckpt.pt"  # from config/dynamics_cpu.py
-out_dir = "out/agent_bc_cpu"
+init_ckpt = "out/cpu/dynamics/ckpt.pt"  # from config/dynamics_cpu.py
+out_dir = "out/cpu/agent_bc"
 bc_data = "demo"  # clone the demonstrator's episodes (the paper clones task-relevant data); the world model sees all
 batch_size = 16  # clips, each fed twice by the dynamics loss (teacher forcing) and once with agent tokens
 seq_len = 4  # the agent's window, also in play: 10.2% in real Crafter vs 6.7% at 16 frames (docs)

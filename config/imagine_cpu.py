@@ -2,8 +2,8 @@
 # Phase 3 of the agent (§A.2, §A.3) on 2 CPU cores, after config/finetune_cpu.py:  python train_agent.py config/imagine_cpu.py
 # RL in imagination: the transformer frozen, the policy and value heads trained by PMPO and lambda-returns.
 phase = "imagine"
-init_ckpt = "out/agent_bc_cpu/ckpt.pt"  # from config/finetune_cpu.py
-out_dir = "out/agent_rl_cpu"
+init_ckpt = "out/cpu/agent_bc/ckpt.pt"  # from config/finetune_cpu.py
+out_dir = "out/cpu/agent_rl"
 imagine_batch = 32  # a rollout is 32 x (4 denoising + 1 append) small forward passes: on a CPU the cost is per pass
 context_frames = 8
 horizon = 32  # the dynamics model reads a sliding window (the finetuning one): any horizon fits

@@ -13,3 +13,4 @@ eval_interval = 300
 eval_windows = 64
 compile = False  # compiling would take most of this budget
 threads = 2
+lpips_weight = 0.0  # MSE alone, as config/tokenizer_cpu.py

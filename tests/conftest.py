@@ -8,6 +8,9 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+# The suite runs on the CPU wherever it runs, its subprocesses too: bit-exact resume needs the CPU's deterministic
+# kernels and the 2-process DDP test gloo. On a GPU machine the GPU is checked by `python bench.py --what=gpu`.
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 
 def run_script(name, *args):
@@ -94,19 +97,24 @@ def run_pipeline(config, store, out, **env):
     return r.stdout
 
 
+def write_test_preset(folder, **changes):
+    """folder/config/<stage>_test.py for every stage: TEST_PRESET, each stage's keys updated by changes[stage]."""
+    (folder / "config").mkdir()
+    for stage, keys in TEST_PRESET.items():
+        system = {} if stage == "data" else dict(threads=2, **({} if stage in ("finetune", "imagine", "eval") else
+                                                               dict(compile=False)))
+        text = f"# time: {stage} ~30 s: a few seconds\n"  # (the plan sums these)
+        text += "".join(f"{k} = {v!r}\n" for k, v in {**keys, **system, **changes.get(stage, {})}.items())
+        (folder / "config" / f"{stage}_test.py").write_text(text)
+    return folder / "config"
+
+
 @pytest.fixture(scope="session")
 def agent_run(tiny_store, tmp_path_factory):
     """The main job (pipeline.sh) end to end at test sizes: data (the tiny store, already built) -> tokenizer ->
     dynamics -> rollout video -> finetune -> imagine -> real-game eval -> results.md."""
     tmp = tmp_path_factory.mktemp("agent")
-    (tmp / "config").mkdir()
-    for stage, keys in TEST_PRESET.items():
-        system = {} if stage == "data" else dict(threads=2, **({} if stage in ("finetune", "imagine", "eval") else
-                                                               dict(compile=False)))
-        text = f"# time: {stage} ~30 s: a few seconds\n"  # (the plan sums these)
-        text += "".join(f"{k} = {v!r}\n" for k, v in {**keys, **system}.items())
-        (tmp / "config" / f"{stage}_test.py").write_text(text)
-    stdout = run_pipeline(tmp / "config", tiny_store, tmp / "out")
+    stdout = run_pipeline(write_test_preset(tmp), tiny_store, tmp / "out")
     ft = ["train_agent.py", str(tmp / "config/finetune_test.py"), f"--init_ckpt={tmp / 'out/dynamics/ckpt.pt'}"]
     im = ["train_agent.py", str(tmp / "config/imagine_test.py"), f"--init_ckpt={tmp / 'out/agent_bc/ckpt.pt'}"]
     return tmp / "out", tiny_store, ft, im, stdout

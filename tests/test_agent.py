@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from agent import (Agent, agent_pass, bc_loss, bc_targets, data_targets, imagination_losses, imagine, kl,
                    lambda_returns, offsets, pmpo_loss, reward_loss, symexp, symlog, twohot, twohot_loss, twohot_mean)
-from conftest import kill_and_rerun, run_pipeline, run_script, steps_of
+from conftest import kill_and_rerun, run_pipeline, run_script, steps_of, write_test_preset
 from dynamics import append_frames, generate, next_frame, prev_actions
 from model import KVCache
 from test_dynamics import fails, inputs, metrics, tiny
@@ -217,19 +217,75 @@ def test_imagination_rollout():
     loss.backward()
     assert all(p.grad is None for p in m.parameters())  # nothing reaches the frozen transformer
     assert ag.policy[-1].weight.grad.abs().sum() > 0 and ag.value[-1].weight.grad.abs().sum() > 0
-    assert ag.tokens.grad is None and info["kl_prior"] == pytest.approx(0, abs=1e-6)  # prior == policy at first
-    assert 0 <= info["positive_adv"] <= 1 and np.isfinite(info["imagined_return"])
+    assert ag.tokens.grad is None and float(info["kl_prior"]) == pytest.approx(0, abs=1e-6)  # prior == policy at first
+    assert 0 <= float(info["positive_adv"]) <= 1 and np.isfinite(float(info["imagined_return"]))
     ag.zero_grad()
     imagination_losses(ag, prior, roll, train_policy=False)[0].backward()  # the value warm-up: no policy gradient
     assert ag.policy[-1].weight.grad is None and ag.value[-1].weight.grad.abs().sum() > 0
+
+
+SYNCS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__", "__format__")
+HOST_SIDE = {("sample_tau_d", "item")}  # torch.rand(()) drawn on the CPU whatever the device: no wait for a GPU
+
+
+def host_syncs(monkeypatch, script, *args):
+    """Calls of the Tensor methods that wait for a GPU (item, tolist, bool(), ...) that the project's own files make
+    while `script` runs here, by file:line (torch's internals left out: on a GPU its fused optimizers do not sync)."""
+    import collections
+    import sys
+    root, counts = os.path.dirname(os.path.dirname(os.path.abspath(__file__))), collections.Counter()
+    for name in SYNCS:
+        def counted(self, *a, _f=getattr(torch.Tensor, name), _name=name, **k):
+            code = sys._getframe(1).f_code
+            if code.co_filename.startswith(root) and os.sep + "tests" + os.sep not in code.co_filename and \
+                    (code.co_name, _name) not in HOST_SIDE:
+                counts[f"{os.path.basename(code.co_filename)}:{sys._getframe(1).f_lineno} {_name}"] += 1
+            return _f(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    run_script(script, *args)
+    monkeypatch.undo()
+    return counts
+
+
+@pytest.mark.slow
+def test_no_host_sync_in_a_training_step(agent_run, tmp_path, monkeypatch):
+    """Every trainer's step, and an imagination step, waits for the device only at log, eval and save steps: a run
+    of 4 steps makes exactly the syncs of a run of 2 (logs and evals far apart). A new .item() or bool() per step
+    fails here, with its file:line."""
+    out, store, ft, im, _ = agent_run
+    cfg = out.parent / "config"
+    runs = {"tokenizer": ["train_tokenizer.py", str(cfg / "tokenizer_test.py"), f"--data_dir={store}"],
+            "dynamics": ["train_dynamics.py", str(cfg / "dynamics_test.py"), f"--data_dir={store}",
+                         f"--tokenizer_ckpt={out / 'tokenizer/ckpt.pt'}"],
+            "finetune": ft, "imagine": im}
+    for stage, args in runs.items():
+        n = [host_syncs(monkeypatch, *args, f"--out_dir={tmp_path / stage}{steps}", f"--max_iters={steps}",
+                        "--log_interval=100", "--eval_interval=100") for steps in (2, 4)]
+        assert n[0] and n[1] == n[0], (stage, n[1] - n[0])  # (some syncs at evals and saves: the counter works)
 
 
 # ---------------------------------------------------------------------------------------------------- end to end
 
 # the test preset of the main job: every stage of pipeline.sh, a few steps each, on the tiny 32x32 Crafter store
 @pytest.mark.slow
+def test_main_job_at_128x128(tmp_path):
+    """The GPU recipe's 128x128 variant in miniature (config/*_gpu128.py): a 128x128 store through every stage of
+    pipeline.sh, with 16x16 patches and 4 latents to a dynamics token, at test sizes."""
+    config = write_test_preset(tmp_path, data=dict(image_size=128), tokenizer=dict(patch_size=16),
+                               dynamics=dict(pack=4), eval=dict(episodes=2, baseline_episodes=1, max_steps=8))
+    run_pipeline(config, str(tmp_path / "crafter128"), tmp_path / "out")  # (its data stage makes the store)
+    tok, dyn, rl = (torch.load(tmp_path / f"out/{s}/ckpt.pt", weights_only=False)
+                    for s in ("tokenizer", "dynamics", "agent_rl"))
+    assert tok["model_args"]["image_size"] == 128 and tok["model_args"]["patch_size"] == 16
+    assert dyn["model_args"]["pack"] == 4 and rl["image_size"] == 128
+    assert "| BC | 2 |" in (tmp_path / "out/results.md").read_text()
+
+
+@pytest.mark.slow
 def test_main_job(agent_run, tmp_path):
     tmp, store, ft, im, stdout = agent_run
+    import imageio.v3 as iio
+    assert iio.imread(tmp / "curves.png").shape == (360, 1200, 3)  # every stage's training curves, beside results.md
     assert "main job: preset test" in stdout and "tokenizer ~30 s: a few seconds" in stdout  # the plan, first
     assert "total      ~3 min (0.1 h)" in stdout  # six stages of ~30 s
     bc = [m for m in metrics(tmp / "agent_bc") if "val_bc_acc" in m]  # (the eval appends its scores)
@@ -362,6 +418,58 @@ def test_sample_from_the_finetuned_world_model(agent_run, tmp_path):
                "--num_frames=2", f"--out={tmp_path / 'a.gif'}")
     assert os.path.getsize(tmp_path / "a.gif") > 0
     assert fails("train_agent.py", "--imagine_batch=0") == "error: imagine_batch=0 must be >= 1"
+
+
+def test_a_run_folder_travels(agent_run, tmp_path):
+    """A run folder copied to another machine (the tokenizer path its checkpoints name is gone there) loads as it did:
+    the tokenizer beside them (<run>/tokenizer) is found; a checkpoint alone names the missing path and the flag."""
+    from agent import load_policy
+    from play import load
+    moved = tmp_path / "moved"
+    shutil.copytree(agent_run[0], moved, ignore=shutil.ignore_patterns("latents_*", "*.mp4", "*.gif"))
+    for stage in ("dynamics", "agent_bc", "agent_rl"):
+        ckpt = torch.load(moved / stage / "ckpt.pt", weights_only=False)
+        ckpt["tokenizer"]["path"] = "/gone/out/tokenizer/ckpt.pt"  # as on the machine that trained it
+        torch.save(ckpt, moved / stage / "ckpt.pt")
+    policy = load_policy(str(moved / "agent_rl/ckpt.pt"))
+    assert 0 <= policy.act(np.zeros((32, 32, 3), np.uint8)) < 17
+    tok = load(str(moved / "dynamics/ckpt.pt"), "cpu")[0]
+    assert torch.equal(tok.state_dict()["patch_embed.weight"], torch.load(
+        moved / "tokenizer/ckpt.pt", weights_only=False)["model"]["patch_embed.weight"])
+    run_script("sample.py", f"--dynamics_ckpt={moved / 'dynamics/ckpt.pt'}", "--num_windows=1", "--context_frames=2",
+               "--num_frames=2", f"--out={tmp_path / 'a.gif'}")
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(moved / "agent_rl/ckpt.pt", alone / "ckpt.pt")
+    with pytest.raises(SystemExit, match="'/gone/out/tokenizer/ckpt.pt' does not exist, nor one beside .* name it "
+                                         "with --tokenizer_ckpt=PATH"):
+        load_policy(str(alone / "ckpt.pt"))
+    assert 0 <= load_policy(str(alone / "ckpt.pt"), tokenizer_ckpt=str(moved / "tokenizer/ckpt.pt")).act(
+        np.zeros((32, 32, 3), np.uint8)) < 17
+
+
+def test_exported_checkpoints_load_as_a_runs_do(agent_run, tmp_path):
+    """export.py: a run's tokenizer and RL agent as bf16 weights (the shipped pretrained/ files); the ordinary loading
+    code takes them: the policy acts as the run's does (bf16-rounded weights), sample.py makes a rollout from real
+    Crafter where the data is not here, eval_agent.py scores the agent without writing into its folder."""
+    from agent import load_policy
+    run_script("export.py", f"--run={agent_run[0]}", f"--out={tmp_path / 'pre'}")
+    agent = torch.load(tmp_path / "pre/agent.pt", weights_only=False)
+    assert "optimizer" not in agent and not any(k.startswith("prior.") for k in agent["model"])
+    assert agent["model"]["agent.policy.3.weight"].dtype == torch.bfloat16 and agent["tokenizer"]["path"] == "tokenizer.pt"
+    ours, theirs = (load_policy(p) for p in (str(tmp_path / "pre/agent.pt"), str(agent_run[0] / "agent_rl/ckpt.pt")))
+    for a, b in ((ours.agent, theirs.agent), (ours.dyn, theirs.dyn), (ours.tok, theirs.tok)):
+        assert all(torch.equal(v, b.state_dict()[k].bfloat16().float()) for k, v in a.state_dict().items()
+                   if v.is_floating_point())  # the run's weights, rounded to bf16
+    assert 0 <= ours.act(np.zeros((32, 32, 3), np.uint8)) < 17
+    agent["data_dir"] = "/gone/data/crafter"  # as on another machine
+    torch.save(agent, tmp_path / "pre/agent.pt")
+    run_script("sample.py", f"--dynamics_ckpt={tmp_path / 'pre/agent.pt'}", "--num_windows=1", "--context_frames=2",
+               "--num_frames=2", f"--out={tmp_path / 'a.gif'}")
+    assert os.path.getsize(tmp_path / "a.gif") > 0
+    run_script("eval_agent.py", f"--rl_ckpt={tmp_path / 'pre/agent.pt'}", "--episodes=1", "--max_steps=5",
+               "--baselines=False", "--argmax=False", f"--out={tmp_path / 'eval.json'}")
+    assert sorted(os.listdir(tmp_path / "pre")) == ["agent.pt", "tokenizer.pt"]  # nothing written beside them
 
 
 def test_policy_plays_real_episodes(agent_run):
@@ -526,7 +634,7 @@ def test_imagined_events_pay_once_and_death_weighs():
     assert roll["cont"].shape == (2, 4) and ((roll["cont"] > 0) & (roll["cont"] < 1)).all()
     roll["cont"] = torch.tensor([[1.0, 0.0, 1.0, 1.0]]).expand(2, 4)  # death on entering s_2
     _, info = imagination_losses(ag, ag.policy, roll)
-    assert info["alive"] == pytest.approx(0.0)
+    assert float(info["alive"]) == pytest.approx(0.0)
 
 
 def test_policy_keeps_a_memory_of_what_it_saw():

@@ -150,9 +150,6 @@ def test_dtype_auto_is_bf16_only_where_it_is_fast(monkeypatch, tmp_path, capsys)
         warned = capsys.readouterr().out
         assert warned == ("" if auto == "bfloat16" else "warning: this CPU has no bf16 matmul instructions (AMX, "
                           "AVX-512 BF16): bf16 runs 60-100x slower than fp32 here; --dtype=auto picks float32\n")
-    for bf16 in (True, False):
-        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
-        assert common.resolve_dtype("cuda:1", "auto") == ("bfloat16" if bf16 else "float32")
     assert common.resolve_dtype("mps", "auto") == "float32"
     with pytest.raises(SystemExit, match="dtype='float16': use 'auto', 'bfloat16' or 'float32'"):
         common.resolve_dtype("cpu", "float16")
@@ -324,6 +321,15 @@ def test_bench_default_preset_reads_the_trainers_defaults(monkeypatch, tmp_path)
         assert bench.TOK_BATCH == (16, 4) and bench.DYN_BATCH == (4, 16)  # train_tokenizer's, train_dynamics's
         assert bench.DYN["time_every"] == 2 and bench.DYN["k_max"] == 4 and bench.MUON == (True, False)
         assert bench.LOSS == {"context_frac": 0.0, "ramp": False, "teacher_forcing": True, "zero_frac": 0.75}
+        assert bench.AGENT_BATCH == (32, 4) and bench.IMAGINE == (32, 8, 16)  # train_agent's
+        monkeypatch.setattr(sys, "argv", ["bench.py", "--preset=gpu"])  # config/*_gpu.py over the defaults
+        importlib.reload(bench)
+        assert bench.TOK["dim"] == 384 and bench.TOK_BATCH == (128, 1) and bench.DYN["depth"] == 8
+        assert bench.DYN_BATCH == (16, 32) and bench.AGENT_BATCH == (128, 4) and bench.IMAGINE == (128, 8, 32)
+        monkeypatch.setattr(sys, "argv", ["bench.py", "--what=gpu"])  # the GPU check, on a machine without one
+        importlib.reload(bench)
+        with pytest.raises(SystemExit, match="what=gpu checks a CUDA GPU, and torch sees none here"):
+            bench.main()
         monkeypatch.setattr(sys, "argv", ["bench.py", "--preset=mine"])
         with pytest.raises(common.ConfigError, match="preset=.mine."):
             importlib.reload(bench)
@@ -331,3 +337,105 @@ def test_bench_default_preset_reads_the_trainers_defaults(monkeypatch, tmp_path)
         monkeypatch.setattr(sys, "argv", ["bench.py"])
         importlib.reload(bench)
     assert bench.TOK_BATCH == (4, 16) and bench.LOSS == {}
+
+
+def test_a_cuda_machine_as_far_as_a_cpu_allows(monkeypatch, tmp_path):
+    """What the scripts choose where torch sees a CUDA GPU (its availability patched; the suite itself runs on the
+    CPU, conftest): the device, bf16 only where it is native (compute capability 8.0 on), the main job's gpu preset;
+    an NVIDIA GPU that torch cannot use stops the main job in one line."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert common.auto_device("auto") == "cuda" and common.auto_device("cuda:0") == "cuda:0"
+    with pytest.raises(SystemExit, match="device='cuda:1' but torch sees 1 CUDA GPU"):
+        common.auto_device("cuda:1")
+    for native, emulated, want in ((True, True, "bfloat16"), (False, True, "float32"), (False, False, "float32")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                            lambda including_emulation=True: native or (including_emulation and emulated))
+        assert common.resolve_dtype("cuda", "auto") == want and common.resolve_dtype("cuda:0", "float32") == "float32"
+    assert common.main_job_preset() == "gpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    smi = tmp_path / "nvidia-smi"  # a driver that lists a GPU
+    smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA GeForce RTX 3060 (UUID: GPU-0)'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert common.nvidia_gpus() == ["GPU 0: NVIDIA GeForce RTX 3060 (UUID: GPU-0)"]
+    with pytest.raises(SystemExit, match=r"RTX 3060 \(UUID: GPU-0\) is here, but torch .* cannot use it: install"):
+        common.main_job_preset()
+    smi.unlink()
+    assert common.nvidia_gpus() == [] and common.main_job_preset() == "cpu"
+
+
+def test_every_config_file_names_its_scripts_keys(monkeypatch):
+    """Each config/<stage>_<preset>.py assigns only keys its script has, with values of their types (the GPU recipe
+    cannot be run here: this is what checks it), and starts with the '# time:' line pipeline.sh sums."""
+    import glob
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.chdir(root)  # (a config file may build on another: exec(open("config/...").read()), as scripts run)
+    scripts = {"data": "data.py", "tokenizer": "train_tokenizer.py", "dynamics": "train_dynamics.py",
+               "finetune": "train_agent.py", "imagine": "train_agent.py", "eval": "eval_agent.py"}
+    files = sorted(glob.glob(os.path.join(root, "config", "*_*.py")))
+    presets = {os.path.basename(f).rsplit("_", 1)[1][:-3] for f in files}
+    assert {"cpu", "gpu", "gpu128", "tiny"} <= presets and len(files) == 6 * len(presets)  # six stages each
+    for f in files:
+        stage = os.path.basename(f).rsplit("_", 1)[0]
+        defaults = common.script_defaults(os.path.join(root, scripts[stage]))
+        text = open(f).read()
+        assert text.startswith(f"# time: {stage} "), f
+        keys = {}
+        exec(compile(text, f, "exec"), keys)
+        for k, v in keys.items():
+            if not k.startswith("_"):
+                assert k in defaults, (f, k)
+                common._coerce(k, v, defaults[k])  # SystemExit on a value of the wrong type
+
+
+def test_readme_commands_chain():
+    """The README's bash blocks, read in order as a user runs them after the quick start: every python command names
+    a script, config files and keys that exist, and every checkpoint or data folder it reads (its config files'
+    paths and defaults included) is one the main job or an earlier command writes, or one shipped in the repo."""
+    import ast
+    import re
+    import shlex
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    stages = ["tokenizer", "dynamics", "agent_bc", "agent_rl"]
+    reads = ("data_dir", "tokenizer_ckpt", "init_ckpt", "dynamics_ckpt", "ckpt", "bc_ckpt", "rl_ckpt", "run")
+    written, ran = {"data/crafter"}, 0  # (the quick start's main job, below, writes the rest)
+    written |= {f"pretrained/{f}" for f in os.listdir(os.path.join(root, "pretrained"))}
+    for block in re.findall(r"```bash\n(.*?)```", open(os.path.join(root, "README.md")).read(), re.S):
+        for line in block.splitlines():
+            if "# error:" in line:  # a line that shows an error on purpose
+                continue
+            for part in line.split("#")[0].split("&&"):
+                words = shlex.split(part)
+                env = dict(w.split("=", 1) for w in words if re.fullmatch(r"[A-Z_]+=\S*", w))
+                words = [w for w in words if not re.fullmatch(r"[A-Z_]+=\S*", w)]
+                if words[:2] == ["bash", "pipeline.sh"]:
+                    preset = env.get("PRESET", "cpu")
+                    written |= {f"out/{preset}/{s}/ckpt.pt" for s in stages}
+                    continue
+                if words[0] != "python" or not words[1].endswith(".py"):
+                    continue  # pip, pytest, torchrun (a launcher's example)
+                ran += 1
+                src = open(os.path.join(root, words[1])).read()
+                g = {n.targets[0].id: n.value for n in ast.parse(src).body if isinstance(n, ast.Assign)
+                     and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)}
+                config = {k: ast.literal_eval(v) for k, v in g.items() if k in reads and isinstance(v, ast.Constant)}
+                for arg in words[2:]:
+                    if arg.startswith("--"):
+                        key, value = arg[2:].split("=", 1)
+                        assert key in g, (line, key)
+                        config[key] = value
+                    else:
+                        assert os.path.isfile(os.path.join(root, arg)), (line, arg)
+                        file_g = {}
+                        exec(open(os.path.join(root, arg)).read(), file_g)
+                        config.update({k: v for k, v in file_g.items() if k in g})
+                for key in reads:
+                    path = config.get(key)
+                    if path and not (key == "data_dir" and words[1] == "data.py"):  # (data.py writes its data_dir)
+                        assert any(w == path or w.startswith(path.rstrip("/") + "/") for w in written), (line, key)
+                if config.get("out_dir"):
+                    written.add(os.path.join(config["out_dir"], "ckpt.pt"))
+                if words[1] == "data.py":
+                    written.add(config["data_dir"])
+    assert ran >= 10

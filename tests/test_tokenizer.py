@@ -1,12 +1,14 @@
 """Tokenizer (§T) and shared transformer (§X): shapes, causality, caching, masking, LPIPS, learning, trainer."""
 import json
 import os
+import shutil
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
 
+import tokenizer
 from conftest import kill_and_rerun, steps_of
 from model import KVCache
 from tokenizer import LPIPS, VGG16_CFG, Tokenizer, TokenizerLoss, psnr, region_of_patch, ssim
@@ -136,7 +138,6 @@ def test_lpips_loads_files_and_measures(tmp_path):
     assert sorted(state) == ["lpips_norm.count", "lpips_norm.ms", "mse_norm.count", "mse_norm.ms"]
     TokenizerLoss().load_state_dict(state)
     crit.load_state_dict(TokenizerLoss().state_dict())
-    crit.load_state_dict({**state, **{f"lpips.{k}": v for k, v in lp.state_dict().items()}})  # an older checkpoint
 
 
 def test_psnr_ssim():
@@ -196,10 +197,34 @@ def test_kill9_in_tokenizer_training_loses_nothing(tiny_store, tmp_path):
     assert landed == 3 and ("iter 48/48" in text or "nothing to do" in text)
     a, b = (torch.load(tmp_path / r / "ckpt.pt", weights_only=False) for r in "ab")
     assert a["iter"] == b["iter"] == 48 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    metrics = [json.loads(l) for l in open(tmp_path / "a/metrics.jsonl")]
+    metrics = [m for m in map(json.loads, open(tmp_path / "a/metrics.jsonl")) if "val_psnr" in m]  # the evals
     assert [m["iter"] for m in metrics] == list(range(0, 49, 4)) and metrics[-1]["val_psnr"] > metrics[0]["val_psnr"]
     png = iio.imread(tmp_path / "a/recon.png")  # (T * 2H, windows * W, 3): every eval window, not the first batch
     assert png.shape[1] * 2 * 2 == 6 * png.shape[0]
+
+
+def test_lpips_weights_found_where_they_are_at_hand(tiny_store, tmp_path, monkeypatch, capsys):
+    """With no paths configured, the tokenizer finds LPIPS's weights on its own: VGG16 in torch's hub cache, the heads
+    in the installed lpips package (never a download); without them it trains on MSE and says what is missing."""
+    vgg, lin, _ = write_lpips_weights(tmp_path)
+    args = TRAIN + [f"--data_dir={tiny_store}", "--max_iters=2", "--eval_interval=2", "--lpips_frames=2"]
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    run_script("train_tokenizer.py", *args, f"--out_dir={tmp_path}/mse")
+    assert "loss: MSE alone (LPIPS needs torchvision's VGG16 in" in capsys.readouterr().out
+    os.makedirs(tmp_path / "hub/checkpoints")
+    shutil.copy(vgg, tmp_path / f"hub/checkpoints/{tokenizer.VGG16_FILE}")
+    os.makedirs(tmp_path / "site/lpips/weights/v0.1")  # the lpips package as its wheel installs it
+    (tmp_path / "site/lpips/__init__.py").write_text("")
+    shutil.copy(lin, tmp_path / "site/lpips/weights/v0.1/vgg.pth")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert tokenizer.find_lpips_weights() == (str(tmp_path / f"hub/checkpoints/{tokenizer.VGG16_FILE}"),
+                                              str(tmp_path / "site/lpips/weights/v0.1/vgg.pth"))
+    run_script("train_tokenizer.py", *args, f"--out_dir={tmp_path}/lpips")
+    assert "loss: MSE + 0.2 LPIPS" in capsys.readouterr().out
+    ckpt = torch.load(tmp_path / "lpips/ckpt.pt", weights_only=False)
+    assert ckpt["criterion"]["lpips_norm.count"] == 2  # LPIPS was in both steps' loss
+    run_script("train_tokenizer.py", *args, f"--out_dir={tmp_path}/off", "--lpips_weight=0")  # as the CPU recipe
+    assert "loss: MSE alone\n" in capsys.readouterr().out
 
 
 def test_train_bad_inputs(tiny_store, tmp_path, monkeypatch):
@@ -226,7 +251,7 @@ def test_train_bad_inputs(tiny_store, tmp_path, monkeypatch):
         calls.append(1)
         return (loss * float("nan") if len(calls) == 4 else loss), terms
     monkeypatch.setattr(tokenizer.TokenizerLoss, "forward", nan_on_4th)
-    with pytest.raises(SystemExit, match="loss is nan at iter 3"):
+    with pytest.raises(SystemExit, match="the loss became nan by iter 4"):  # read at the save, which it stops
         run_script("train_tokenizer.py", *args)
     assert torch.load(f"{tmp_path}/o/ckpt.pt", weights_only=False)["iter"] == 2
     monkeypatch.setattr(tokenizer.TokenizerLoss, "forward", forward)

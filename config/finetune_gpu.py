@@ -1,0 +1,16 @@
+# time: finetune   ~20 min (5000 steps of ~0.22 s at 40% MFU, ~2 min compiling; estimated)
+# Phase 2 of the agent (§A.1) for one RTX 3060 (docs/gpu.md; ESTIMATED), after
+# config/dynamics_gpu.py: config/finetune_cpu.py with 8x the frames a step and 5000 steps; peak ~3.5
+# GB.
+phase = "finetune"
+init_ckpt = "out/gpu/dynamics/ckpt.pt"
+out_dir = "out/gpu/agent_bc"
+bc_data = "demo"
+batch_size = 128  # clips of 4: 512 frames a step
+seq_len = 4  # the agent's window: 4 frames cloned far better than 16 (docs/experiments.md)
+lr = 1e-3
+warmup_iters = 100
+max_iters = 5000
+eval_interval = 1000
+log_interval = 100
+compile = True
