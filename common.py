@@ -274,6 +274,13 @@ def atomic_write(path, write, binary=False):
     os.replace(tmp, path)
 
 
+def fresh_run(ckpt_path, init_from):
+    """One line instead of a run from scratch that would overwrite another run's checkpoint at its first save."""
+    if init_from == "scratch" and os.path.exists(ckpt_path):
+        raise ConfigError(f"'{ckpt_path}' already holds a run: --init_from=resume goes on with it; for a new run "
+                          f"pick another out_dir (or delete that one)")
+
+
 def git_commit():
     """The code's commit (git describe; -dirty with local changes), or 'unknown' outside a git checkout."""
     import subprocess

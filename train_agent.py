@@ -114,6 +114,7 @@ out_dir = out_dir or {"finetune": "out/agent_bc", "imagine": "out/agent_rl"}[pha
 torch.manual_seed(seed + rank)
 rng = np.random.default_rng(seed)  # data: one stream shared by the DDP ranks (store.sample part)
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
+common.fresh_run(ckpt_path, init_from)
 
 # the checkpoint to start from: a dynamics one (finetune), a finetuned agent (imagine), or our own (resume)
 if init_from == "resume":

@@ -124,6 +124,7 @@ elif init_from != "scratch":
     raise common.ConfigError(f"init_from={init_from!r}: use 'scratch' or 'resume'")
 if eval_only and init_from != "resume":
     raise common.ConfigError("eval_only=True evaluates a checkpoint: add --init_from=resume")
+common.fresh_run(ckpt_path, init_from)
 tok, tok_ckpt = load_tokenizer(tokenizer_ckpt, device)
 check_tokenizer(tok_ckpt, tokenizer_ckpt, store.image_size, ckpt and ckpt["latent_shape"])
 L, Dz = tok_ckpt["latent_shape"]

@@ -82,6 +82,7 @@ model_args = dict(image_size=store.image_size, patch_size=patch_size, num_latent
                   dim=dim, enc_depth=enc_depth, dec_depth=dec_depth, n_head=n_head, n_kv_head=n_kv_head,
                   time_every=time_every, softcap=softcap, time_window=seq_len, local_latents=local_latents)
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
+common.fresh_run(ckpt_path, init_from)
 ckpt, it, minutes_before = None, 0, 0.0
 if init_from == "resume":
     ckpt = common.load_checkpoint(ckpt_path, "checkpoint to resume")
