@@ -564,10 +564,9 @@ class LossLog:
         """-> {term: mean since the last read} ({} after no step); self.last: the last step's terms. Floats."""
         if not self.n:
             return {}
-        dev = [k for k, v in self.sums.items() if torch.is_tensor(v)]
-        nan = lambda k: torch.full_like(self.sums[k], math.nan)
-        vals = torch.stack([self.sums[k] for k in dev] + [self.step.get(k, nan(k)) for k in dev]).tolist() if dev \
-            else []  # the one host sync
+        dev = [k for k, v in self.sums.items() if torch.is_tensor(v)]  # (the others are host numbers)
+        last = [self.step.get(k, torch.full_like(self.sums[k], math.nan)) for k in dev]
+        vals = torch.stack([self.sums[k] for k in dev] + last).tolist() if dev else []  # the one host sync
         host = {k: v for k, v in self.sums.items() if k not in dev}
         means = {k: v / self.n for k, v in {**host, **dict(zip(dev, vals))}.items()}
         self.last = {**{k: v for k, v in self.step.items() if k in host}, **dict(zip(dev, vals[len(dev):]))}

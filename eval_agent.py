@@ -63,7 +63,13 @@ for name, path in agents.items():
     if [c["classes"] for c in spec] != [len(ACTIONS)]:
         raise common.ConfigError(f"{name.lower()}_ckpt '{path}' acts in {[c['classes'] for c in spec]} classes, not "
                                  f"Crafter's one {len(ACTIONS)}-way action")
-run = lambda path: os.path.basename(path) == "ckpt.pt"  # a trainer's run folder (not a shipped file: left alone)
+
+
+def run(path):
+    """Whether path is a trainer's run folder's checkpoint (a shipped file's folder is left alone)."""
+    return os.path.basename(path) == "ckpt.pt"
+
+
 out = out or os.path.join(os.path.dirname(rl_ckpt or bc_ckpt) if run(rl_ckpt or bc_ckpt) else "out", "eval.json")
 video = video or os.path.join(os.path.dirname(out), "agent_episode.mp4")
 seeds = list(range(seed, seed + episodes))

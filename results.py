@@ -103,7 +103,8 @@ def label_study():
     if len(m0["eval_episodes"]) < 2:
         print("warning: the eval windows come from one episode: no error bars (more eval_windows give more episodes)")
     lines = [f"# Label efficiency (§E): {len(runs)} dynamics runs, {runs[0]['same'][2]} steps each", "",
-             f"{hardware()}; commit {common.git_commit()}. Every run is scored on the same {m0['eval_windows']} held-out windows "
+             f"{hardware()}; commit {common.git_commit()}. Every run is scored on the same "
+             f"{m0['eval_windows']} held-out windows "
              f"({len(m0['eval_episodes'])} episodes) with the true actions; ± is a standard error with those "
              "episodes as clusters (their windows overlap), paired: every run sees the same windows. Share of the "
              "gain: (X_f - X_0) / (X_1 - X_0), as the paper reports it.", "",
@@ -212,7 +213,8 @@ def main():
 CURVES = [("tokenizer", "training MSE", ["mse"]), ("tokenizer", "val PSNR (dB)", ["val_psnr"]),
           ("dynamics", "flow loss (unnormalized)", ["flow"]),
           ("dynamics", "rollout PSNR: model, floor, ceiling", ["rollout_psnr", "floor_psnr", "ceiling_psnr"]),
-          ("agent_bc", "BC loss", ["bc"]), ("agent_bc", "held-out BC accuracy, copying", ["val_bc_acc", "val_copy_acc"]),
+          ("agent_bc", "BC loss", ["bc"]),
+          ("agent_bc", "held-out BC accuracy, copying", ["val_bc_acc", "val_copy_acc"]),
           ("agent_rl", "imagined return", ["imagined_return"]), ("agent_rl", "KL to the prior", ["kl_prior"])]
 COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44)]
 

@@ -230,7 +230,8 @@ def tokenizer_path(ckpt, ckpt_path, override=""):
     if override:
         return override
     here, recorded = os.path.dirname(os.path.abspath(ckpt_path)), ckpt["tokenizer"]["path"]
-    for path in (recorded, os.path.join(here, os.pardir, "tokenizer", "ckpt.pt"), os.path.join(here, "tokenizer.pt")):
+    beside = (os.path.join(here, os.pardir, "tokenizer", "ckpt.pt"), os.path.join(here, "tokenizer.pt"))
+    for path in (os.path.join(here, recorded), *beside):  # (a relative path is the checkpoint folder's)
         if os.path.exists(path):
             return os.path.normpath(path)
     raise ConfigError(f"tokenizer checkpoint '{recorded}' does not exist, nor one beside '{ckpt_path}' "
