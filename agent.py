@@ -162,11 +162,13 @@ def offsets(x, k, fill):
     return torch.cat((x, pad), 1).unfold(1, k + 1, 1).movedim(-1, 2)
 
 
-def bc_targets(actions, slip, keep):
-    """BC's targets (B, T, C): the data actions (B, T, C) where the demonstrator chose them; -1 (none) on its random
-    slips, slip (B, T), and in the windows BC does not learn from, keep (B,) False. (The action tokens keep every
-    action really pressed: the states after a slip are the demonstrator's recovery, worth cloning.)"""
-    return actions.masked_fill(slip[..., None] | ~keep[:, None, None], -1)
+def bc_targets(actions, slip, keep, labels=None):
+    """BC's targets (B, T, C): the data actions (B, T, C) where the demonstrator chose them, its labels (B, T, C) where
+    an agent played and it said what it would press (DAgger; -1 elsewhere); -1 (none) on its random slips, slip
+    (B, T), and in the windows BC does not learn from, keep (B,) False. (The action tokens keep every action really
+    pressed: the states after a slip are the demonstrator's recovery, worth cloning.)"""
+    targets = actions if labels is None else torch.where(labels >= 0, labels, actions)
+    return targets.masked_fill(slip[..., None] | ~keep[:, None, None], -1)
 
 
 def bc_loss(agent, h, targets):

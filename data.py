@@ -12,12 +12,14 @@ A store is a folder:
     actions.npy   int16 (N, C), one column per action component, -1 = unlabeled
     rewards.npy   float32 (N,)
     episodes.npy  int64 (E, 2): [start, end) frame ranges, contiguous, covering 0..N
-    policies.npy  int8 (E,): 0 random, 1 demonstrator, -1 unknown / not applicable
+    policies.npy  int8 (E,): 0 random, 1 demonstrator, 2 an agent (--agent), -1 unknown / not applicable
     epsilons.npy  float32 (E,): the demonstrator's epsilon, NaN where not applicable
     slips.npy     int8 (N,): 1 where action t was a random slip of the demonstrator (BC skips it), 0 chosen, -1 unknown
     events.npy    int8 (N, K): 1 where event k (meta "events": Crafter's 22 achievements) happened on transition t,
                   each time it happens; -1 unknown (K = 0 for sources without events)
     deaths.npy    int8 (E,): 1 the episode ended in death (its last frame is terminal), 0 it was cut, -1 unknown
+    labels.npy    int16 (N, C): where an agent played, what the demonstrator would have pressed in frame t (BC's
+                  target there, DAgger); -1 elsewhere (optional: a store without it has none)
     meta.json     source, image_size, fps, num_frames, num_episodes, labeled_frac, action_spec
                   ([{"name", "classes"[, "values"]}, ...]), events, episode_names, and for Crafter a policy
                   summary
@@ -39,7 +41,9 @@ Sources and their choices:
   demonstrator.run_episode (view: the screen-only demonstrator). The store holds the first K episodes (by
   index) whose frames total >= num_frames, so which episodes (seeds, policies, epsilons) it holds does not
   depend on num_workers (the frames are only as deterministic as demonstrator.run_episode). One 17-way
-  component "action". fps 10 is nominal.
+  component "action". fps 10 is nominal. --agent=CKPT (DAgger): the agent plays every episode from the frames
+  and the screen-only demonstrator (epsilon 0) labels each state it reaches (labels.npy, policy 2); mix such a
+  store with the demonstrator's through --source=stores.
 - minerl (§M): episode folders with recording.mp4 + rendered.npz (action$x or action_x keys); skip the first
   n_video - (len(reward) + 1) frames. Components: forward back left right jump sneak sprint attack (binary),
   camera (pitch, yaw each mu-law quantized to 11 bins -> 121 classes: pitch_bin * 11 + yaw_bin), then the enum
@@ -93,9 +97,11 @@ eps_min = 0.0
 eps_max = 0.5
 episode_len = 1000
 view = True               # the screen-only demonstrator (docs/experiments.md); False: the one that reads the map
+agent = ""                # an agent checkpoint: it plays every episode, the screen-only demonstrator labels (DAgger)
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
 
+POLICIES = {"random": 0, "demo": 1, "agent": 2}  # policies.npy's codes
 _VIDEO_EXTS = (".mp4", ".webm", ".gif", ".mkv", ".avi", ".mov")
 _BUTTONS8 = ["forward", "back", "left", "right", "jump", "sneak", "sprint", "attack"]
 _MINERL_ENUMS = ["place", "equip", "craft", "nearbyCraft", "nearbySmelt"]
@@ -156,9 +162,9 @@ class FrameStore:
         self.action_spec, self.image_size = self.meta.get("action_spec"), self.meta.get("image_size")
         self.fps, self._cache = self.meta.get("fps"), {}
         # the agent's per-frame fields (None in a store made before them: agent_fields() says how to rebuild)
-        extra = {n: np.load(p) for n in ["slips", "events", "deaths"]
+        extra = {n: np.load(p) for n in ["slips", "events", "deaths", "labels"]
                  if os.path.isfile(p := os.path.join(data_dir, f"{n}.npy"))}
-        self.slips, self.events, self.deaths = (extra.get(n) for n in ["slips", "events", "deaths"])
+        self.slips, self.events, self.deaths, self.labels = (extra.get(n) for n in ["slips", "events", "deaths", "labels"])
         self.event_names, self.data_dir = self.meta.get("events", []), data_dir
         N, E, ep = len(self.frames), len(self.episodes), self.episodes
         problems = [
@@ -174,6 +180,7 @@ class FrameStore:
             (self.slips is not None and self.slips.shape != (N,), "slips vs frames"),
             (self.events is not None and self.events.shape != (N, len(self.event_names)), "events vs frames"),
             (self.deaths is not None and self.deaths.shape != (E,), "deaths vs episodes"),
+            (self.labels is not None and self.labels.shape != self.actions.shape, "labels vs actions"),
         ]
         for bad, what in problems:
             if bad:
@@ -324,21 +331,42 @@ def plan_crafter(cfg):
         raise ConfigError("need 0 <= random_frac <= 1 and 0 <= eps_min <= eps_max <= 1")
     if cfg["num_frames"] < 1 or cfg["episode_len"] < 1:
         raise ConfigError("num_frames and episode_len must be >= 1")
+    if cfg["agent"]:
+        from agent import load_agent
+        size = load_agent(cfg["agent"])["image_size"]  # one line here, not one per episode
+        if size != cfg["image_size"]:
+            raise ConfigError(f"--agent={cfg['agent']} plays {size}x{size} frames, not --image_size={cfg['image_size']}")
     spec = [{"name": "action", "classes": 17, "values": list(crafter.constants.actions)}]
     return {"spec": spec, "episodes": None, "fps": 10.0, "events": list(crafter.constants.achievements)}
+
+
+_AGENT = None  # the policy that plays (--agent), loaded once per worker process
+
+
+def _agent(cfg):
+    global _AGENT
+    if _AGENT is None:
+        import torch
+        from agent import load_policy
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg["num_workers"]))
+        _AGENT = load_policy(cfg["agent"])
+    return _AGENT
 
 
 def episode_crafter(cfg, plan, k):
     import demonstrator
     ep_seed = cfg["seed"] + k
     policy, eps = demonstrator.sample_skill(ep_seed, cfg["random_frac"], cfg["eps_min"], cfg["eps_max"])
-    ep = demonstrator.run_episode(ep_seed, policy, eps, cfg["episode_len"], cfg["image_size"], cfg["view"])
+    policy, eps = ("agent", 0.0) if cfg["agent"] else (policy, eps)
+    ep = demonstrator.run_episode(ep_seed, policy, eps, cfg["episode_len"], cfg["image_size"], cfg["view"],
+                                  _agent(cfg) if cfg["agent"] else None)
     eps = eps if policy == "demo" else float("nan")
     actions, rewards = np.array(ep["actions"], np.int16)[:, None], np.array(ep["rewards"], np.float32)
     actions[-1], rewards[-1] = -1, 0.0  # the last frame has no action
     return {"frames": np.asarray(ep["frames"], np.uint8), "actions": actions, "rewards": rewards,
-            "policy": int(policy == "demo"), "epsilon": eps, "fps": 10.0, "name": f"seed{ep_seed}",
-            "slips": ep["slips"].astype(np.int8), "events": ep["events"].astype(np.int8), "died": int(ep["died"])}
+            "policy": POLICIES[policy], "epsilon": eps, "fps": 10.0, "name": f"seed{ep_seed}",
+            "labels": np.array(ep["labels"], np.int16)[:, None], "slips": ep["slips"].astype(np.int8),
+            "events": ep["events"].astype(np.int8), "died": int(ep["died"])}
 
 
 def _minerl_arrays(d):
@@ -511,6 +539,7 @@ def episode_stores(cfg, plan, k):
           "epsilon": float(st.epsilons[j]), "fps": st.meta["fps"], "name": plan["names"][k]}
     if st.slips is not None:  # the agent's fields, where the store has them (else unknown: -1)
         ep.update(slips=st.slips[a:b], died=int(st.deaths[j]))
+        ep.update({"labels": st.labels[a:b]} if st.labels is not None else {})
         ep.update({"events": st.events[a:b]} if st.event_names else {})
     return ep
 
@@ -619,16 +648,18 @@ def _assemble(cfg, plan, partial, K, tmp):
     policies, epsilons, fps, names, labeled = [], [], [], [], 0
     K = len(plan.get("events", []))
     slips, events, deaths = np.full(N, -1, np.int8), np.full((N, K), -1, np.int8), []  # -1: unknown
+    labels = open_memmap(os.path.join(tmp, "labels.npy"), "w+", np.int16, (N, C))
     for k, (a, b) in zip(keep, episodes):
         with np.load(_chunk_path(partial, k)) as z:
             frames[a:b], actions[a:b], rewards[a:b] = z["frames"], z["actions"], z["rewards"]
             slips[a:b] = z["slips"] if "slips" in z.files else -1
+            labels[a:b] = z["labels"] if "labels" in z.files else -1
             events[a:b] = z["events"] if "events" in z.files else -1
             deaths.append(int(z["died"]) if "died" in z.files else -1)
             labeled += int((z["actions"][:-1] >= 0).any(1).sum()) if C else 0
             policies.append(int(z["policy"])), epsilons.append(float(z["epsilon"]))
             fps.append(float(z["fps"])), names.append(str(z["name"]))
-    frames.flush(), actions.flush()
+    frames.flush(), actions.flush(), labels.flush()
     policies, epsilons = np.array(policies, np.int8), np.array(epsilons, np.float32)
     for name, arr in [("rewards", rewards), ("episodes", episodes), ("policies", policies), ("epsilons", epsilons),
                       ("slips", slips), ("events", events), ("deaths", np.array(deaths, np.int8))]:
@@ -640,6 +671,7 @@ def _assemble(cfg, plan, partial, K, tmp):
     if cfg["source"] == "crafter":
         demo = epsilons[policies == 1]
         meta["crafter"] = {k: cfg[k] for k in ["seed", "random_frac", "eps_min", "eps_max", "episode_len", "view"]}
+        meta["crafter"].update(agent=os.path.abspath(cfg["agent"]) if cfg["agent"] else "")
         meta["crafter"].update(episodes_random=int((policies == 0).sum()), episodes_demo=len(demo),
                                frames_demo=int((episodes[:, 1] - episodes[:, 0])[policies == 1].sum()),
                                epsilon_mean=float(demo.mean()) if len(demo) else None,
@@ -677,7 +709,7 @@ def build(cfg):
         print(f"{final} already holds this store ({len(old)} frames, {len(old.episodes)} episodes): nothing to do")
         return old.meta
     # what the chunks depend on: a rerun may reuse them only if all of this is the same
-    keys = ["seed", "random_frac", "eps_min", "eps_max", "episode_len", "view"] if cfg["source"] == "crafter" \
+    keys = ["seed", "random_frac", "eps_min", "eps_max", "episode_len", "view", "agent"] if cfg["source"] == "crafter" \
         else ["src"]
     settings = {k: _abs_src(cfg) if k == "src" else cfg[k] for k in ["source", "image_size"] + keys}
     names = plan.get("names") or [_name(p, cfg["src"]) for p in plan["episodes"] or []]
@@ -720,7 +752,7 @@ def print_info(cfg):
     print(f"labeled transitions {m['labeled_frac']:.1%}; reward sum {float(np.sum(store.rewards)):.1f}, "
           f"nonzero {int(np.count_nonzero(store.rewards))}")
     print("action spec: " + (", ".join(f"{c['name']}:{c['classes']}" for c in store.action_spec) or "[] (unlabeled)"))
-    counts = {name: int((store.policies == code).sum()) for code, name in [(0, "random"), (1, "demo"), (-1, "unknown")]}
+    counts = {name: int((store.policies == code).sum()) for name, code in {**POLICIES, "unknown": -1}.items()}
     eps = store.epsilons[store.policies == 1]
     print("policies: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
           + (f"; demo epsilon mean {eps.mean():.3f} in [{eps.min():.3f}, {eps.max():.3f}]" if len(eps) else ""))

@@ -471,23 +471,30 @@ def sample_skill(seed, random_frac=0.2, eps_min=0.0, eps_max=0.5):
     return 'demo', float(rng.uniform(eps_min, eps_max))
 
 
-def run_episode(seed, policy, epsilon, max_steps, size=64, view=False):
+def run_episode(seed, policy, epsilon, max_steps, size=64, view=False, agent=None):
     """Play one episode of Crafter with the demonstrator ('demo'; a fraction epsilon of its steps sticky random;
-    view: the screen-only player) or sticky random play ('random'). Deterministic given its arguments. Returns
+    view: the screen-only player), sticky random play ('random'), or an agent ('agent': agent, a Policy of
+    agent.load_policy, plays from the frames while the demonstrator, epsilon 0, says what it would press in each
+    state it reaches: labels, DAgger's). Deterministic given its arguments (an agent: given its seed). Returns
     frames uint8 (T+1, size, size, 3), actions int64 (T+1,) (action t leads from frame t to t+1; the last is -1),
+    labels int64 (T+1,) (the demonstrator's choice in frame t where an agent acted; -1 elsewhere),
     rewards float32 (T+1,) (reward t of that transition; the last is 0), slips bool (T+1,) (action t was a random
     slip), events bool (T+1, 22) (achievement k happened on transition t, each time, in ACHIEVEMENTS order),
     died (the episode ended in death, not at max_steps), achievements (set of names unlocked)."""
-    if policy not in ('random', 'demo'):
-        raise ConfigError(f"policy={policy!r}: use 'random' or 'demo'")
+    if policy not in ('random', 'demo', 'agent') or (policy == 'agent') != (agent is not None):
+        raise ConfigError(f"policy={policy!r}: use 'random', 'demo', or 'agent' with an agent")
     if max_steps < 1:
         raise ConfigError(f"max_steps={max_steps} must be >= 1")
     env = _make_env(seed, max_steps, size)
-    act = Demonstrator(env, epsilon, seed, scripted=policy == 'demo', view=view)
-    frames, actions, rewards, slips, counts = [env.reset()], [], [], [], [np.zeros(len(ACHIEVEMENTS), np.int64)]
-    done, info = False, {'achievements': {}, 'discount': 1.0}
+    act = Demonstrator(env, 0.0 if agent else epsilon, seed, scripted=policy != 'random', view=view)
+    frames, actions, labels, rewards, slips = [env.reset()], [], [], [], []
+    counts, done, info = [np.zeros(len(ACHIEVEMENTS), np.int64)], False, {'achievements': {}, 'discount': 1.0}
+    if agent:
+        agent.reset(seed)
     while not done:
-        actions.append(act(frames[-1]))
+        choice = act(frames[-1])  # (every step: the demonstrator's memory follows what is on screen)
+        actions.append(agent.act(frames[-1]) if agent else choice)
+        labels.append(choice if agent else -1)
         slips.append(act.slip)
         obs, reward, done, info = env.step(actions[-1])
         frames.append(obs)
@@ -495,7 +502,7 @@ def run_episode(seed, policy, epsilon, max_steps, size=64, view=False):
         counts.append(np.array([info['achievements'][k] for k in ACHIEVEMENTS]))
     events = np.diff(np.stack(counts), axis=0) > 0  # (T, 22)
     return {'frames': np.stack(frames).astype(np.uint8),
-            'actions': np.array(actions + [-1], np.int64),
+            'actions': np.array(actions + [-1], np.int64), 'labels': np.array(labels + [-1], np.int64),
             'rewards': np.array(rewards + [0.0], np.float32),
             'slips': np.array(slips + [False]), 'events': np.concatenate([events, np.zeros((1, 22), bool)]),
             'died': info['discount'] == 0,

@@ -146,9 +146,9 @@ if phase == "finetune" and not np.any(rewards_all != 0):
     raise common.ConfigError(f"{data_dir} has no rewards (rewards.npy is all zero): the reward head has nothing to "
                              f"learn from")
 labeled = store.labeled_episodes()  # (E,) episodes with actions
-keep = labeled & (store.policies == 1 if bc_data == "demo" else True)  # (E,) the episodes BC learns from
+keep = labeled & (store.policies >= 1 if bc_data == "demo" else True)  # (E,) the episodes BC learns from
 if phase == "finetune" and not keep.any():
-    what = "demonstrator episodes (policies.npy == 1) with actions" if bc_data == "demo" else "labeled episodes"
+    what = "demonstrator episodes (policies.npy 1 or 2) with actions" if bc_data == "demo" else "labeled episodes"
     raise common.ConfigError(f"{data_dir} has no {what}: behavior cloning needs them")
 
 # models: the dynamics transformer with agent tokens, its heads, and (imagine) the frozen behavioral prior
@@ -212,7 +212,8 @@ def batch(b, noise=0.0):
     frame: slip (B, T), events (B, T, K), memory (B, T, K) (noise: each bit of a window flipped with this
     probability), reward, terminal, returns (B, T) (agent.data_targets)."""
     idx = b["start"][:, None] + np.arange(b["actions"].shape[1])  # (B, T)
-    out = {"z": latents[idx].astype(np.float32), "actions": b["actions"], "keep": keep[b["episode"]],
+    labels = b["actions"] if store.labels is None else store.labels[idx].astype(np.int64)  # (B, T, C)
+    out = {"z": latents[idx].astype(np.float32), "actions": b["actions"], "labels": labels, "keep": keep[b["episode"]],
            "slip": store.slips[idx] == 1, "events": store.events[idx], "rewards": rewards_all[idx],
            **{k: v[idx] for k, v in targets.items()}}
     if noise:
@@ -280,7 +281,8 @@ def evaluate_finetune():
     bc_losses, g = [], torch.Generator(device).manual_seed(seed)  # the same noise at every eval, the RNG untouched
     for i in range(0, len(w["start"]), batch_size * 4):
         b = batch({key: v[i:i + batch_size * 4] for key, v in w.items()})
-        a, k = b["actions"], b["keep"]
+        demo = torch.from_numpy(store.policies[w["episode"][i:i + batch_size * 4]] == 1).to(device)
+        a, k = b["actions"], b["keep"] & demo  # accuracy on the demonstrator's own episodes
         with ctx:
             h = agent_pass(dyn, agent, b["z"], a, generator=g, memory=b["memory"])
             if i < batch_size * 16 and agent.num_events:
@@ -324,7 +326,7 @@ def finetune_step():
     with ctx:
         dyn_loss, _ = criterion(dyn_step, z1 / dyn.latent_std, actions, dyn_config["bootstrap_frac"])
         h = agent_pass(dyn_step, agent, z1, actions, memory=b["memory"])
-        bc, acc = bc_loss(agent, h, bc_targets(actions, b["slip"], k))
+        bc, acc = bc_loss(agent, h, bc_targets(actions, b["slip"], k, b["labels"]))
         terms = {"bc": bc, "reward": reward_loss(agent, h, b["reward"]), "event": event_loss(agent, h, b["events"]),
                  "cont": cont_loss(agent, h, b["terminal"]), "value": value_loss_data(agent, h, b["returns"], k)}
     loss = dyn_loss + sum(config[f"{name}_weight"] * v for name, v in terms.items())

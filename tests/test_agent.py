@@ -13,6 +13,7 @@ import torch.nn as nn
 from agent import (Agent, agent_pass, bc_loss, bc_targets, data_targets, imagination_losses, imagine, kl,
                    lambda_returns, offsets, pmpo_loss, reward_loss, symexp, symlog, twohot, twohot_loss, twohot_mean)
 from conftest import kill_and_rerun, run_pipeline, run_script, steps_of, write_test_preset
+from data import FrameStore
 from dynamics import append_frames, generate, next_frame, prev_actions
 from model import KVCache
 from test_dynamics import fails, inputs, metrics, tiny
@@ -97,6 +98,9 @@ def test_bc_and_reward_targets():
     slip = torch.tensor([[False, True, False]])  # a_1 was a random slip: no target, at any offset
     by_hand = -lp[0, 0, 0, 2]
     assert bc_loss(ag, h, bc_targets(actions, slip, torch.tensor([True])))[0].item() == pytest.approx(by_hand.item())
+    labels = torch.tensor([[[1], [-1], [-1]]])  # an agent pressed a_0, the demonstrator would have pressed 1 (DAgger)
+    assert bc_targets(actions, no_slip, torch.tensor([True]), labels)[0, :, 0].tolist() == [1, 0, -1]
+    assert bc_targets(actions, slip, torch.tensor([True]), labels)[0, :, 0].tolist() == [1, -1, -1]
     nn.init.normal_(ag.reward[-1].weight)
     rew = torch.tensor([[0.0, 1.0, 5.0]])  # r_2 leads out of the window: never a target
     rl = ag.reward_logits(h)  # (1, 3, 2, nbins)
@@ -485,6 +489,35 @@ def test_policy_plays_real_episodes(agent_run):
     one = evaluate(lambda env: policy.reset() or policy.act, [5, 6], 15, size=32)  # one episode at a time
     both = evaluate_lockstep(policy, [5, 6], 15, size=32)  # batched, in lockstep
     assert 0 < one["mean_length"] <= 15 and 0 < both["mean_length"] <= 15 and len(both["returns"]) == 2
+
+
+def test_dagger_store_labels_the_agents_states(agent_run, tmp_path):
+    """data.py --agent: the agent plays, the screen-only demonstrator's choice in each state it reaches is stored
+    as the label (replaying the stored actions, a fresh demonstrator says the same in every state); the store mixes
+    with another through --source=stores, labels kept; finetuning reads them."""
+    from demonstrator import Demonstrator, _make_env
+    ckpt, d = agent_run[0] / "agent_bc/ckpt.pt", tmp_path / "dagger"
+    run_script("data.py", f"--data_dir={d}", f"--agent={ckpt}", "--num_frames=20", "--episode_len=12",
+               "--image_size=32", "--seed=5", "--num_workers=1")
+    st = FrameStore(str(d))
+    assert (st.policies == 2).all() and len(st.episodes) >= 2 and (st.slips == 0).all()
+    for (a, b), name in zip(st.episodes, st.meta["episode_names"]):
+        seed = int(name.removeprefix("seed"))
+        env = _make_env(seed, 12, 32)
+        obs, demo = env.reset(), Demonstrator(env, 0.0, seed, view=True)
+        for t in range(a, b - 1):
+            assert np.array_equal(obs, st.frames[t]) and demo(obs) == st.labels[t, 0]
+            obs = env.step(int(st.actions[t, 0]))[0]
+        assert st.labels[b - 1, 0] == -1
+    assert (st.labels[:, 0] != st.actions[:, 0]).any()  # the agent is not the demonstrator
+    mix = tmp_path / "mix"
+    run_script("data.py", "--source=stores", f"--src={agent_run[1]},{d}", f"--data_dir={mix}", "--image_size=32")
+    m = FrameStore(str(mix))
+    assert np.array_equal(m.labels[-len(st):], st.labels) and (m.labels[:-len(st)] == -1).all()
+    assert set(m.policies.tolist()) >= {1, 2}
+    run_script(*agent_run[2], f"--data_dir={mix}", f"--out_dir={tmp_path / 'bc'}", "--max_iters=2")
+    with pytest.raises(SystemExit, match="plays 32x32 frames, not --image_size=64"):
+        run_script("data.py", f"--data_dir={tmp_path / 'x'}", f"--agent={ckpt}", "--image_size=64")
 
 
 def test_d4_labels_the_agents_own_states(agent_run, capsys):

@@ -218,12 +218,12 @@ def test_deterministic_resume_identical(tmp_path, monkeypatch):
     """With a deterministic episode function, interrupted + resumed == uninterrupted, for 1 or 2 workers."""
     import demonstrator
 
-    def fake(seed, policy, eps, max_steps, size, view):
+    def fake(seed, policy, eps, max_steps, size, view, agent):
         n = 5 + seed % 7
         rng = np.random.default_rng(seed)
         a = rng.integers(0, 17, n + 1)
         a[-1] = -1
-        return {"frames": rng.integers(0, 255, (n + 1, size, size, 3), dtype=np.uint8), "actions": a,
+        return {"frames": rng.integers(0, 255, (n + 1, size, size, 3), dtype=np.uint8), "actions": a, "labels": np.full(n + 1, -1),
                 "rewards": np.append(rng.random(n), 0).astype(np.float32), "slips": rng.random(n + 1) < 0.2,
                 "events": rng.random((n + 1, 22)) < 0.1, "died": bool(seed % 2)}
     monkeypatch.setattr(demonstrator, "run_episode", fake)
