@@ -33,7 +33,7 @@ start = "auto"  # 'data': a held-out window of the data | 'crafter': a real Craf
 data_dir = ""  # start='data': default, the data the model was trained on
 tokenizer_ckpt = ""  # default: the one the model was trained with, or one beside it (a copied run folder)
 context_frames = 8  # start='data': real frames before play begins
-sample_K = 4  # denoising steps per frame (§D.2)
+sampling_steps = 4  # denoising steps per frame (§D.2)
 fps = 10  # the frame rate to hold (0: as fast as it runs)
 scale = 8  # screen pixels per frame pixel
 record = ""  # an mp4 (or .gif) of what was played
@@ -254,9 +254,9 @@ if __name__ == "__main__":
     if start == "auto":
         start = "data" if os.path.isdir(data_dir or ck["data_dir"]) else "crafter"
     try:
-        check_K(dyn, sample_K)
+        check_K(dyn, sampling_steps)
     except ValueError as e:
-        raise common.ConfigError(f"sample_K={sample_K}: {e}")
+        raise common.ConfigError(f"sampling_steps={sampling_steps}: {e}")
     if context_frames >= dyn.transformer.max_frames:
         raise common.ConfigError(f"context_frames={context_frames}: fewer than the {dyn.transformer.max_frames} "
                                  f"frames the model was trained on")
@@ -268,14 +268,14 @@ if __name__ == "__main__":
     if compile:
         print("compiling the per-frame step (torch.compile: ~30 s on a CPU)", flush=True)
         dyn = torch.compile(dyn, dynamic=False)
-    dream = Dream(tok, dyn, agent, sample_K, common.autocast_ctx(device, common.resolve_dtype(device, dtype)),
-                  device, seed)
+    ctx = common.autocast_ctx(device, common.resolve_dtype(device, dtype))
+    dream = Dream(tok, dyn, agent, sampling_steps, ctx, device, seed)
     new_context = contexts(start, store, tok.image_size, context_frames, seed)
     dream.reset(*new_context())
     names = action_names(spec)
     print("keys: " + ", ".join(f"{k} {names[c][v]}" for k, (c, v) in keys.items()) +
           "; Enter a new context, '.' pause, m autopilot, Esc quit")
     frames, rate = run(dream, new_context, keys, spec, fps, scale, max_steps)
-    print(f"played {len(dream.actions)} frames at {rate:.1f} frames/s ({device}, K={sample_K})")
+    print(f"played {len(dream.actions)} frames at {rate:.1f} frames/s ({device}, K={sampling_steps})")
     if record:
         print(f"wrote {write_video(record, frames.repeat(4, 1).repeat(4, 2), fps or 10)}")

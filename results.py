@@ -87,7 +87,7 @@ def label_study():
                                      f"train_dynamics.py ... --out_dir={run} --init_from=resume --eval_only=True")
         c = ckpt["config"]
         runs.append(dict(name=os.path.basename(run.rstrip("/")), frac=c["action_label_frac"], m=m, c=c,
-                         lbf=ckpt.get("labeled_batch_share", c.get("labeled_batch_frac", 0)),  # older: as configured
+                         labeled_batch_frac=ckpt.get("labeled_batch_frac", ckpt.get("labeled_batch_share")),  # 2nd: older
                          minutes=max((r["minutes"] for r in rows if r.get("loss") is not None), default=0.0),
                          same=(ckpt["data_dir"], ckpt["tokenizer"]["path"], ckpt["iter"], m["eval_windows"],
                                m["eval_episodes"])))
@@ -116,7 +116,7 @@ def label_study():
         gain = cluster_ratio(ep(m, "psnr") - np.array(m["floor_psnr_episodes"]), 1, n)
         r["share"] = {k: cluster_ratio(ep(m, k) - ep(m0, k), ep(m1, k) - ep(m0, k), n) for k in ("psnr", "ssim")}
         s_psnr, s_ssim = r["share"]["psnr"], r["share"]["ssim"]
-        lines.append(f"| {r['name']} | {r['frac']:.0%} | {r['lbf']:.0%} | "
+        lines.append(f"| {r['name']} | {r['frac']:.0%} | {r['labeled_batch_frac']:.0%} | "
                      f"{'yes' if c.get('unlabeled_video', True) else 'no'} | {m['rollout_psnr']:.2f} | "
                      f"{gain[0]:+.2f} ± {gain[1]:.2f} | {m['rollout_ssim']:.4f} | {m['shuffle_ratio']:.2f} | "
                      f"{s_psnr[0]:.0%} ± {s_psnr[1]:.0%} | {s_ssim[0]:.0%} ± {s_ssim[1]:.0%} | {r['minutes']:.1f} |")
@@ -147,12 +147,12 @@ def label_study():
         return
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     video = [r for r in runs if r["c"].get("unlabeled_video", True) and 0 < r["frac"] < 1]
-    for lbf in sorted({r["lbf"] for r in video}):  # a line per batch share; all end at 1
-        line = sorted((r for r in video if r["lbf"] == lbf), key=lambda r: r["frac"])
+    for share in sorted({r["labeled_batch_frac"] for r in video}):  # a line per batch share; all end at 1
+        line = sorted((r for r in video if r["labeled_batch_frac"] == share), key=lambda r: r["frac"])
         for key, style in (("psnr", "-o"), ("ssim", "--s")):
             s = [r["share"][key] for r in line] + [(1.0, 0.0)]
             ax.errorbar([r["frac"] for r in line] + [1.0], [v[0] for v in s], [v[1] for v in s], fmt=style,
-                        capsize=3, label=f"{key.upper()}, labeled_batch_frac {lbf:g}")
+                        capsize=3, label=f"{key.upper()}, labeled_batch_frac {share:g}")
     ax.set(xscale="log", xlabel="share of episodes labeled", ylabel="share of the full-label gain",
            title=f"Label efficiency, {runs[0]['same'][2]} steps")
     ax.axhline(0, color="gray", lw=0.5)
@@ -183,8 +183,8 @@ def main():
              "| figure | value |", "|---|---|",
              f"| tokenizer val PSNR | {psnr:.2f} dB (iter {tok['iter']}) |",
              f"| tokenizer val SSIM | {tok['val_ssim']:.4f} |",
-             f"| rollout PSNR (K={dyn.get('eval_K')}, {dyn.get('eval_frames')} frames, {dyn['eval_windows']} held-out "
-             f"windows) | {rollout:.2f} dB (iter {dyn['iter']}) |",
+             f"| rollout PSNR (K={dyn.get('sampling_steps')}, {dyn.get('eval_frames')} frames, "
+             f"{dyn['eval_windows']} held-out windows) | {rollout:.2f} dB (iter {dyn['iter']}) |",
              f"| floor (repeat the last context frame) | {dyn['floor_psnr']:.2f} dB |",
              f"| ceiling (tokenizer reconstruction) | {dyn['ceiling_psnr']:.2f} dB |",
              *([f"| rollout SSIM (floor) | {dyn['rollout_ssim']:.4f} ({dyn['floor_ssim']:.4f}) |"]

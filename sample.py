@@ -32,7 +32,7 @@ actions = "data"  # 'data' | 'random' | '0,3,3,5,...'
 num_windows = 4  # rollouts, one per row
 context_frames = 8
 num_frames = 8
-sample_K = 4  # sampling steps per frame (K, §D.2)
+sampling_steps = 4  # sampling steps per frame (K, §D.2)
 fps = 4
 seed = 0
 device = "auto"
@@ -89,7 +89,7 @@ with torch.no_grad(), ctx:
     sync()
     t0 = time.time()
     try:
-        z_gen = generate(model, z, a, F, sample_K, torch.Generator(device).manual_seed(seed))
+        z_gen = generate(model, z, a, F, sampling_steps, torch.Generator(device).manual_seed(seed))
     except ValueError as e:  # a context longer than the model was trained on, or a K off the grid
         raise common.ConfigError(str(e))
     sync()
@@ -98,9 +98,9 @@ with torch.no_grad(), ctx:
     sync()
     t2 = time.time()
 n = num_windows * F
-print(f"generation: {n} frames in {t1 - t0:.2f}s = {n / (t1 - t0):.1f} frames/s (K={sample_K}, batch {num_windows}, "
-      f"{C} context frames, {device} {dtype}); decode: {num_windows * (C + F) / (t2 - t1):.1f} frames/s (context and "
-      f"new frames)")
+print(f"generation: {n} frames in {t1 - t0:.2f}s = {n / (t1 - t0):.1f} frames/s (K={sampling_steps}, "
+      f"batch {num_windows}, {C} context frames, {device} {dtype}); decode: "
+      f"{num_windows * (C + F) / (t2 - t1):.1f} frames/s (context and new frames)")
 grid = side_by_side(to_float(frames), video)
 paths = ", ".join(write_video(o, grid, fps) for o in out.split(","))
 print(f"wrote {paths}: rows = {num_windows} rollouts, real | generated (first {C} frames: the context as reconstructed)")

@@ -68,7 +68,7 @@ horizon = 16  # imagined steps per rollout (§A.2; the paper gives none for Mine
 context_frames = 8  # real frames each rollout starts from
 context_first = 0  # contexts start within the first N frames of an episode (0 = anywhere; 200 was worse, docs)
 imagine_batch = 32  # rollouts per step
-imagine_K = 4  # denoising steps per imagined frame
+sampling_steps = 4  # denoising steps per imagined frame
 alpha = 0.5  # §A.3 weight of the positive set
 beta = 0.3  # §A.3 weight of the KL to the behavioral prior
 value_warmup = 0  # first iterations that train the value head alone (PMPO needs a value to split D+ from D-)
@@ -90,9 +90,9 @@ seed = 1337
 threads = 0
 # -------------------------------------------------------------------------------------------------------------
 config = common.configure(globals())
-common.at_least(config, batch_size=1, imagine_batch=1, imagine_K=1, max_iters=0, warmup_iters=0, value_warmup=0,
-                context_first=0, value_lr=0, weight_decay=0, eval_interval=1, log_interval=1, num_agent_tokens=1,
-                head_hidden=1)
+common.at_least(config, batch_size=1, imagine_batch=1, sampling_steps=1, max_iters=0, warmup_iters=0,
+                value_warmup=0, context_first=0, value_lr=0, weight_decay=0, eval_interval=1, log_interval=1,
+                num_agent_tokens=1, head_hidden=1)
 common.positive(config, "lr")
 
 ddp, rank, local_rank, world, device = common.setup_ddp(common.auto_device(device))
@@ -261,7 +261,7 @@ def dreamed_events(b, g, ctx_len=8):
     counts = np.zeros(3, np.int64)
     for t in range(ctx_len, T):
         slots = agent.slots(len(z), 1, 0, m[:, t:t + 1])
-        zt = next_frame(dyn, cache, a[:, t - 1:t], imagine_K, noise(z[:, :1]), slots)
+        zt = next_frame(dyn, cache, a[:, t - 1:t], sampling_steps, noise(z[:, :1]), slots)
         h = append_frames(dyn, zt, a[:, t - 1:t], cache, noise(zt), slots)
         real = b["events"][:, t - 1:t] == 1
         counts += precision_recall((agent.events(h) > 0.5) & (b["events"][:, t - 1:t] >= 0), real)
@@ -336,7 +336,7 @@ def finetune_step():
 def imagine_step():
     b = batch(store.sample(imagine_batch, context_frames, "train", rng, (rank, world), context_first))
     with ctx:
-        roll = imagine(dyn_step, agent, b["z"], b["actions"], horizon, imagine_K, m_ctx=b["memory"])
+        roll = imagine(dyn_step, agent, b["z"], b["actions"], horizon, sampling_steps, m_ctx=b["memory"])
     return imagination_losses(agent, models["prior"], roll, alpha, beta, train_policy=it >= value_warmup)
 
 

@@ -35,7 +35,7 @@ eval_windows = 256  # held-out windows of context_frames + eval_frames: the gap 
                    # sets of 32 (docs/experiments.md)
 context_frames = 8  # C real frames given to the model
 eval_frames = 8  # F frames it generates
-eval_K = 4  # sampling steps per frame
+sampling_steps = 4  # sampling steps per frame
 video_windows = 4  # rows of rollout.mp4
 log_interval = 10
 max_minutes = 0.0  # stop (with a final eval + checkpoint) after this wall-clock budget, a resume's earlier minutes
@@ -142,7 +142,8 @@ keeps_labels = labeled & store.labeled_episodes()  # (E,) video episodes have no
 train_labels = keeps_labels[store.episode_ids("train")]
 if not unlabeled_video and not train_labels.any():
     raise common.ConfigError("unlabeled_video=False: no training episode is labeled")
-oversample = labeled_batch_frac if unlabeled_video and 0 < train_labels.mean() < 1 else 0.0  # all or none: uniform
+labeled_batch_frac = labeled_batch_frac if unlabeled_video and 0 < train_labels.mean() < 1 else 0.0  # all or none:
+# uniform (the share in effect, saved; `config` keeps the one asked for)
 frames_per_step = batch_size * seq_len
 val = store.fixed_windows(eval_windows, C + F, "val")
 
@@ -183,7 +184,7 @@ def get_batch(it):
     T = 1 if rng.random() < single_frame_frac else long_seq_len if long_every and it % long_every == long_every - 1 \
         else seq_len
     B = max(1, frames_per_step // T)
-    n = round(oversample * B) if unlabeled_video else B  # labeled episodes' windows, then uniform over all
+    n = round(labeled_batch_frac * B) if unlabeled_video else B  # labeled episodes' windows, then uniform over all
     b = store.sample_parts([(n, keeps_labels, 0), (B - n, None, 0)], T, "train", rng, (rank, world))
     actions = np.where(labeled[b["episode"]][:, None, None], b["actions"], -1)  # hidden labels -> unlabeled
     return latents_of(b), torch.from_numpy(actions).to(device)
@@ -197,9 +198,10 @@ try:
     model = Dynamics(**model_args).to(device)
 except ValueError as e:  # k_max or pack off their grids, no time layer, heads that do not divide dim
     raise common.ConfigError(str(e))
-if model.k_max % eval_K:
-    raise common.ConfigError(f"eval_K={eval_K}: 1/eval_K must be a multiple of d_min = 1/{model.k_max}; use eval_K "
-                             f"in {', '.join(str(2 ** i) for i in range(model.k_max.bit_length()))}")
+if model.k_max % sampling_steps:
+    raise common.ConfigError(f"sampling_steps={sampling_steps}: 1/sampling_steps must be a multiple of d_min = "
+                             f"1/{model.k_max}; use one of "
+                             f"{', '.join(str(2 ** i) for i in range(model.k_max.bit_length()))}")
 criterion = ShortcutLoss(model.k_max, context_frac, ramp, teacher_forcing, zero_frac).to(device)
 optimizer = common.make_optimizer(model, lr, weight_decay, (beta1, beta2), device, muon, dtype=dtype)
 if ckpt is not None:
@@ -211,7 +213,7 @@ tokens_per_frame = model_args["num_latents"] // model_args["pack"] + model_args[
 if master:
     print(f"dynamics: {sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M params, latents {L}x{Dz} -> "
           f"{tokens_per_frame} tokens/frame, {keeps_labels.mean():.0%} of episodes labeled"
-          f"{f' ({oversample:.0%} of each batch drawn from them)' if oversample else ''}"
+          f"{f' ({labeled_batch_frac:.0%} of each batch drawn from them)' if labeled_batch_frac else ''}"
           f"{'' if unlabeled_video else ', the unlabeled ones left out'}, "
           f"device {device} {dtype}, matmul peak {peak / 1e12:.2f} TFLOP/s")
 
@@ -229,7 +231,7 @@ def evaluate():
         recon = decode(z)  # the tokenizer's reconstruction of every frame
         for name, a in (("true", actions), ("shuffled", actions.roll(len(actions) // 2, 0))):
             g = torch.Generator(device).manual_seed(seed)  # the same noise for both
-            z_gen = generate(raw_model, z[:, :C], a, F, eval_K, g)
+            z_gen = generate(raw_model, z[:, :C], a, F, sampling_steps, g)
             gen[name] = decode(torch.cat((z[:, :C], z_gen), 1))[:, C:]  # decoded after the context
     raw_model.train()
     mse = lambda y: ((y.clamp(0, 1) - x) ** 2).mean().item()
@@ -256,7 +258,7 @@ def save(it):
     common.atomic_save({**common.training_state(raw_model, optimizer, criterion, it, rng, minutes), "config": config,
                         "model_args": model_args, "latent_shape": (L, Dz), "image_size": store.image_size, "action_spec": store.action_spec,
                         "data_dir": os.path.abspath(data_dir), "labeled_episodes": np.flatnonzero(labeled).tolist(),
-                        "labeled_batch_share": oversample,
+                        "labeled_batch_frac": labeled_batch_frac,
                         "tokenizer": {"path": os.path.abspath(tokenizer_ckpt), "config": tok_ckpt["config"],
                                       "model_args": tok_ckpt["model_args"], "latent_shape": (L, Dz)}}, ckpt_path)
 
@@ -280,8 +282,9 @@ while True:
         print(f"iter {it}: rollout {m['rollout_psnr']:.2f} dB (SSIM {m['rollout_ssim']:.3f}), floor "
               f"{m['floor_psnr']:.2f} ({m['floor_ssim']:.3f}), ceiling {m['ceiling_psnr']:.2f}, shuffle_ratio "
               f"{m['shuffle_ratio']:.3f}")
-        common.log_metrics(out_dir, iter=it, loss=log.last.get("loss"), **m, eval_windows=eval_windows, eval_K=eval_K,
-                           eval_frames=eval_frames, minutes=(time.time() - t_start) / 60)
+        common.log_metrics(out_dir, iter=it, loss=log.last.get("loss"), **m, eval_windows=eval_windows,
+                           sampling_steps=sampling_steps, eval_frames=eval_frames,
+                           minutes=(time.time() - t_start) / 60)
         if it > start_it:
             save(it)
     if last:

@@ -447,7 +447,7 @@ def test_resume_matches_uninterrupted_run(bars, capsys):
     assert err == f"error: {other} has actions [action:4] but the dynamics model was trained on [action:3]"
     err = fails("sample.py", f"--dynamics_ckpt={ckpt}", "--context_frames=6", "--num_frames=4")
     assert err.startswith("error: 6 context + 4 new frames is longer than the 8 frames this model was trained on")
-    assert "must be a multiple of d_min" in fails("sample.py", f"--dynamics_ckpt={ckpt}", "--sample_K=3")
+    assert "must be a multiple of d_min" in fails("sample.py", f"--dynamics_ckpt={ckpt}", "--sampling_steps=3")
     assert "and zero_frac must be in [0, 1]" in fails("train_dynamics.py", *common, "--zero_frac=1.5")
     assert fails("train_dynamics.py", *common, "--batch_size=0") == "error: batch_size=0 must be >= 1"
     assert fails("train_tokenizer.py", f"--data_dir={data}", "--grad_accum=0") == "error: grad_accum=0 must be >= 1"
@@ -460,7 +460,7 @@ def test_resume_matches_uninterrupted_run(bars, capsys):
     assert "keeps its 20 labeled episodes" in capsys.readouterr().out
     assert torch.load(ckpt, weights_only=False)["labeled_episodes"] == a["labeled_episodes"]
     for bad, msg in (("--k_max=3", "k_max=3 must be a power of 2"), ("--pack=3", "must be a multiple of pack=3"),
-                     ("--eval_K=3", "eval_K=3: 1/eval_K must be a multiple of d_min"),
+                     ("--sampling_steps=3", "sampling_steps=3: 1/sampling_steps must be a multiple of d_min"),
                      ("--dim=62", "dim=62 must be a multiple of n_head=4"),
                      ("--dim=60", "dim=60 must be a multiple of n_head=4 with an even quotient"),
                      ("--depth=1", "no time layer")):  # one line each, before any training

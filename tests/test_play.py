@@ -72,9 +72,9 @@ def test_play_script_records_and_refuses_bad_input(agent_run, tmp_path, monkeypa
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
     video = tmp_path / "play.mp4"
     run_script("play.py", f"--ckpt={out / 'dynamics/ckpt.pt'}", "--start=crafter", "--max_steps=3", "--fps=0", "--compile=False",
-               f"--record={video}", "--sample_K=2")
+               f"--record={video}", "--sampling_steps=2")
     assert os.path.getsize(video) > 0 and "played 3 frames" in capsys.readouterr().out
-    for args, msg in [(["--sample_K=3"], "sample_K=3"), (["--start=video"], "start='video'"),
+    for args, msg in [(["--sampling_steps=3"], "sampling_steps=3"), (["--start=video"], "start='video'"),
                       (["--record=a.avi"], "record="), (["--keymap=w:fly"], "keymap entry"),
                       ([f"--ckpt={tmp_path / 'none.pt'}"], "none.pt")]:
         with pytest.raises(ConfigError, match=msg):
