@@ -1,5 +1,5 @@
 """Diagnostics of the agent: D1, the ceiling of imitation from the view; D3, what its agent state
-knows; D4, how far its own states are from the data's.
+knows; D4, how far its own states are from the data's; D5, what the world model adds to a clone.
 
 The behavior-cloning agent sees 64x64 frames (Crafter's 9x7 local view and the inventory) and
 clones a demonstrator that reads the whole game state. Could even a perfect-perception policy that
@@ -32,6 +32,12 @@ D4: the agent plays real Crafter (frames in, actions out) while the screen-only 
 epsilon 0 says what it would do in each state the agent reaches: agreement on the agent's own
 states (BC is trained on the demonstrator's), the two action mixes, and what the agent's and the
 demonstrator's own 'do' presses face.
+
+    python diagnose.py --latent_clone=out/cpu/agent_bc/ckpt.pt --steps=2000 --eval_episodes=400
+
+D5: an MLP clones the demonstrator from the agent's own tokenizer latents of the last
+`clone_frames` frames and the previous action (the checkpoint's store; no world model, no memory),
+then plays real Crafter from the frames: what the world model and the agent tokens add.
 """
 import time
 from functools import partial
@@ -60,6 +66,8 @@ steps = 4000              # MLP training steps (batch 512)
 out = ""                  # write the table as markdown here ("" = do not write)
 probe = ""                # an agent checkpoint: D3 (its linear probes) instead of D1
 agree = ""                # an agent checkpoint: D4 (the demonstrator labels its states) instead
+latent_clone = ""         # an agent checkpoint: D5 (a clone on its tokenizer's latents) instead
+clone_frames = 1          # D5: the frames whose latents the clone reads (the current one first)
 threads = 1               # torch threads
 # ---------------------------------------------------------------------------------------------
 
@@ -408,6 +416,90 @@ def agreement():
 
 _DO = ACTIONS.index('do')
 
+
+# ---- D5: a memoryless clone on the tokenizer's latents ---------------------------------------
+def _latent_input(hist, prev):
+    """hist (F, N, L * Dz) latents, the current frame first; prev (N,) the previous action (-1
+    none) -> the MLP's input (N, F * L * Dz + 18)."""
+    return torch.cat([*hist, F.one_hot(prev + 1, len(ACTIONS) + 1).float()], 1)
+
+
+class LatentPolicy:
+    """Frames in, actions out (evaluate_lockstep): each frame through the tokenizer, the clone's
+    action sampled from its softmax."""
+
+    def __init__(self, tok, net, scale, ctx):
+        self.tok, self.net, self.scale, self.ctx = tok, net, scale, ctx
+
+    def reset(self, seed=0):
+        self.prev, self.hist, self.gen = None, None, torch.Generator().manual_seed(seed)
+
+    def keep(self, rows):
+        self.prev, self.hist = self.prev[rows], self.hist[:, rows]
+
+    @torch.no_grad()
+    def act(self, frames):
+        with self.ctx:
+            z = self.tok.encode(torch.from_numpy(np.asarray(frames))[:, None])[:, 0]
+        z = z.float().flatten(1) / self.scale  # (N, L * Dz)
+        if self.prev is None:  # an episode's first frame stands in for the frames before it
+            self.prev, self.hist = torch.full((len(z),), -1), z[None].repeat(clone_frames, 1, 1)
+        self.hist = torch.cat([z[None], self.hist[:-1]])
+        p = torch.softmax(self.net(_latent_input(self.hist, self.prev)).float(), -1)
+        self.prev = torch.multinomial(p, 1, generator=self.gen)[:, 0]
+        return self.prev.numpy()[:, None]
+
+
+def latent_clone_row():
+    """D5: clone the store's non-slip demonstrator actions from latents, play; prints the row."""
+    from agent import load_agent
+    from common import autocast_ctx, resolve_dtype
+    from data import FrameStore
+    from demonstrator import evaluate_lockstep
+    from tokenizer import cached_latents, load_tokenizer, tokenizer_path
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    ckpt = load_agent(latent_clone)
+    store, tok_path = FrameStore(ckpt['data_dir']), tokenizer_path(ckpt, latent_clone)
+    store.agent_fields()
+    tok, _ = load_tokenizer(tok_path, 'cpu')
+    ctx = autocast_ctx('cpu', resolve_dtype('cpu', 'auto'))
+    z = cached_latents(tok, tok_path, store, ckpt['data_dir'], 'cpu', ctx)
+    z = torch.from_numpy(np.asarray(z, np.float32)).flatten(1)  # (N, L * Dz)
+    scale = z.std()
+    z, a = z / scale, torch.from_numpy(store.actions[:, 0].astype(np.int64))
+    ep = np.repeat(np.arange(len(store.episodes)), np.diff(store.episodes, axis=1)[:, 0])
+    start = torch.from_numpy(store.episodes[ep, 0])  # (N,) each frame's episode start
+    prev = torch.where(torch.arange(len(a)) > start, torch.roll(a, 1), -1)
+
+    def inputs(i):  # frame numbers (B,) -> (B, D)
+        i = torch.as_tensor(i)
+        hist = [z[torch.maximum(i - j, start[i])] for j in range(clone_frames)]
+        return _latent_input(hist, prev[i])
+    ok = (store.policies[ep] == 1) & (store.slips == 0) & (store.actions[:, 0] >= 0)
+    held = np.isin(ep, store.episode_ids('val'))
+    tr, va = np.flatnonzero(ok & ~held), np.flatnonzero(ok & held)
+    net = nn.Sequential(nn.Linear(inputs(tr[:1]).shape[1], 512), nn.SiLU(), nn.Linear(512, 512),
+                        nn.SiLU(), nn.Linear(512, len(ACTIONS)))
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.05)
+    rng = np.random.default_rng(0)
+    for i in range(steps):
+        b = tr[rng.integers(len(tr), size=512)]
+        loss = F.cross_entropy(net(inputs(b)), a[b])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        acc = 100.0 * (net(inputs(va)).argmax(1) == a[va]).float().mean().item()
+    copy = 100.0 * (prev[va] == a[va]).float().mean().item()
+    seeds = range(eval_seed, eval_seed + eval_episodes)
+    r = evaluate_lockstep(LatentPolicy(tok, net.eval(), scale, ctx), seeds, max_steps,
+                          store.image_size, chunk=50)
+    table = _markdown([_row(f'latent clone, {clone_frames} frame(s)', r, acc, copy)])
+    print(f"D5 on {latent_clone}: {len(tr)} training frames of {len(store.episodes)} episodes, "
+          f"{steps} MLP steps, seeds {eval_seed}..\n{table}")
+    return r
+
 if __name__ == '__main__':
     configure(globals())
-    probes() if probe else agreement() if agree else main()
+    probes() if probe else agreement() if agree else latent_clone_row() if latent_clone else main()

@@ -534,6 +534,19 @@ def test_d4_labels_the_agents_own_states(agent_run, capsys):
     assert "'do' of the demonstrator, its own episodes faces:" in out
 
 
+def test_d5_clones_from_latents(agent_run, capsys):
+    """diagnose.py --latent_clone: an MLP on the tokenizer's latents (2 frames) and the previous action
+    learns the store's demonstrator and plays two real episodes; held-out accuracy is a percentage."""
+    run_script("diagnose.py", f"--latent_clone={agent_run[0] / 'agent_bc/ckpt.pt'}", "--clone_frames=2",
+               "--steps=30", "--eval_episodes=2", "--max_steps=15", "--eval_seed=5", "--threads=2")
+    out = capsys.readouterr().out
+    row = re.search(r"\| latent clone, 2 frame\(s\) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+) \| [0-9.]+ \| "
+                    r"([0-9]+) \|", out)
+    assert row, out
+    acc, copy, score, length = (float(x) for x in row.groups())
+    assert 0 <= acc <= 100 and 0 <= copy <= 100 and 0 <= score <= 100 and 1 <= length <= 15
+
+
 def test_lockstep_evaluation_equals_one_at_a_time():
     """A batched policy in lockstep plays the same episodes as one episode at a time (fixed action sequences)."""
     from demonstrator import evaluate, evaluate_lockstep
