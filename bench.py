@@ -54,8 +54,9 @@ if preset == "matched":  # the dynamics loss: flow matching + shortcut, diffusio
     TOK = dict(image_size=64, patch_size=8, num_latents=16, latent_dim=32, dim=256, enc_depth=4, dec_depth=4,
                n_head=4, n_kv_head=4, time_every=4)
     DYN = dict(num_latents=16, latent_dim=32, action_classes=(17,), dim=256, depth=4, n_head=4, n_kv_head=4,
-               time_every=4)
-    TOK_BATCH, DYN_BATCH, LOSS, MUON = (batch_size, seq_len), (batch_size, seq_len), {}, (True, False)
+               time_every=4, k_max=8)
+    LOSS = dict(ramp=True, teacher_forcing=False, zero_frac=0.0)
+    TOK_BATCH, DYN_BATCH, MUON = (batch_size, seq_len), (batch_size, seq_len), (True, False)
     AGENT_LOSS = dict(teacher_forcing=True, zero_frac=0.75)  # the agent's finetuning keeps the CPU recipe's
     AGENT_BATCH = (batch_size, seq_len)  # (B, T)
     IMAGINE = (batch_size, 8, horizon)  # (rollouts, context frames, horizon)

@@ -44,7 +44,7 @@ def prev_actions(actions):
 
 class Dynamics(nn.Module):
     def __init__(self, num_latents=16, latent_dim=32, pack=2, action_classes=(17,), dim=256, depth=4, n_head=4,
-                 n_kv_head=4, time_every=4, num_registers=4, k_max=8, softcap=0.0, max_frames=64, n_fourier=64,
+                 n_kv_head=4, time_every=2, num_registers=4, k_max=4, softcap=0.0, max_frames=64, n_fourier=64,
                  latent_std=1.0, time_window=0):
         super().__init__()
         if num_latents % pack:
@@ -174,7 +174,7 @@ class ShortcutLoss(nn.Module):
     targets, each target reading the context frames before it (model.twin_time_mask): every frame trains as the
     next frame of a past fed as generation feeds it, where diffusion forcing's past is noisier (docs/experiments.md)."""
 
-    def __init__(self, k_max, context_frac=0.0, ramp=True, teacher_forcing=False, zero_frac=0.0):
+    def __init__(self, k_max, context_frac=0.0, ramp=False, teacher_forcing=True, zero_frac=0.75):  # the trainer's
         super().__init__()
         self.k_max, self.context_frac, self.zero_frac, self.ramp = k_max, context_frac, zero_frac, ramp
         self.teacher_forcing = teacher_forcing

@@ -336,7 +336,8 @@ def test_bench_default_preset_reads_the_trainers_defaults(monkeypatch, tmp_path)
     finally:
         monkeypatch.setattr(sys, "argv", ["bench.py"])
         importlib.reload(bench)
-    assert bench.TOK_BATCH == (4, 16) and bench.LOSS == {}
+    assert bench.TOK_BATCH == (4, 16) and bench.LOSS == dict(ramp=True, teacher_forcing=False,
+                                                               zero_frac=0.0)
 
 
 def test_a_cuda_machine_as_far_as_a_cpu_allows(monkeypatch, tmp_path):

@@ -76,8 +76,8 @@ def test_teacher_passes_read_which_past(teacher_forcing):
         calls.append((z.clone(), tau.clone(), d.clone()))
         return 0.5 * z
     T = 6
-    ShortcutLoss(k_max=4, ramp=False, teacher_forcing=teacher_forcing)(f, torch.randn(2, T, 8, 8),
-                                                                       torch.zeros(2, T, 1, dtype=torch.long), 1.0)
+    crit = ShortcutLoss(k_max=4, ramp=False, teacher_forcing=teacher_forcing, zero_frac=0.0)
+    crit(f, torch.randn(2, T, 8, 8), torch.zeros(2, T, 1, dtype=torch.long), 1.0)
     student, first, second = calls
     n = len(first[0])
     if teacher_forcing:  # (n, 2T, ...): the context copy first, the targets after it
@@ -104,7 +104,7 @@ def test_d_min_is_flow_matching():
     # no frame at d > d_min every frame takes the flow term
     assert len(calls) == 3 and not is_boot.any() and boot.shape == (2, tau.shape[1])
     assert torch.allclose(flow, (0.9 * tau + 0.1) * ((z1_hat - z1) ** 2).mean((-1, -2)))
-    crit = ShortcutLoss(8).train()
+    crit = ShortcutLoss(8, ramp=True, teacher_forcing=False, zero_frac=0.0).train()
     calls.clear()
     loss, terms = crit(f, z1, a, bootstrap_frac=0.0)  # no clip drawn: no teacher passes
     assert len(calls) == 1 and terms["boot"].item() == 0 and terms["n_boot"] == 0
@@ -162,10 +162,10 @@ def test_teacher_forcing_twin():
     torch.manual_seed(0)
     shapes = []
     f = lambda *x, **kw: shapes.append((x[0].shape[1], kw.get("twin"))) or m(*x, **kw)
-    loss, terms = ShortcutLoss(8, teacher_forcing=True, ramp=False).train()(f, past, a, bootstrap_frac=1.0)
+    loss, terms = ShortcutLoss(8, zero_frac=0.0).train()(f, past, a, bootstrap_frac=1.0)
     assert shapes == [(2 * T, True)] * 3 and terms["n_boot"] == B and torch.isfinite(loss)
     shapes.clear()
-    ShortcutLoss(8, teacher_forcing=True)(f, past[:, :1], a[:, :1], bootstrap_frac=0.0)
+    ShortcutLoss(8, ramp=True, zero_frac=0.0)(f, past[:, :1], a[:, :1], bootstrap_frac=0.0)
     assert shapes == [(1, None)]  # a single frame has no past: fed once
 
 
