@@ -162,9 +162,9 @@ class FrameStore:
         self.action_spec, self.image_size = self.meta.get("action_spec"), self.meta.get("image_size")
         self.fps, self._cache = self.meta.get("fps"), {}
         # the agent's per-frame fields (None in a store made before them: agent_fields() says how to rebuild)
-        extra = {n: np.load(p) for n in ["slips", "events", "deaths", "labels"]
-                 if os.path.isfile(p := os.path.join(data_dir, f"{n}.npy"))}
-        self.slips, self.events, self.deaths, self.labels = (extra.get(n) for n in ["slips", "events", "deaths", "labels"])
+        fields = ["slips", "events", "deaths", "labels"]
+        extra = {n: np.load(p) for n in fields if os.path.isfile(p := os.path.join(data_dir, f"{n}.npy"))}
+        self.slips, self.events, self.deaths, self.labels = (extra.get(n) for n in fields)
         self.event_names, self.data_dir = self.meta.get("events", []), data_dir
         N, E, ep = len(self.frames), len(self.episodes), self.episodes
         problems = [
@@ -335,7 +335,8 @@ def plan_crafter(cfg):
         from agent import load_agent
         size = load_agent(cfg["agent"])["image_size"]  # one line here, not one per episode
         if size != cfg["image_size"]:
-            raise ConfigError(f"--agent={cfg['agent']} plays {size}x{size} frames, not --image_size={cfg['image_size']}")
+            raise ConfigError(f"--agent={cfg['agent']} plays {size}x{size} frames, not "
+                              f"--image_size={cfg['image_size']}")
     spec = [{"name": "action", "classes": 17, "values": list(crafter.constants.actions)}]
     return {"spec": spec, "episodes": None, "fps": 10.0, "events": list(crafter.constants.achievements)}
 
@@ -356,8 +357,8 @@ def _agent(cfg):
 def episode_crafter(cfg, plan, k):
     import demonstrator
     ep_seed = cfg["seed"] + k
-    policy, eps = demonstrator.sample_skill(ep_seed, cfg["random_frac"], cfg["eps_min"], cfg["eps_max"])
-    policy, eps = ("agent", 0.0) if cfg["agent"] else (policy, eps)
+    policy, eps = ("agent", 0.0) if cfg["agent"] else \
+        demonstrator.sample_skill(ep_seed, cfg["random_frac"], cfg["eps_min"], cfg["eps_max"])
     ep = demonstrator.run_episode(ep_seed, policy, eps, cfg["episode_len"], cfg["image_size"], cfg["view"],
                                   _agent(cfg) if cfg["agent"] else None)
     eps = eps if policy == "demo" else float("nan")
@@ -709,8 +710,8 @@ def build(cfg):
         print(f"{final} already holds this store ({len(old)} frames, {len(old.episodes)} episodes): nothing to do")
         return old.meta
     # what the chunks depend on: a rerun may reuse them only if all of this is the same
-    keys = ["seed", "random_frac", "eps_min", "eps_max", "episode_len", "view", "agent"] if cfg["source"] == "crafter" \
-        else ["src"]
+    crafter_keys = ["seed", "random_frac", "eps_min", "eps_max", "episode_len", "view", "agent"]
+    keys = crafter_keys if cfg["source"] == "crafter" else ["src"]
     settings = {k: _abs_src(cfg) if k == "src" else cfg[k] for k in ["source", "image_size"] + keys}
     names = plan.get("names") or [_name(p, cfg["src"]) for p in plan["episodes"] or []]
     settings.update(spec=plan["spec"], episodes=names)

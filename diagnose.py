@@ -157,33 +157,39 @@ def collect():
             'ep': np.array(ep)}
 
 
+def fit(inputs, act, tr, va, hidden, weight_decay, name):
+    """An MLP (2 x hidden) trained `steps` steps of batch 512 to predict act (N,) from inputs(rows)
+    on the rows tr; returns it and its held-out accuracy (%) on the rows va."""
+    net = nn.Sequential(nn.Linear(inputs(tr[:1]).shape[1], hidden), nn.SiLU(),
+                        nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, len(ACTIONS)))
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=weight_decay)
+    rng = np.random.default_rng(0)
+    for i in range(steps):
+        b = torch.from_numpy(tr[rng.integers(len(tr), size=512)])
+        loss = F.cross_entropy(net(inputs(b)), act[b])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if (i + 1) % 1000 == 0 or i + 1 == steps:
+            print(f"  {name} step {i + 1}: loss {loss.item():.3f}", flush=True)
+    hits = 0
+    with torch.no_grad():
+        for k in range(0, len(va), 4096):
+            b = torch.from_numpy(va[k:k + 4096])
+            hits += (net(inputs(b)).argmax(1) == act[b]).sum().item()
+    return net.eval(), 100.0 * hits / len(va)
+
+
 def train(d, variant):
     """An MLP cloning the non-slip actions of the first 90% of episodes; returns it, its held-out
     accuracy and the copy-the-previous-action accuracy on the held-out non-slip steps."""
     n_ep = d['ep'].max() + 1
     held = d['ep'] >= n_ep - max(1, round(0.1 * n_ep))
     tr, va = np.flatnonzero(~d['slip'] & ~held), np.flatnonzero(~d['slip'] & held)
-    dim = _encode(d['grid'][:1], d['scal'][:1], variant).shape[1]
-    net = nn.Sequential(nn.Linear(dim, 256), nn.SiLU(), nn.Linear(256, 256), nn.SiLU(),
-                        nn.Linear(256, len(ACTIONS)))
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-    rng = np.random.default_rng(0)
-    for i in range(steps):
-        b = torch.from_numpy(tr[rng.integers(len(tr), size=512)])
-        loss = F.cross_entropy(net(_encode(d['grid'][b], d['scal'][b], variant)), d['act'][b])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if (i + 1) % 1000 == 0 or i + 1 == steps:
-            print(f"  {variant} step {i + 1}: loss {loss.item():.3f}", flush=True)
-    hits = 0
-    with torch.no_grad():
-        for k in range(0, len(va), 4096):
-            b = torch.from_numpy(va[k:k + 4096])
-            logits = net(_encode(d['grid'][b], d['scal'][b], variant))
-            hits += (logits.argmax(1) == d['act'][b]).sum().item()
+    net, acc = fit(lambda b: _encode(d['grid'][b], d['scal'][b], variant), d['act'], tr, va, 256,
+                   0.01, variant)  # 0.01: AdamW's default
     copy = (d['act'][va] == d['prev'][va]).float().mean().item()
-    return net.eval(), 100.0 * hits / len(va), 100.0 * copy
+    return net, acc, 100.0 * copy
 
 
 class MLPPolicy:
@@ -479,21 +485,10 @@ def latent_clone_row():
     ok = (store.policies[ep] == 1) & (store.slips == 0) & (store.actions[:, 0] >= 0)
     held = np.isin(ep, store.episode_ids('val'))
     tr, va = np.flatnonzero(ok & ~held), np.flatnonzero(ok & held)
-    net = nn.Sequential(nn.Linear(inputs(tr[:1]).shape[1], 512), nn.SiLU(), nn.Linear(512, 512),
-                        nn.SiLU(), nn.Linear(512, len(ACTIONS)))
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.05)
-    rng = np.random.default_rng(0)
-    for i in range(steps):
-        b = tr[rng.integers(len(tr), size=512)]
-        loss = F.cross_entropy(net(inputs(b)), a[b])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        acc = 100.0 * (net(inputs(va)).argmax(1) == a[va]).float().mean().item()
+    net, acc = fit(inputs, a, tr, va, 512, 0.05, 'latent clone')
     copy = 100.0 * (prev[va] == a[va]).float().mean().item()
     seeds = range(eval_seed, eval_seed + eval_episodes)
-    r = evaluate_lockstep(LatentPolicy(tok, net.eval(), scale, ctx), seeds, max_steps,
+    r = evaluate_lockstep(LatentPolicy(tok, net, scale, ctx), seeds, max_steps,
                           store.image_size, chunk=50)
     table = _markdown([_row(f'latent clone, {clone_frames} frame(s)', r, acc, copy)])
     print(f"D5 on {latent_clone}: {len(tr)} training frames of {len(store.episodes)} episodes, "

@@ -213,7 +213,8 @@ def batch(b, noise=0.0):
     probability), reward, terminal, returns (B, T) (agent.data_targets)."""
     idx = b["start"][:, None] + np.arange(b["actions"].shape[1])  # (B, T)
     labels = b["actions"] if store.labels is None else store.labels[idx].astype(np.int64)  # (B, T, C)
-    out = {"z": latents[idx].astype(np.float32), "actions": b["actions"], "labels": labels, "keep": keep[b["episode"]],
+    out = {"z": latents[idx].astype(np.float32), "actions": b["actions"], "labels": labels,
+           "keep": keep[b["episode"]],
            "slip": store.slips[idx] == 1, "events": store.events[idx], "rewards": rewards_all[idx],
            **{k: v[idx] for k, v in targets.items()}}
     if noise:
