@@ -1,10 +1,11 @@
-"""What every nanodreamer script shares: the configurator, device/dtype, DDP, checkpoints, lr schedule, metrics.
+"""What every nanodreamer script shares: the configurator, device/dtype, DDP, checkpoints, lr
+schedule, metrics.
 
 The configurator is nanoGPT's "poor man's configurator", made strict:
     python train_x.py [config/file.py ...] --key=value ...
 Config files are Python files that assign top-level variables; `--key=value` overrides one variable.
-Every value is type-checked against the script's default, and an unknown key stops the script with one line
-naming the closest valid keys.
+Every value is type-checked against the script's default, and an unknown key stops the script with
+one line naming the closest valid keys.
 """
 import ast
 import difflib
@@ -26,7 +27,7 @@ class ConfigError(SystemExit):
 
 
 def _coerce(key, value, default):
-    """Convert `value` (str from the command line, or any object from a config file) to the type of `default`."""
+    """Convert `value` (a command-line str, or any config-file object) to the type of `default`."""
     if isinstance(value, str) and not isinstance(default, str):
         try:
             value = ast.literal_eval(value)
@@ -45,21 +46,25 @@ def _coerce(key, value, default):
     else:
         ok = isinstance(value, type(default))
     if not ok:
-        raise ConfigError(f"{key}={value!r} must be of type {type(default).__name__} (default {default!r})")
+        raise ConfigError(f"{key}={value!r} must be of type {type(default).__name__} "
+                          f"(default {default!r})")
     return value
 
 
 def _unknown(key, keys):
     initials = "".join(w[0] for w in key.split("_") if w)  # lerning_rate -> lr
     close = [initials] * (initials in keys) or difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(sorted(keys))}"
+    hint = (f"; did you mean {', '.join(close)}?" if close
+            else f"; valid keys: {', '.join(sorted(keys))}")
     return ConfigError(f"unknown config key '{key}'{hint}")
 
 
 def print_help(g, keys):
-    """The script's docstring, then every config key with its default and the comment beside it in the source."""
+    """The script's docstring, then every config key with its default and the comment beside it in
+    the source."""
     src = open(g["__file__"]).read() if g.get("__file__") else ""
-    print((g.get("__doc__") or "").strip() + "\n\nconfig keys (--key=value, or config files that assign them):")
+    print((g.get("__doc__") or "").strip()
+          + "\n\nconfig keys (--key=value, or config files that assign them):")
     for k in keys:  # the comment may go on in indented comment lines below
         m = re.search(rf"^{k}\s*=[^#\n]*#\s*(.*(?:\n[ \t]+#.*)*)", src, re.M)
         comment = re.sub(r"\n[ \t]+#\s*", " ", m.group(1)) if m else ""
@@ -67,11 +72,12 @@ def print_help(g, keys):
 
 
 def script_defaults(path):
-    """The config variables a script assigns literal values at its top level: its defaults, as no config changed them
-    (bench.py's preset='default' reads the trainers' this way)."""
+    """The config variables a script assigns literal values at its top level: its defaults, as no
+    config changed them (bench.py's preset='default' reads the trainers' this way)."""
     out = {}
     for node in ast.parse(open(path).read()).body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)):
             try:
                 out[node.targets[0].id] = ast.literal_eval(node.value)
             except (ValueError, TypeError):
@@ -80,14 +86,15 @@ def script_defaults(path):
 
 
 def configure(g, argv=None):
-    """Override the config variables of a script's globals `g` in place; return the config as a dict.
+    """Override the config variables of a script's globals `g` in place; return the config (a dict).
 
-    Config variables are the script's top-level int/float/bool/str globals defined before this call, except
-    names starting with '_' and UPPER_CASE constants."""
+    Config variables are the script's top-level int/float/bool/str globals defined before this call,
+    except names starting with '_' and UPPER_CASE constants."""
     argv = sys.argv[1:] if argv is None else argv
     if hasattr(sys.stdout, "reconfigure"):
-        sys.stdout.reconfigure(line_buffering=True)  # live logs under nohup and CI, not one block at exit
-    keys = [k for k, v in g.items() if not k.startswith("_") and not k.isupper() and isinstance(v, (int, float, bool, str))]
+        sys.stdout.reconfigure(line_buffering=True)  # live logs (nohup, CI), not one block at exit
+    keys = [k for k, v in g.items() if not k.startswith("_") and not k.isupper()
+            and isinstance(v, (int, float, bool, str))]
     if "--help" in argv or "-h" in argv:
         print_help(g, keys)
         raise SystemExit(0)
@@ -101,11 +108,13 @@ def configure(g, argv=None):
             g[key] = _coerce(key, value, g[key])
         else:
             if not os.path.isfile(arg):
-                raise ConfigError(f"config file '{arg}' does not exist (arguments are config files or --key=value)")
+                raise ConfigError(f"config file '{arg}' does not exist "
+                                  "(arguments are config files or --key=value)")
             file_g = {}
             exec(compile(open(arg).read(), arg, "exec"), file_g)
             for key, value in file_g.items():
-                if key.startswith("_") or key in ("__builtins__",) or callable(value) or type(value).__name__ == "module":
+                if (key.startswith("_") or key in ("__builtins__",) or callable(value)
+                        or type(value).__name__ == "module"):
                     continue
                 if key not in keys:
                     raise _unknown(key, keys)
@@ -113,17 +122,20 @@ def configure(g, argv=None):
     return {k: g[k] for k in keys}
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # device, precision, DDP
 
 def auto_device(device="auto"):
     """'auto' -> cuda, then mps, then cpu; an explicit device is checked against what torch sees."""
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
         raise ConfigError(f"device={device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
-    if device.startswith("cuda") and not (torch.cuda.is_available() and int((device + ":0").split(":")[1]) <
-                                          torch.cuda.device_count()):
-        raise ConfigError(f"device={device!r} but torch sees {torch.cuda.device_count()} CUDA GPU(s)")
-    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+    if device.startswith("cuda") and not (torch.cuda.is_available()
+                                          and int((device + ":0").split(":")[1])
+                                          < torch.cuda.device_count()):
+        raise ConfigError(f"device={device!r} but torch sees {torch.cuda.device_count()} "
+                          "CUDA GPU(s)")
+    if device == "mps" and not (getattr(torch.backends, "mps", None)
+                                and torch.backends.mps.is_available()):
         raise ConfigError("device='mps' but torch sees no MPS device")
     if device != "auto":
         return device
@@ -135,8 +147,9 @@ def auto_device(device="auto"):
 
 
 def cpu_has_bf16():
-    """Whether this CPU has bf16 matmul instructions (Linux /proc/cpuinfo: AMX or AVX-512 BF16). Read, not timed: a
-    timing on a busy 2-core machine flipped between runs, so a resumed run could train in another dtype."""
+    """Whether this CPU has bf16 matmul instructions (Linux /proc/cpuinfo: AMX or AVX-512 BF16).
+    Read, not timed: a timing on a busy 2-core machine flipped between runs, so a resumed run could
+    train in another dtype."""
     try:
         with open("/proc/cpuinfo") as f:
             flags = set(next((ln for ln in f if ln.startswith("flags")), "").split())
@@ -146,43 +159,46 @@ def cpu_has_bf16():
 
 
 def cuda_has_bf16():
-    """Whether the CUDA GPU runs bf16 natively (Ampere, compute capability 8.0, and later): on older cards torch
-    emulates it, slower than fp32, and is_bf16_supported() counts emulation unless asked not to."""
+    """Whether the CUDA GPU runs bf16 natively (Ampere, compute capability 8.0+): on older cards
+    torch emulates it, slower than fp32; is_bf16_supported() counts emulation unless asked not to."""
     return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
 def nvidia_gpus():
-    """The NVIDIA GPUs the driver lists (`nvidia-smi -L`), whether or not torch can use them; [] without a driver."""
+    """NVIDIA GPUs `nvidia-smi -L` lists, whether or not torch can use them; [] without a driver."""
     import shutil
     import subprocess
     if not shutil.which("nvidia-smi"):
         return []
     try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
+                             timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         return []
     return [ln.strip() for ln in out.splitlines() if ln.startswith("GPU ")]
 
 
 def main_job_preset():
-    """The preset pipeline.sh runs when PRESET is not set: 'gpu' where torch can use CUDA, else 'cpu'. With an NVIDIA
-    GPU that torch cannot use (a CPU-only wheel, or one built for a newer driver), one line says why, before
-    anything runs: hours on the CPU are never a silent fallback."""
+    """The preset pipeline.sh runs when PRESET is unset: 'gpu' where torch can use CUDA, else 'cpu'.
+    With an NVIDIA GPU that torch cannot use (a CPU-only wheel, or one for a newer driver), one line
+    says why, before anything runs: hours on the CPU are never a silent fallback."""
     if torch.cuda.is_available():
         return "gpu"
     gpus = nvidia_gpus()
     if gpus:
         built = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
-        raise ConfigError(f"{gpus[0]} is here, but torch {torch.__version__} ({built}) cannot use it: install the "
-                          "torch wheel for your driver (nvidia-smi shows its CUDA version; "
-                          "https://pytorch.org/get-started/locally), or run on the CPU with PRESET=cpu")
+        raise ConfigError(f"{gpus[0]} is here, but torch {torch.__version__} ({built}) cannot "
+                          "use it: install the torch wheel for your driver (nvidia-smi shows its "
+                          "CUDA version; https://pytorch.org/get-started/locally), or run on the "
+                          "CPU with PRESET=cpu")
     return "cpu"
 
 
 def resolve_dtype(device, dtype):
-    """'bfloat16' or 'float32' from the dtype config. 'auto' is bf16 where this device runs it fast: CUDA with bf16,
-    or a CPU with bf16 instructions (cpu_has_bf16); fp32 otherwise (other CPUs run bf16 matmuls 60-100x slower than
-    fp32; mps). An explicit 'bfloat16' is kept, with one warning line on a CPU without them."""
+    """'bfloat16' or 'float32' from the dtype config. 'auto' is bf16 where this device runs it fast:
+    CUDA with bf16, or a CPU with bf16 instructions (cpu_has_bf16); fp32 otherwise (other CPUs run
+    bf16 matmuls 60-100x slower than fp32; mps). An explicit 'bfloat16' is kept, with one warning
+    line on a CPU without them."""
     if dtype not in ("auto", "bfloat16", "float32"):
         raise ConfigError(f"dtype={dtype!r}: use 'auto', 'bfloat16' or 'float32'")
     dev = device.split(":")[0]
@@ -192,8 +208,8 @@ def resolve_dtype(device, dtype):
         return "bfloat16" if dev == "cuda" and cuda_has_bf16() else "float32"
     fast = cpu_has_bf16()
     if dtype == "bfloat16" and not fast:
-        print("warning: this CPU has no bf16 matmul instructions (AMX, AVX-512 BF16): bf16 runs 60-100x slower than "
-              "fp32 here; --dtype=auto picks float32", flush=True)
+        print("warning: this CPU has no bf16 matmul instructions (AMX, AVX-512 BF16): bf16 runs "
+              "60-100x slower than fp32 here; --dtype=auto picks float32", flush=True)
     return "bfloat16" if fast or dtype == "bfloat16" else "float32"
 
 
@@ -211,7 +227,7 @@ def autocast_ctx(device, dtype):
 
 
 def at_least(config, **least):
-    """One line for the first config key below its least valid value, e.g. at_least(config, batch_size=1)."""
+    """One line for the first key below its least valid value: at_least(config, batch_size=1)."""
     for key, lo in least.items():
         if config[key] < lo:
             raise ConfigError(f"{key}={config[key]!r} must be >= {lo}")
@@ -225,11 +241,12 @@ def positive(config, *keys):
 
 
 def setup_ddp(device):
-    """DDP via torchrun: returns (ddp, rank, local_rank, world_size, device). Single process otherwise."""
+    """DDP via torchrun: (ddp, rank, local_rank, world_size, device). Single process otherwise."""
     if int(os.environ.get("RANK", -1)) == -1:
         return False, 0, 0, 1, device
     import torch.distributed as dist
-    rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+    rank, local_rank, world = (int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]),
+                               int(os.environ["WORLD_SIZE"]))
     if device.startswith("cuda"):  # the device first: NCCL's communicator then binds to it
         device = f"cuda:{local_rank}"
         torch.cuda.set_device(device)
@@ -238,8 +255,9 @@ def setup_ddp(device):
 
 
 def all_reduce_grads(params, world):
-    """Average the gradients over the DDP processes in one flat collective (for models called piecewise, without a
-    DDP wrapper; parameters without a gradient are left out alike on every rank)."""
+    """Average the gradients over the DDP processes in one flat collective (for models called
+    piecewise, without a DDP wrapper; parameters without a gradient are left out alike on every
+    rank)."""
     grads = [p.grad for p in params if p.grad is not None]
     flat = torch.cat([g.flatten() for g in grads])
     torch.distributed.all_reduce(flat)
@@ -248,15 +266,15 @@ def all_reduce_grads(params, world):
         g.copy_(part.view_as(g))
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # checkpoints, schedule, metrics
 
 def compile_and_wrap(model, compile, ddp, local_rank, device):
     """torch.compile (if asked) and DDP (under torchrun) around a model, for its training steps."""
     if compile:
         if local_rank == 0:
-            print("compiling the training step (torch.compile: ~1-3 minutes on a CPU, the first steps are slow)",
-                  flush=True)
+            print("compiling the training step (torch.compile: ~1-3 minutes on a CPU, the first "
+                  "steps are slow)", flush=True)
         model = torch.compile(model)
     if ddp:
         model = DDP(model, device_ids=[local_rank] if device.startswith("cuda") else None)
@@ -264,7 +282,8 @@ def compile_and_wrap(model, compile, ddp, local_rank, device):
 
 
 def atomic_write(path, write, binary=False):
-    """write(f) into a temp file, fsync, then rename it to path: a file is never half-written under its final name."""
+    """write(f) into a temp file, fsync, then rename it to path: a file is never half-written under
+    its final name."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp"
     with open(tmp, "wb" if binary else "w") as f:
@@ -275,18 +294,21 @@ def atomic_write(path, write, binary=False):
 
 
 def fresh_run(ckpt_path, init_from):
-    """One line instead of a run from scratch that would overwrite another run's checkpoint at its first save."""
+    """One line instead of a run from scratch that would overwrite another run's checkpoint at its
+    first save."""
     if init_from == "scratch" and os.path.exists(ckpt_path):
-        raise ConfigError(f"'{ckpt_path}' already holds a run: --init_from=resume goes on with it; for a new run "
-                          f"pick another out_dir (or delete that one)")
+        raise ConfigError(f"'{ckpt_path}' already holds a run: --init_from=resume goes on with it; "
+                          f"for a new run pick another out_dir (or delete that one)")
 
 
 def git_commit():
-    """The code's commit (git describe; -dirty with local changes), or 'unknown' outside a git checkout."""
+    """The code's commit (git describe; -dirty with local changes), or 'unknown' outside a git
+    checkout."""
     import subprocess
     try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
-                              cwd=os.path.dirname(os.path.abspath(__file__)), check=True).stdout.strip()
+        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
+                              text=True, cwd=os.path.dirname(os.path.abspath(__file__)),
+                              check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -301,26 +323,31 @@ def load_checkpoint(path, what="checkpoint"):
         raise ConfigError(f"{what} '{path}' does not exist")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # truncated, or not a torch file at all: pickle, zip and EOF errors alike
-        raise ConfigError(f"{what} '{path}' is not a readable checkpoint ({type(e).__name__}: {str(e)[:80]})")
+    except Exception as e:  # truncated, or not a torch file: pickle, zip and EOF errors alike
+        raise ConfigError(f"{what} '{path}' is not a readable checkpoint "
+                          f"({type(e).__name__}: {str(e)[:80]})")
     if not isinstance(ckpt, dict):
-        raise ConfigError(f"{what} '{path}' is not a nanodreamer checkpoint (it holds a {type(ckpt).__name__})")
+        raise ConfigError(f"{what} '{path}' is not a nanodreamer checkpoint "
+                          f"(it holds a {type(ckpt).__name__})")
     if "model" in ckpt and ckpt.get("format", 1) != FORMAT:
-        raise ConfigError(f"{what} '{path}' was made by another version of nanodreamer (checkpoint format "
-                          f"{ckpt.get('format', 1)}, this one reads {FORMAT}): train it again")
+        raise ConfigError(f"{what} '{path}' was made by another version of nanodreamer "
+                          f"(checkpoint format {ckpt.get('format', 1)}, this one reads {FORMAT}): "
+                          f"train it again")
     return ckpt
 
 
 def make_optimizer(model, lr, weight_decay, betas, device, muon=False, *, dtype):
-    """AdamW, with weight decay on matrices only (not on norms' gains or other vectors). muon=True: the
-    transformer blocks' matrices use Muon instead (orthogonalized momentum; lr scaled to match AdamW's RMS), its
-    Newton-Schulz in the training dtype (resolve_dtype: fp32 where bf16 is slow)."""
+    """AdamW, with weight decay on matrices only (not on norms' gains or other vectors). muon=True:
+    the transformer blocks' matrices use Muon instead (orthogonalized momentum; lr scaled to match
+    AdamW's RMS), its Newton-Schulz in the training dtype (resolve_dtype: fp32 where bf16 is
+    slow)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     is_hidden = lambda n, p: muon and ".blocks." in n and p.dim() == 2
     hidden = [p for n, p in named if is_hidden(n, p)]
     decay = [p for n, p in named if p.dim() >= 2 and not is_hidden(n, p)]
     no_decay = [p for n, p in named if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
     adamw = torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device.startswith("cuda"))
     if not hidden:
         return adamw
@@ -328,9 +355,9 @@ def make_optimizer(model, lr, weight_decay, betas, device, muon=False, *, dtype)
 
 
 def orthogonalize(gs, dtype, steps=5, eps=1e-7):
-    """~U V^T of each g = U S V^T in the list gs, by torch.optim.Muon's quintic Newton-Schulz iteration, computed in
-    dtype; the matrices of one shape go through it as one batch (fewer, larger matmuls: Muon's share of a CPU step
-    is 20-27%)."""
+    """~U V^T of each g = U S V^T in the list gs, by torch.optim.Muon's quintic Newton-Schulz
+    iteration, computed in dtype; the matrices of one shape go through it as one batch (fewer,
+    larger matmuls: Muon's share of a CPU step is 20-27%)."""
     a, b, c = 3.4445, -4.7750, 2.0315
     out, by_shape = [None] * len(gs), {}
     for i, g in enumerate(gs):
@@ -348,10 +375,10 @@ def orthogonalize(gs, dtype, steps=5, eps=1e-7):
 
 
 class Muon(torch.optim.Optimizer):
-    """torch.optim.Muon(params, lr, weight_decay, adjust_lr_fn="match_rms_adamw") (nesterov momentum 0.95, 5
-    Newton-Schulz steps, decoupled weight decay), its Newton-Schulz in ns_dtype: torch's always runs it in bf16, which
-    on CPUs without fast bf16 costs more than the rest of the step. Same state ('momentum_buffer'): it resumes torch's
-    checkpoints."""
+    """torch.optim.Muon(params, lr, weight_decay, adjust_lr_fn="match_rms_adamw") (nesterov momentum
+    0.95, 5 Newton-Schulz steps, decoupled weight decay), its Newton-Schulz in ns_dtype: torch's
+    always runs it in bf16, which on CPUs without fast bf16 costs more than the rest of the step.
+    Same state ('momentum_buffer'): it resumes torch's checkpoints."""
 
     def __init__(self, params, lr, weight_decay, ns_dtype, momentum=0.95):
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum))
@@ -373,13 +400,13 @@ class Muon(torch.optim.Optimizer):
 
 
 class Optimizers:
-    """Several optimizers stepped as one (the trainers set lr on `param_groups`, step, and checkpoint it)."""
+    """Optimizers stepped as one (trainers set lr on `param_groups`, step and checkpoint it)."""
 
     def __init__(self, *opts):
         self.opts = opts
 
     @property
-    def param_groups(self):  # looked up each time: load_state_dict replaces the optimizers' group dicts
+    def param_groups(self):  # looked up each time: load_state_dict replaces their group dicts
         return [g for o in self.opts for g in o.param_groups]
 
     def step(self):
@@ -398,22 +425,26 @@ class Optimizers:
             o.load_state_dict(s)
 
 
-FORMAT = 2  # of the checkpoints: 2 since RoPE rotates contiguous halves (1: interleaved pairs, a different model)
+# checkpoint format: 2 since RoPE rotates contiguous halves (1: interleaved pairs, another model)
+FORMAT = 2
 
 
 def training_state(model, optimizer, criterion, it, rng, minutes):
-    """What a resumable checkpoint holds beyond each stage's own metadata (config, shapes, specs): the CUDA RNGs too,
-    so that a GPU resume draws the same noise, and the minutes trained so far, so that a resumed run's clock goes on."""
+    """What a resumable checkpoint holds beyond each stage's own metadata (config, shapes, specs):
+    the CUDA RNGs too, so that a GPU resume draws the same noise, and the minutes trained so far, so
+    that a resumed run's clock goes on."""
     rngs = {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rngs["cuda"] = torch.cuda.get_rng_state_all()
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "criterion": criterion.state_dict(),
-            "iter": it, "rng": rngs, "format": FORMAT, "minutes": minutes}
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "criterion": criterion.state_dict(), "iter": it, "rng": rngs, "format": FORMAT,
+            "minutes": minutes}
 
 
 def restore_training_state(ckpt, model, optimizer, criterion, rng, rank, seed):
-    """Load training_state(); the data RNG (shared by the DDP ranks) and rank 0's noise RNGs continue exactly, other
-    ranks' noise reseeds from the iteration. Returns the numpy RNG to use and the minutes trained before."""
+    """Load training_state(); the data RNG (shared by the DDP ranks) and rank 0's noise RNGs
+    continue exactly, other ranks' noise reseeds from the iteration. Returns the numpy RNG to use
+    and the minutes trained before."""
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     criterion.load_state_dict(ckpt["criterion"])
@@ -423,7 +454,8 @@ def restore_training_state(ckpt, model, optimizer, criterion, rng, rank, seed):
     else:
         torch.set_rng_state(ckpt["rng"]["torch"])
         cuda = ckpt["rng"].get("cuda")
-        if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        if (cuda is not None and torch.cuda.is_available()
+                and len(cuda) == torch.cuda.device_count()):
             torch.cuda.set_rng_state_all(cuda)
     return rng, ckpt.get("minutes", 0.0)
 
@@ -437,9 +469,9 @@ def lr_at(it, lr, warmup_iters, max_iters, min_lr_frac=0.1):
 
 
 def progress_clock(max_iters, start_it, t_start, max_minutes=0.0):
-    """progress(it) -> 'iter 120/2000 (6%, eta 14m)': where a training run is, and when it ends. The pace is taken
-    from the first call on (the first log line), so that compiling and the first steps do not inflate the eta;
-    t_start (earlier than now in a resumed run) counts against max_minutes."""
+    """progress(it) -> 'iter 120/2000 (6%, eta 14m)': where a run is and when it ends. The pace
+    counts from the first call on (the first log line), so compiling and the first steps do not
+    inflate the eta; t_start (earlier than now in a resumed run) counts against max_minutes."""
     import time
     first, created = None, time.time()  # (time, iter) of the first call; when the clock was made
 
@@ -456,8 +488,9 @@ def progress_clock(max_iters, start_it, t_start, max_minutes=0.0):
 
 
 def ticker(what, total, every=None):
-    """tick(n, note=''): prints 'what: n/total (p%, eta Xm) note' at most every `every` seconds (2 on a terminal,
-    30 in a log) and at n == total: progress for the long loops that are not training steps."""
+    """tick(n, note=''): prints 'what: n/total (p%, eta Xm) note' at most every `every` seconds (2
+    on a terminal, 30 in a log) and at n == total: progress for the long loops that are not training
+    steps."""
     import sys
     import time
     every = every if every is not None else 2 if sys.stdout.isatty() else 30
@@ -468,7 +501,8 @@ def ticker(what, total, every=None):
             return
         last[0] = time.time()
         left = (time.time() - t0) / max(n, 1e-9) * (total - n)
-        print(f"{what}: {n}/{total} ({n / max(1, total):.0%}, eta {left / 60:.0f}m) {note}".rstrip(), flush=True)
+        print(f"{what}: {n}/{total} ({n / max(1, total):.0%}, "
+              f"eta {left / 60:.0f}m) {note}".rstrip(), flush=True)
     return tick
 
 
@@ -480,9 +514,9 @@ def log_metrics(out_dir, **metrics):
 
 
 def matmul_peak_flops(device, dtype):
-    """Measured dense matmul FLOP/s on this device in dtype: the denominator of MFU (CPUs differ a lot). n doubles
-    from 256 while one matmul takes under 10 ms (up to 2048), then the fastest of the repeats within 0.2 s: well
-    under a second, also where bf16 is slow. Leaves the RNGs alone."""
+    """Measured dense matmul FLOP/s on this device in dtype: the denominator of MFU (CPUs differ a
+    lot). n doubles from 256 while one matmul takes under 10 ms (up to 2048), then the fastest of
+    the repeats in 0.2 s: well under a second, also where bf16 is slow. Leaves the RNGs alone."""
     import time
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
@@ -493,7 +527,8 @@ def matmul_peak_flops(device, dtype):
         return time.perf_counter() - t0
     n = 256
     while True:
-        a = torch.ones(n, n, device=device, dtype=getattr(torch, dtype))  # values do not matter for GEMM speed
+        # values do not matter for GEMM speed
+        a = torch.ones(n, n, device=device, dtype=getattr(torch, dtype))
         seconds(a)  # the first call at a size may pick or JIT-compile its kernel
         t = seconds(a)
         if t > 0.01 or n >= 2048:
@@ -506,27 +541,30 @@ def matmul_peak_flops(device, dtype):
 
 
 def linear_flops(module, tokens):
-    """2 * (weights of every nn.Linear) * tokens: forward matmul FLOPs of `tokens` tokens through `module`."""
-    return 2 * tokens * sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear))
+    """2 * (all nn.Linear weights) * tokens: forward matmul FLOPs of `tokens` tokens in `module`."""
+    return 2 * tokens * sum(m.weight.numel() for m in module.modules()
+                            if isinstance(m, torch.nn.Linear))
 
 
 def broadcast_from_rank0(module, ddp):
-    """Under DDP: every replica takes rank 0's parameters and buffers (what the DDP wrapper does when it is built;
-    for models trained without one, whose new parts were initialized from per-rank seeds)."""
+    """Under DDP: every replica takes rank 0's parameters and buffers (what the DDP wrapper does
+    when it is built; for models trained without one, whose new parts were initialized from per-rank
+    seeds)."""
     if ddp:
         for t in module.state_dict().values():
             torch.distributed.broadcast(t, 0)
 
 
-# The last collectives' works, kept until the interpreter exits: had gloo's worker thread dropped the last reference,
-# it would free their tensors there, which takes the GIL, and if the main thread is already finalizing, the worker
-# aborts the process ("terminate called without an active exception"; seen in about 1 in 3 2-process runs).
+# The last collectives' works, kept until the interpreter exits: had gloo's worker thread dropped
+# the last reference, it would free their tensors there, which takes the GIL, and if the main thread
+# is already finalizing, the worker aborts the process ("terminate called without an active
+# exception"; seen in about 1 in 3 2-process runs).
 _final_works = []
 
 
 def ddp_finish(params, ddp):
-    """Under DDP, at the end of training: check that every replica holds rank 0's parameters (one line; an error if
-    not), then leave the process group."""
+    """Under DDP, at the end of training: check that every replica holds rank 0's parameters (one
+    line; an error if not), then leave the process group."""
     if not ddp:
         return
     import torch.distributed as dist
@@ -538,47 +576,52 @@ def ddp_finish(params, ddp):
     _final_works.append(dist.all_reduce(diff, op=dist.ReduceOp.MAX, async_op=True))
     _final_works[-1].wait()
     if dist.get_rank() == 0:
-        print(f"DDP: {dist.get_world_size()} replicas, largest parameter difference from rank 0: {diff.item():.3g}")
+        print(f"DDP: {dist.get_world_size()} replicas, largest parameter difference from rank 0: "
+              f"{diff.item():.3g}")
     dist.destroy_process_group()
     if diff > 0:
-        raise SystemExit("error: the DDP replicas' parameters differ: their gradients were not averaged alike")
+        raise SystemExit("error: the DDP replicas' parameters differ: their gradients were not "
+                         "averaged alike")
 
 
 class LossLog:
-    """Loss terms summed on the device at every step and read on the host every log_interval steps: one host sync per
-    read, none per step (a GPU would otherwise wait for the host at every .item() and isfinite check). A read
-    that finds a non-finite loss stops the run; trainers read before each save, so no checkpoint holds one."""
+    """Loss terms summed on the device at every step and read on the host every log_interval steps:
+    one host sync per read, none per step (a GPU would otherwise wait for the host at every .item()
+    and isfinite check). A read that finds a non-finite loss stops the run; trainers read before
+    each save, so no checkpoint holds one."""
 
     def __init__(self):
         self.sums, self.step, self.n, self.last = {}, {}, 0, {}
 
     def add(self, **terms):
         """terms: 0-dim tensors (detached here) or numbers; None is skipped."""
-        self.step = {k: v.detach().float() if torch.is_tensor(v) else float(v) for k, v in terms.items()
-                     if v is not None}
+        self.step = {k: v.detach().float() if torch.is_tensor(v) else float(v)
+                     for k, v in terms.items() if v is not None}
         for k, v in self.step.items():
             self.sums[k] = self.sums.get(k, 0.0) + v
         self.n += 1
 
     def read(self, it, ckpt_path):
-        """-> {term: mean since the last read} ({} after no step); self.last: the last step's terms. Floats."""
+        """-> {term: mean since last read} ({} if no step); self.last: last step's terms. Floats."""
         if not self.n:
             return {}
-        dev = [k for k, v in self.sums.items() if torch.is_tensor(v)]  # (the others are host numbers)
+        dev = [k for k, v in self.sums.items() if torch.is_tensor(v)]  # (the others: host numbers)
         last = [self.step.get(k, torch.full_like(self.sums[k], math.nan)) for k in dev]
-        vals = torch.stack([self.sums[k] for k in dev] + last).tolist() if dev else []  # the one host sync
+        # the one host sync
+        vals = torch.stack([self.sums[k] for k in dev] + last).tolist() if dev else []
         host = {k: v for k, v in self.sums.items() if k not in dev}
         means = {k: v / self.n for k, v in {**host, **dict(zip(dev, vals))}.items()}
-        self.last = {**{k: v for k, v in self.step.items() if k in host}, **dict(zip(dev, vals[len(dev):]))}
+        self.last = {**{k: v for k, v in self.step.items() if k in host},
+                     **dict(zip(dev, vals[len(dev):]))}
         self.sums, self.n = {}, 0
         if not math.isfinite(means.get("loss", 0.0)):
-            raise SystemExit(f"error: the loss became {means['loss']} by iter {it}; stopping (last good checkpoint: "
-                             f"{ckpt_path})")
+            raise SystemExit(f"error: the loss became {means['loss']} by iter {it}; stopping "
+                             f"(last good checkpoint: {ckpt_path})")
         return means
 
 
 def rank0_decides(flag, ddp, device):
-    """Rank 0's boolean on every rank (e.g. a wall-clock stop), so that DDP ranks leave the loop together."""
+    """Rank 0's bool on all ranks (e.g. a wall-clock stop), so DDP ranks exit the loop together."""
     if not ddp:
         return flag
     t = torch.tensor([int(flag)], device=device)
