@@ -159,7 +159,7 @@ def cpu_has_bf16():
 
 
 def cuda_has_bf16():
-    """Whether the CUDA GPU runs bf16 natively (Ampere, compute capability 8.0+): on older cards torch
+    """Whether the GPU runs bf16 natively (Ampere, compute capability 8.0+): on older cards torch
     emulates it, slower than fp32; is_bf16_supported() counts emulation unless asked not to."""
     return torch.cuda.is_bf16_supported(including_emulation=False)
 
