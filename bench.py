@@ -4,16 +4,17 @@ recipe's sizes (preset='gpu').
 
     python bench.py                      # everything; the last stdout line is one JSON object
     python bench.py --what=tokenizer --compile=True
-    python bench.py --preset=default --compile=True    # as the trainers run (they compile by default)
+    python bench.py --preset=default --compile=True  # as the trainers run (they compile by default)
     python bench.py --what=gpu           # on a GPU machine, first (docs/gpu.md)
 
-Matched config: 64x64 RGB, patch 8, batch 4, 16 frames, width 256, depth 4 (tokenizer encoder, decoder,
-dynamics), 16 latents x 32, 4 heads of 64, one 17-way action, 2 threads, LPIPS off. Figures: training steps
-(tokenizer; dynamics flow / shortcut on latents; the agent's finetune and imagination steps), tokenizer encode and
-decode frames/s, generation frames/s (K = 4; batch 1 and 16; cached, uncached, decoded), acting in the real game
-and play.py's loop, peak RSS. Each figure is the median of `repeats` timed calls after `warmup`; each stage runs in
-its own process so that its peak RSS is its own. Speed figures mean something only beside a peer's measured in the
-same run on the same machine.
+Matched config: 64x64 RGB, patch 8, batch 4, 16 frames, width 256, depth 4 (tokenizer encoder,
+decoder, dynamics), 16 latents x 32, 4 heads of 64, one 17-way action, 2 threads, LPIPS off.
+Figures: training steps (tokenizer; dynamics flow / shortcut on latents; the agent's finetune and
+imagination steps), tokenizer encode and decode frames/s, generation frames/s (K = 4; batch 1 and
+16; cached, uncached, decoded), acting in the real game and play.py's loop, peak RSS. Each figure is
+the median of `repeats` timed calls after `warmup`; each stage runs in its own process so that its
+peak RSS is its own. Speed figures mean something only beside a peer's measured in the same run on
+the same machine.
 """
 import json
 import resource
@@ -31,45 +32,54 @@ import common
 what = "all"  # 'all' | 'tokenizer' | 'dynamics' | 'agent' | 'gpu' (the GPU check: gpu_check)
 device = "auto"
 dtype = "auto"  # 'auto' (bf16 where this device runs it fast, else fp32) | 'bfloat16' | 'float32'
-compile = False  # the training steps (and generation, the play loop and imagination, at fixed shapes) compiled
-profile = False  # also run each figure's timed calls under torch.profiler and print its top ops (stderr)
+compile = False  # the training steps (and generation, the play loop and imagination, at fixed
+                 # shapes) compiled
+profile = False  # also run each figure's timed calls under torch.profiler; its top ops to stderr
 threads = 2
 warmup = 2
 repeats = 5
-preset = "matched"  # 'matched': the peer's matched config (below); 'default': the trainers' own defaults
-                    # (train_tokenizer.py, train_dynamics.py: model sizes, batch shapes, the dynamics recipe)
+preset = "matched"  # 'matched': the peer's matched config (below); 'default': the trainers' own
+                    # defaults (train_tokenizer.py, train_dynamics.py: model sizes, batch shapes,
+                    # the dynamics recipe)
 batch_size = 4  # matched: clips per training step (default: each trainer's own)
 seq_len = 16  # matched: frames per clip (default: each trainer's own)
 horizon = 16  # imagined frames per rollout (the agent stage)
-peak_tflops = 0.0  # matmul peak in dtype, MFU's denominator (0: measured in this process); 'all' measures it once and
-                   # hands it to every stage, so that their MFU figures share one denominator
-peer = ""  # a command printing another implementation's figures (same names) as its last stdout line in JSON:
-           # run after ours in the same bench, each shared figure printed beside ours with the ratio
+peak_tflops = 0.0  # matmul peak in dtype, MFU's denominator (0: measured in this process); 'all'
+                   # measures it once and hands it to every stage, so that their MFU figures share
+                   # one denominator
+peer = ""  # a command printing another implementation's figures (same names) as its last stdout
+           # line in JSON: run after ours in the same bench, each shared figure printed beside ours
+           # with the ratio
 config = common.configure(globals())
 device = common.auto_device(device)
 torch.set_num_threads(threads)
 dtype = common.resolve_dtype(device, dtype)
 ctx = common.autocast_ctx(device, dtype)
 if preset == "matched":  # the dynamics loss: flow matching + shortcut, diffusion forcing
-    TOK = dict(image_size=64, patch_size=8, num_latents=16, latent_dim=32, dim=256, enc_depth=4, dec_depth=4,
-               n_head=4, n_kv_head=4, time_every=4)
-    DYN = dict(num_latents=16, latent_dim=32, action_classes=(17,), dim=256, depth=4, n_head=4, n_kv_head=4,
-               time_every=4, k_max=8)
+    TOK = dict(image_size=64, patch_size=8, num_latents=16, latent_dim=32, dim=256, enc_depth=4,
+               dec_depth=4, n_head=4, n_kv_head=4, time_every=4)
+    DYN = dict(num_latents=16, latent_dim=32, action_classes=(17,), dim=256, depth=4, n_head=4,
+               n_kv_head=4, time_every=4, k_max=8)
     LOSS = dict(ramp=True, teacher_forcing=False, zero_frac=0.0)
     TOK_BATCH, DYN_BATCH, MUON = (batch_size, seq_len), (batch_size, seq_len), (True, False)
-    AGENT_LOSS = dict(teacher_forcing=True, zero_frac=0.75)  # the agent's finetuning keeps the CPU recipe's
+    # the agent's finetuning keeps the CPU recipe's
+    AGENT_LOSS = dict(teacher_forcing=True, zero_frac=0.75)
     AGENT_BATCH = (batch_size, seq_len)  # (B, T)
     IMAGINE = (batch_size, 8, horizon)  # (rollouts, context frames, horizon)
 elif preset in ("default", "gpu"):  # gpu: config/*_gpu.py over the trainers' defaults
     def _settings(script, stage):
         gpu = common.script_defaults(f"config/{stage}_gpu.py") if preset == "gpu" else {}
         return common.script_defaults(script) | gpu
-    _t, _d = _settings("train_tokenizer.py", "tokenizer"), _settings("train_dynamics.py", "dynamics")
+    _t, _d = (_settings("train_tokenizer.py", "tokenizer"),
+              _settings("train_dynamics.py", "dynamics"))
     _f, _i = _settings("train_agent.py", "finetune"), _settings("train_agent.py", "imagine")
-    TOK = {k: _t[k] for k in ("patch_size", "num_latents", "latent_dim", "dim", "enc_depth", "dec_depth", "n_head",
-                              "n_kv_head", "time_every", "local_latents")} | {"image_size": 64}
-    DYN = {k: _d[k] for k in ("pack", "dim", "depth", "n_head", "n_kv_head", "time_every", "num_registers", "k_max")}
-    DYN |= {"num_latents": TOK["num_latents"], "latent_dim": TOK["latent_dim"], "action_classes": (17,)}
+    TOK = {k: _t[k] for k in ("patch_size", "num_latents", "latent_dim", "dim", "enc_depth",
+                              "dec_depth", "n_head", "n_kv_head", "time_every",
+                              "local_latents")} | {"image_size": 64}
+    DYN = {k: _d[k] for k in ("pack", "dim", "depth", "n_head", "n_kv_head", "time_every",
+                              "num_registers", "k_max")}
+    DYN |= {"num_latents": TOK["num_latents"], "latent_dim": TOK["latent_dim"],
+            "action_classes": (17,)}
     TOK_BATCH, DYN_BATCH = (_t["batch_size"], _t["seq_len"]), (_d["batch_size"], _d["seq_len"])
     LOSS = {k: _d[k] for k in ("context_frac", "ramp", "teacher_forcing", "zero_frac")}
     MUON, AGENT_LOSS = (_t["muon"], _d["muon"]), LOSS
@@ -108,9 +118,9 @@ def host_syncs(fn):
 
 
 def median_time(name, fn, n_warmup=None, n_repeats=None):
-    """The median seconds of fn over the timed repeats after the warm-up calls; with profile=True, the same repeats
-    once more under torch.profiler, whose top ops by self time are printed under the figure's name. On
-    CUDA, also the host syncs of one more call (CUDA_FIGURES)."""
+    """The median seconds of fn over the timed repeats after the warm-up calls; with profile=True,
+    the same repeats once more under torch.profiler, whose top ops by self time are printed under
+    the figure's name. On CUDA, also the host syncs of one more call (CUDA_FIGURES)."""
     for _ in range(warmup if n_warmup is None else n_warmup):
         fn()
     sync()
@@ -130,14 +140,14 @@ def median_time(name, fn, n_warmup=None, n_repeats=None):
                 fn()
             sync()
         key = "self_device_time_total" if device.startswith("cuda") else "self_cpu_time_total"
-        print(f"== profile of {name}, {len(ts)} calls\n" + prof.key_averages().table(sort_by=key, row_limit=15),
-              file=sys.stderr)
+        print(f"== profile of {name}, {len(ts)} calls\n"
+              + prof.key_averages().table(sort_by=key, row_limit=15), file=sys.stderr)
     return statistics.median(ts)
 
 
 def inference(model):
-    """model compiled for fixed-shape inference passes (the KV cache is preallocated), as play.py and imagination run
-    it, where compile=True; else model."""
+    """model compiled for fixed-shape inference passes (the KV cache is preallocated), as play.py
+    and imagination run it, where compile=True; else model."""
     return torch.compile(model, dynamic=False) if compile else model
 
 
@@ -151,7 +161,8 @@ def bench_tokenizer():
     B, T = TOK_BATCH
     model = Tokenizer(**TOK, time_window=T).to(device)
     criterion = TokenizerLoss().to(device)
-    opt = common.make_optimizer(model, 3e-4, 0.05, (0.9, 0.95), device, muon=MUON[0], dtype=dtype)  # the trainer's
+    opt = common.make_optimizer(model, 3e-4, 0.05, (0.9, 0.95), device, muon=MUON[0],
+                                dtype=dtype)  # the trainer's
     fwd = torch.compile(model) if compile else model
     x = torch.randint(0, 256, (B, T, 64, 64, 3), dtype=torch.uint8).to(device).float() / 255
 
@@ -167,26 +178,30 @@ def bench_tokenizer():
     s = median_time("tokenizer_step_s", step)
     flops = 3 * common.linear_flops(model, B * T * (model.num_patches + model.num_latents))
     out = dict(tokenizer_step_s=s, tokenizer_peak_rss_gb=peak_rss_gb(),
-               tokenizer_params=sum(p.numel() for p in model.parameters()), tokenizer_mfu=flops / s / peak_flops())
+               tokenizer_params=sum(p.numel() for p in model.parameters()),
+               tokenizer_mfu=flops / s / peak_flops())
     model.eval()
     with torch.no_grad(), ctx:
         z = model.encode(x)
         for name, fn in (("encode", lambda: model.encode(x)), ("decode", lambda: model.decode(z))):
-            out[f"tokenizer_{name}_frames_per_s"] = B * T / median_time(f"tokenizer_{name}_frames_per_s", fn)
+            out[f"tokenizer_{name}_frames_per_s"] = B * T / median_time(
+                f"tokenizer_{name}_frames_per_s", fn)
     return out
 
 
 def bench_dynamics():
-    """Training steps on pre-encoded latents (flow only / bootstrap on every clip), then K=4 generation of 8 frames
-    after 4 context frames at batch 1 and 16, cached (compiled with compile=True) and uncached, and cached + decoded
-    to pixels (frames/s counts every frame of the batch)."""
+    """Training steps on pre-encoded latents (flow only / bootstrap on every clip), then K=4
+    generation of 8 frames after 4 context frames at batch 1 and 16, cached (compiled with
+    compile=True) and uncached, and cached + decoded to pixels (frames/s counts every frame of the
+    batch)."""
     from dynamics import Dynamics, ShortcutLoss, generate
     from tokenizer import Tokenizer
     torch.manual_seed(0)
     B, T = DYN_BATCH
     model = Dynamics(**DYN, max_frames=T).to(device)
     criterion = ShortcutLoss(model.k_max, **LOSS).to(device)
-    opt = common.make_optimizer(model, 3e-4, 0.05, (0.9, 0.95), device, muon=MUON[1], dtype=dtype)  # the trainer's
+    opt = common.make_optimizer(model, 3e-4, 0.05, (0.9, 0.95), device, muon=MUON[1],
+                                dtype=dtype)  # the trainer's
     fwd = torch.compile(model) if compile else model
     z1 = torch.rand(B, T, DYN["num_latents"], DYN["latent_dim"], device=device) * 2 - 1
     actions = torch.randint(0, 17, (B, T, 1), device=device)
@@ -208,26 +223,29 @@ def bench_dynamics():
 
         def gen(use_cache, decode=False):
             with torch.no_grad(), ctx:
-                z = generate(gen_model if use_cache else model, ctx_z, gen_actions, 8, K=4, use_cache=use_cache)
+                z = generate(gen_model if use_cache else model, ctx_z, gen_actions, 8, K=4,
+                             use_cache=use_cache)
                 return tok.decode(z) if decode else z
         for name, kw in (("cached", dict(use_cache=True)), ("uncached", dict(use_cache=False)),
                          ("cached_decoded", dict(use_cache=True, decode=True))):
             name = f"gen_frames_per_s_{name}" + (f"_batch{n}" if n > 1 else "")
             out[name] = 8 * n / median_time(name, lambda: gen(**kw))
-    passes = 3 * (2 if LOSS.get("teacher_forcing") else 1)  # forward + backward; teacher forcing: the clip twice
+    # forward + backward; teacher forcing: the clip twice
+    passes = 3 * (2 if LOSS.get("teacher_forcing") else 1)
     flops = passes * common.linear_flops(model, B * T * model.num_slots)
     out["dynamics_flow_mfu"] = flops / out["dynamics_flow_step_s"] / peak_flops()
     return out
 
 
 def bench_agent():
-    """Phase 2 finetune step (shortcut forcing with teacher forcing + the agent pass, BC and reward losses), a phase 3
-    imagination step (rollouts of `horizon` frames from 8-frame contexts, K=4, PMPO + value on the heads), and acting
-    in the real game (tokenizer encode + dynamics append + policy head per frame) at batch 1 and batch 50, and play.py's
-    dreamed frames (K=4 denoising + append + decode + heads) at batch 1."""
+    """Phase 2 finetune step (shortcut forcing with teacher forcing + the agent pass, BC and reward
+    losses), a phase 3 imagination step (rollouts of `horizon` frames from 8-frame contexts, K=4,
+    PMPO + value on the heads), and acting in the real game (tokenizer encode + dynamics append +
+    policy head per frame) at batch 1 and batch 50, and play.py's dreamed frames (K=4 denoising +
+    append + decode + heads) at batch 1."""
     import torch.nn as nn
-    from agent import (Agent, Policy, agent_pass, bc_loss, cont_loss, event_loss, imagination_losses, imagine,
-                       reward_loss, value_loss_data)
+    from agent import (Agent, Policy, agent_pass, bc_loss, cont_loss, event_loss,
+                       imagination_losses, imagine, reward_loss, value_loss_data)
     from dynamics import Dynamics, ShortcutLoss
     from play import Dream
     from tokenizer import Tokenizer
@@ -243,7 +261,8 @@ def bench_agent():
     rewards = (torch.rand(B, T, device=device) < 0.05).float()
     keep = torch.ones(B, dtype=torch.bool, device=device)
     events = (torch.rand(B, T, 22, device=device) < 0.01).to(torch.int8)
-    memory, terminal = torch.zeros(B, T, 22, device=device), torch.zeros(B, T, dtype=torch.int8, device=device)
+    memory, terminal = (torch.zeros(B, T, 22, device=device),
+                        torch.zeros(B, T, dtype=torch.int8, device=device))
 
     fwd = torch.compile(model) if compile else model  # as train_agent.py compiles it
 
@@ -251,8 +270,9 @@ def bench_agent():
         with ctx:
             loss = criterion(fwd, z1, actions, 0.25)[0]
             h = agent_pass(fwd, ag, z1, actions, memory=memory)
-            loss = loss + bc_loss(ag, h, actions)[0] + reward_loss(ag, h, rewards) + event_loss(ag, h, events) + \
-                cont_loss(ag, h, terminal) + value_loss_data(ag, h, rewards, keep)
+            loss = loss + bc_loss(ag, h, actions)[0] + reward_loss(ag, h, rewards) + \
+                event_loss(ag, h, events) + cont_loss(ag, h, terminal) + \
+                value_loss_data(ag, h, rewards, keep)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -260,7 +280,7 @@ def bench_agent():
     model.eval()
     prior = ag.policy
     heads = torch.optim.AdamW([*ag.policy.parameters(), *ag.value.parameters()], lr=3e-4)
-    model.transformer.time_window = T  # imagination and acting read the agent's window (train_agent)
+    model.transformer.time_window = T  # imagining and acting read the agent's window (train_agent)
     zc = torch.rand(n_roll, n_ctx, DYN["num_latents"], DYN["latent_dim"], device=device) * 2 - 1
     ac, dyn = torch.randint(0, 17, (n_roll, n_ctx, 1), device=device), inference(model)
 
@@ -281,7 +301,8 @@ def bench_agent():
             policy.act(frames)
         name = f"act_frames_per_s_batch{n}"
         out[name] = n / median_time(name, lambda: policy.act(frames), 2, 10)
-    dream = Dream(tok, dyn, ag, 4, ctx, device)  # play.py's world model: K=4 steps, append, decode, the heads
+    # play.py's world model: K=4 steps, append, decode, the heads
+    dream = Dream(tok, dyn, ag, 4, ctx, device)
     dream.reset(frames[:1], np.zeros((1, 1), np.int64))
     for _ in range(T):
         dream.step([0])
@@ -308,22 +329,22 @@ def run_json(cmd, what):
 
 
 def beside_peer(ours, theirs):
-    """peer_<k> and vs_peer_<k> = ours / peer for every figure both measured (a time: below 1 is faster; a rate:
-    above 1), each printed as a line."""
+    """peer_<k> and vs_peer_<k> = ours / peer for every figure both measured (a time: below 1 is
+    faster; a rate: above 1), each printed as a line."""
     out = {}
     for k in sorted(set(theirs) & set(ours)):
         if isinstance(ours[k], float) and isinstance(theirs[k], (int, float)) and theirs[k] > 0:
             out[f"peer_{k}"], out[f"vs_peer_{k}"] = theirs[k], ours[k] / theirs[k]
-            print(f"{k}: ours {ours[k]:.4g}, peer {theirs[k]:.4g}, ours / peer {ours[k] / theirs[k]:.3g}",
-                  file=sys.stderr)
+            print(f"{k}: ours {ours[k]:.4g}, peer {theirs[k]:.4g}, "
+                  f"ours / peer {ours[k] / theirs[k]:.3g}", file=sys.stderr)
     return out
 
 
 def gpu_check():
-    """what=gpu, the first thing to run on a GPU machine (~10 minutes): the environment; every stage's
-    steps at the GPU recipe's sizes (config/*_gpu.py) with the allocator capped at 11 GiB (fits a 12 GB
-    card?), their host syncs and peak memory; the main job's tiny preset end to end on CUDA. One line
-    per finding, the JSON last."""
+    """what=gpu, the first thing to run on a GPU machine (~10 minutes): the environment; every
+    stage's steps at the GPU recipe's sizes (config/*_gpu.py) with the allocator capped at 11 GiB
+    (fits a 12 GB card?), their host syncs and peak memory; the main job's tiny preset end to end on
+    CUDA. One line per finding, the JSON last."""
     import os
     import shutil
     import tempfile
@@ -332,15 +353,17 @@ def gpu_check():
         raise common.ConfigError("what=gpu checks a CUDA GPU, and torch sees none here")
     p = torch.cuda.get_device_properties(0)
     smi = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
-    driver = subprocess.run(smi, capture_output=True, text=True).stdout if shutil.which(smi[0]) else ""
-    out = dict(gpu=p.name, gpu_memory_gb=p.total_memory / 2 ** 30, capability=f"{p.major}.{p.minor}",
-               torch=torch.__version__, cuda=torch.version.cuda, driver=driver.strip(),
-               bf16_native=common.cuda_has_bf16(), dtype=dtype)
+    driver = (subprocess.run(smi, capture_output=True, text=True).stdout if shutil.which(smi[0])
+              else "")
+    out = dict(gpu=p.name, gpu_memory_gb=p.total_memory / 2 ** 30,
+               capability=f"{p.major}.{p.minor}", torch=torch.__version__, cuda=torch.version.cuda,
+               driver=driver.strip(), bf16_native=common.cuda_has_bf16(), dtype=dtype)
     try:
         torch.compile(lambda x: torch.nn.functional.gelu(x) * 2)(torch.randn(8, device=device))
         out["compile"] = "ok"
     except Exception as e:  # Triton or a C compiler missing
-        out["compile"] = f"fails, train with --compile=False: {str(e).strip().splitlines()[0][:200]}"
+        out["compile"] = ("fails, train with --compile=False: "
+                          f"{str(e).strip().splitlines()[0][:200]}")
     for dt in ("bfloat16", "float32"):
         out[f"matmul_peak_tflops_{dt}"] = common.matmul_peak_flops(device, dt) / 1e12
     for name in STAGES:
@@ -380,14 +403,16 @@ def main():
     out = dict(matmul_peak_tflops=peak_flops() / 1e12)
     print(f"matmul peak {out['matmul_peak_tflops']:.3g} TFLOP/s ({dtype})", file=sys.stderr)
     for name in STAGES:  # a fresh process per stage: its own peak RSS, no cross-talk
-        args = sys.argv[1:] + [f"--what={name}", f"--dtype={dtype}",  # the dtype as resolved here, and its peak
+        # the dtype as resolved here, and its peak
+        args = sys.argv[1:] + [f"--what={name}", f"--dtype={dtype}",
                                f"--peak_tflops={out['matmul_peak_tflops']}"]
         res = run_json([sys.executable, __file__] + args, f"bench stage {name}")
         print(f"{name}: " + ", ".join(f"{k} {v:.4g}" for k, v in res.items()), file=sys.stderr)
         out.update(res)
     if peer:
         out.update(beside_peer(out, run_json(shlex.split(peer), "the peer")))
-    out.update(device=device, dtype=dtype, compile=compile, threads=threads, torch=torch.__version__)
+    out.update(device=device, dtype=dtype, compile=compile, threads=threads,
+               torch=torch.__version__)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}))
 
 
