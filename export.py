@@ -6,19 +6,20 @@ for the repo.
 Writes tokenizer.pt and agent.pt: the weights in bf16 (loaded into fp32 models as they are), without
 the optimizer, the loss normalizers, the RNG states or the behavioral prior (imagination's, not
 acting's); everything the loading code reads stays, so play.py, sample.py, eval_agent.py and
-agent.load_policy take them as they take a run's. agent.pt holds the dynamics model too and finds its
-tokenizer beside it, wherever the folder goes (tokenizer.tokenizer_path).
+agent.load_policy take them as they take a run's. agent.pt holds the dynamics model too and finds
+its tokenizer beside it, wherever the folder goes (tokenizer.tokenizer_path).
 """
 import os
 
 import common
 
-# ---------------------------------------------------------------------------------------------------- config
+# ------------------------------------------------------------------------------------------- config
 run = "out/cpu"  # a main job's folder: run/tokenizer/ckpt.pt and run/agent_rl/ckpt.pt
 out = "pretrained"
-# -------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 config = common.configure(globals())
-TRAINING = ("optimizer", "criterion", "rng", "labeled_episodes")  # read only to resume, or by studies
+# read only to resume, or by studies
+TRAINING = ("optimizer", "criterion", "rng", "labeled_episodes")
 
 for stage, name in (("tokenizer", "tokenizer.pt"), ("agent_rl", "agent.pt")):
     path, dst = os.path.join(run, stage, "ckpt.pt"), os.path.join(out, name)
