@@ -1,3 +1,3 @@
 # time: data       ~1 min: 20k Crafter frames from the screen-only demonstrator
-# The tiny preset (PRESET=tiny bash pipeline.sh): every stage end to end in ~15 minutes on 2 CPU cores.
+# The tiny preset (PRESET=tiny bash pipeline.sh): every stage end to end in ~15 min on 2 CPU cores.
 num_frames = 20_000

@@ -1,15 +1,20 @@
 # time: finetune   ~11 min (3000 steps of ~0.17 s)
-# Phase 2 of the agent (§A.1) on 2 CPU cores, after config/dynamics_cpu.py:  python train_agent.py config/finetune_cpu.py
+# Phase 2 of the agent (§A.1) on 2 CPU cores, after config/dynamics_cpu.py:
+#   python train_agent.py config/finetune_cpu.py
 # Agent tokens with BC and reward heads on the dynamics checkpoint, the dynamics loss going on.
 phase = "finetune"
 init_ckpt = "out/cpu/dynamics/ckpt.pt"  # from config/dynamics_cpu.py
 out_dir = "out/cpu/agent_bc"
-bc_data = "demo"  # clone the demonstrator's episodes (the paper clones task-relevant data); the world model sees all
-batch_size = 16  # clips, each fed twice by the dynamics loss (teacher forcing) and once with agent tokens
+bc_data = "demo"  # clone the demonstrator's episodes (the paper clones task-relevant data); the
+#   world model sees all
+batch_size = 16  # clips, each fed twice by the dynamics loss (teacher forcing) and once with agent
+#   tokens
 seq_len = 4  # the agent's window, also in play: 10.2% in real Crafter vs 6.7% at 16 frames (docs)
 lr = 1e-3  # Muon on the transformer's matrices (as the dynamics recipe), AdamW on the new heads
-max_iters = 3000  # 4.41% in real Crafter against 3.29% at 1500 (Wilcoxon p = 0.04; held-out accuracy 0.731 vs 0.724)
+max_iters = 3000  # 4.41% in real Crafter against 3.29% at 1500 (Wilcoxon p = 0.04; held-out
+#   accuracy 0.731 vs 0.724)
 eval_interval = 1000
 log_interval = 50
-compile = True  # the dynamics model's passes: a step 0.34 -> 0.18-0.23 s in bench (2-core AMX Xeon, bf16)
+compile = True  # the dynamics model's passes: a step 0.34 -> 0.18-0.23 s in bench (2-core AMX Xeon,
+#   bf16)
 threads = 2
