@@ -104,7 +104,7 @@ class Demonstrator:
         self.path, self.key, self.failed = [], None, {}  # cached path, what it leads to, searches that failed
         self.shelter, self.roam = None, None  # (entry tile, direction) of the night's pocket; exploration goal
         self.resting = False  # hurt: resting until health is back
-        self.heading, self.seen = (0, 1), {}  # view: where it walks when idle; where it last saw water, cows, stone
+        self.heading, self.seen = (0, 1), {}  # view: where it heads; where it last saw water, cows, stone
 
     def __call__(self, obs=None):
         self.t += 1
@@ -355,9 +355,9 @@ class Demonstrator:
         return self._go(goal, 'roam', 40) or 'noop'
 
     def _wander(self):
-        """Screen-only exploration: keep a heading, and when it is blocked turn toward the side with more open ground
-        on screen (so that what it does follows from what it sees); when thirsty, hungry or tired with a pickaxe,
-        head for the water, cow or stone it remembers."""
+        """Screen-only exploration: walk the way it faces, and when that is blocked turn toward the side with more
+        open ground on screen (so that what it does follows from what it sees); when thirsty, hungry or tired with a
+        pickaxe, head for the water, cow or stone it remembers."""
         inv, night = self.inv, self.env._world.daylight < 0.5 or self.inv['energy'] <= 6
         need = [inv['drink'] <= 4 and 'water', inv['food'] <= 4 and 'cow', night and inv['wood_pickaxe'] and 'stone']
         name = next((n for n in need if n in self.seen), None)
@@ -366,6 +366,8 @@ class Demonstrator:
         elif name:
             d = np.subtract(self.seen[name], self.pos)
             self.heading = (int(np.sign(d[0])), 0) if abs(d[0]) >= abs(d[1]) else (0, int(np.sign(d[1])))
+        else:
+            self.heading = self.facing
         open_ = [d for d, n in self._around() if self.passable[n]]  # (mining its way out of a shelter)
         if self.heading not in open_:
             back = (-self.heading[0], -self.heading[1])
@@ -407,11 +409,13 @@ class Demonstrator:
 
     def _go(self, goal, key, r):
         """Next action on a shortest path to a `goal` tile (mining trees and stone in the way); None if none within r
-        steps. The path is recomputed only when the goal or the next tile changes."""
+        steps. The screen-only player searches afresh every step, so its step follows from the screen (a cached
+        path, or a search put off after a failure, is a memory the screen does not show); the other recomputes the
+        path only when the goal or the next tile changes."""
         p = self.path
-        if not (self.key == key and p and goal[p[-1]] and abs(p[0][0] - self.pos[0]) + abs(p[0][1] - self.pos[1]) == 1
-                and self.passable[p[0]]):
-            if self.failed.get(key, -1) > self.t:  # it failed a moment ago: do not search again yet
+        if self.view or not (self.key == key and p and goal[p[-1]] and abs(p[0][0] - self.pos[0]) +
+                             abs(p[0][1] - self.pos[1]) == 1 and self.passable[p[0]]):
+            if not self.view and self.failed.get(key, -1) > self.t:  # it failed a moment ago: not yet
                 return None
             p = self._bfs(goal, r)
             self.path, self.key = p or [], key
