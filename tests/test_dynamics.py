@@ -1,4 +1,5 @@
-"""Dynamics (§D): shortcut forcing by hand, causality, actions, cached generation, training, resume, bad input."""
+"""Dynamics (§D): shortcut forcing by hand, causality, actions, cached generation, training,
+resume, bad input."""
 import glob
 import json
 import os
@@ -10,12 +11,12 @@ import torch
 
 from common import ConfigError
 from conftest import kill_and_rerun, run_script
-from dynamics import (TAU_CTX, Dynamics, ShortcutLoss, append_frames, check_tokenizer, generate, next_frame, prev_actions,
-                      sample_tau_d, shortcut_loss)
+from dynamics import (TAU_CTX, Dynamics, ShortcutLoss, append_frames, check_tokenizer, generate,
+                      next_frame, prev_actions, sample_tau_d, shortcut_loss)
 from model import KVCache
 
-TINY = dict(num_latents=8, latent_dim=8, pack=2, action_classes=(3, 2), dim=64, depth=4, n_head=4, n_kv_head=2,
-            time_every=2, num_registers=2, k_max=8, max_frames=12)
+TINY = dict(num_latents=8, latent_dim=8, pack=2, action_classes=(3, 2), dim=64, depth=4, n_head=4,
+            n_kv_head=2, time_every=2, num_registers=2, k_max=8, max_frames=12)
 
 
 def tiny(**kw):
@@ -28,15 +29,17 @@ def inputs(B=2, T=6, seed=1):
     z = torch.randn(B, T, 8, 8, generator=g)
     tau = torch.randint(0, 8, (B, T), generator=g) / 8
     d = 1 / 2.0 ** torch.randint(0, 4, (B, T), generator=g)
-    a = torch.stack((torch.randint(-1, 3, (B, T), generator=g), torch.randint(-1, 2, (B, T), generator=g)), -1)
+    a = torch.stack((torch.randint(-1, 3, (B, T), generator=g),
+                     torch.randint(-1, 2, (B, T), generator=g)), -1)
     return z, tau, d, a
 
 
-# ---------------------------------------------------------------------------------------------------- the loss
+# ----------------------------------------------------------------------------------------- the loss
 
 def test_shortcut_loss_by_hand():
-    """f(z, tau, d) = theta z + tau + d on scalar latents; frame 0 flow (d = d_min), frame 1 bootstrap. Expected
-    values worked out by hand below; the gradient must come from the student only (sg on the target)."""
+    """f(z, tau, d) = theta z + tau + d on scalar latents; frame 0 flow (d = d_min), frame 1
+    bootstrap. Expected values worked out by hand below; the gradient must come from the student
+    only (sg on the target)."""
     theta = torch.tensor(0.5, requires_grad=True)
     calls = []
 
@@ -46,29 +49,35 @@ def test_shortcut_loss_by_hand():
 
     z1, z0 = torch.tensor([0.8, -0.4]).view(1, 2, 1, 1), torch.tensor([0.3, 1.2]).view(1, 2, 1, 1)
     tau, d = torch.tensor([[0.25, 0.5]]), torch.tensor([[0.25, 0.5]])  # k_max = 4: d_min = 0.25
-    flow, boot, is_boot = shortcut_loss(f, z1, tau, d, torch.zeros(1, 2, 0, dtype=torch.long), 1, 4, z0)
-    # frame 0: z_tilde = .75*.3 + .25*.8 = .425; z1_hat = .5*.425 + .25 + .25 = .7125; w = .9*.25 + .1 = .325
+    flow, boot, is_boot = shortcut_loss(f, z1, tau, d, torch.zeros(1, 2, 0, dtype=torch.long),
+                                        1, 4, z0)
+    # frame 0: z_tilde = .75*.3 + .25*.8 = .425; z1_hat = .5*.425 + .25 + .25 = .7125;
+    # w = .9*.25 + .1 = .325
     assert flow[0, 0].item() == pytest.approx(0.325 * (0.7125 - 0.8) ** 2)
-    # frame 1: z_tilde = .5*1.2 - .5*.4 = .4; z1_hat = .2 + 1 = 1.2; b1 = (f(.4, .5, .25) - .4) / .5 = (.95 - .4) / .5
-    # = 1.1; z_mid = .4 + 1.1*.25 = .675; b2 = (f(.675, .75, .25) - .675) / .25 = (1.3375 - .675) / .25 = 2.65;
-    # target 1.875; v_hat = (1.2 - .4) / .5 = 1.6; loss = w (1 - tau)^2 (v_hat - target)^2, w = .55
+    # frame 1: z_tilde = .5*1.2 - .5*.4 = .4; z1_hat = .2 + 1 = 1.2;
+    # b1 = (f(.4, .5, .25) - .4) / .5 = (.95 - .4) / .5 = 1.1; z_mid = .4 + 1.1*.25 = .675;
+    # b2 = (f(.675, .75, .25) - .675) / .25 = (1.3375 - .675) / .25 = 2.65; target 1.875;
+    # v_hat = (1.2 - .4) / .5 = 1.6; loss = w (1 - tau)^2 (v_hat - target)^2, w = .55
     assert boot[0, 1].item() == pytest.approx(0.55 * 0.25 * (1.6 - 1.875) ** 2)
-    assert is_boot.tolist() == [[False, True]] and calls == [True, False, False]  # teacher passes under no_grad
+    # teacher passes under no_grad
+    assert is_boot.tolist() == [[False, True]] and calls == [True, False, False]
     (flow[0, 0] + boot[0, 1]).backward()
-    # d/dtheta: flow .325*2*(.7125-.8)*.425; boot .55*.25*2*(1.6-1.875)*(.4/.5): the target contributes nothing
+    # d/dtheta: flow .325*2*(.7125-.8)*.425; boot .55*.25*2*(1.6-1.875)*(.4/.5): the target
+    # contributes nothing
     expected = 0.325 * 2 * (0.7125 - 0.8) * 0.425 + 0.55 * 0.25 * 2 * (1.6 - 1.875) * 0.8
     assert theta.grad.item() == pytest.approx(expected)
     # ramp=False: the same terms with w = 1
-    flow1, boot1, _ = shortcut_loss(f, z1, tau, d, torch.zeros(1, 2, 0, dtype=torch.long), 1, 4, z0, ramp=False)
+    flow1, boot1, _ = shortcut_loss(f, z1, tau, d, torch.zeros(1, 2, 0, dtype=torch.long), 1, 4, z0,
+                                    ramp=False)
     assert flow1[0, 0].item() == pytest.approx((0.7125 - 0.8) ** 2)
     assert boot1[0, 1].item() == pytest.approx(0.25 * (1.6 - 1.875) ** 2)
 
 
 @pytest.mark.parametrize("teacher_forcing", [False, True])
 def test_teacher_passes_read_which_past(teacher_forcing):
-    """Pins shortcut_loss's documented approximation: with diffusion forcing alone, the second teacher pass feeds the
-    earlier bootstrap frames moved to z_mid (not the student's past); with teacher forcing, both teacher passes read
-    the student's own context copy."""
+    """Pins shortcut_loss's documented approximation: with diffusion forcing alone, the second
+    teacher pass feeds the earlier bootstrap frames moved to z_mid (not the student's past); with
+    teacher forcing, both teacher passes read the student's own context copy."""
     torch.manual_seed(0)
     calls = []
 
@@ -82,14 +91,16 @@ def test_teacher_passes_read_which_past(teacher_forcing):
     n = len(first[0])
     if teacher_forcing:  # (n, 2T, ...): the context copy first, the targets after it
         for z, tau, d in (first, second):
-            assert torch.equal(z[:, :T], student[0][:n, :T]) and torch.equal(tau[:, :T], student[1][:n, :T])
+            assert (torch.equal(z[:, :T], student[0][:n, :T])
+                    and torch.equal(tau[:, :T], student[1][:n, :T]))
             assert torch.equal(d[:, :T], student[2][:n, :T])
     else:
-        boot = student[2][:n] > 1 / 4  # the bootstrap frames, of which the later frames read the earlier
+        boot = student[2][:n] > 1 / 4  # the bootstrap frames: the later ones read the earlier
         assert boot[:, :-1].any()
-        assert torch.equal(first[0], student[0][:n])  # pass one: the student's noisy frames, at d / 2
+        # pass one: the student's noisy frames, at d / 2
+        assert torch.equal(first[0], student[0][:n])
         assert not torch.allclose(second[0][boot], student[0][:n][boot])  # pass two: moved to z_mid
-        assert torch.equal(second[0][~boot], student[0][:n][~boot])  # flow frames ride along unmoved
+        assert torch.equal(second[0][~boot], student[0][:n][~boot])  # flow frames ride along as is
 
 
 def test_d_min_is_flow_matching():
@@ -100,34 +111,39 @@ def test_d_min_is_flow_matching():
     f = lambda *x: calls.append(1) or m(*x)
     flow, boot, is_boot = shortcut_loss(f, z1, tau, d, a, 2, 8, torch.zeros_like(z1))
     z1_hat = m(tau[..., None, None] * z1, tau, d, a)
-    # the 2 clips drawn for bootstrapping run their teacher passes (deciding on the host would sync a GPU), but with
-    # no frame at d > d_min every frame takes the flow term
+    # the 2 clips drawn for bootstrapping run their teacher passes (deciding on the host would sync
+    # a GPU), but with no frame at d > d_min every frame takes the flow term
     assert len(calls) == 3 and not is_boot.any() and boot.shape == (2, tau.shape[1])
     assert torch.allclose(flow, (0.9 * tau + 0.1) * ((z1_hat - z1) ** 2).mean((-1, -2)))
     crit = ShortcutLoss(8, ramp=True, teacher_forcing=False, zero_frac=0.0).train()
     calls.clear()
     loss, terms = crit(f, z1, a, bootstrap_frac=0.0)  # no clip drawn: no teacher passes
     assert len(calls) == 1 and terms["boot"].item() == 0 and terms["n_boot"] == 0
-    assert torch.allclose(terms["flow"], crit.norm.ms.sqrt() * loss)  # one RMS step: the loss is flow over its RMS
+    # one RMS step: the loss is flow over its RMS
+    assert torch.allclose(terms["flow"], crit.norm.ms.sqrt() * loss)
 
 
 def test_sample_tau_d_grid():
     torch.manual_seed(0)
     tau, d, n_boot = sample_tau_d(64, 16, 8, 0.25)
     k = (1 / d).round()
-    assert set(k.unique().tolist()) <= {1, 2, 4, 8} and ((tau * k) == (tau * k).round()).all() and (tau < 1).all()
+    assert (set(k.unique().tolist()) <= {1, 2, 4, 8} and ((tau * k) == (tau * k).round()).all()
+            and (tau < 1).all())
     assert 14 <= n_boot <= 18 and (k[n_boot:] == 8).all() and len(k[:n_boot].unique()) == 4
     assert sample_tau_d(8, 4, 8, 1.0)[2] == 8 and sample_tau_d(8, 4, 8, 0.0)[2] == 0
-    tau, d, _ = sample_tau_d(64, 16, 8, 1.0, context_frac=0.5)  # context frames: as generation feeds them
+    # context frames: as generation feeds them
+    tau, d, _ = sample_tau_d(64, 16, 8, 1.0, context_frac=0.5)
     ctx = tau == TAU_CTX
-    assert 0.4 < ctx.float().mean() < 0.6 and (d[ctx] == 1 / 8).all() and ((tau[~ctx] * 8) % 1 == 0).all()
+    assert (0.4 < ctx.float().mean() < 0.6 and (d[ctx] == 1 / 8).all()
+            and ((tau[~ctx] * 8) % 1 == 0).all())
     tau0 = sample_tau_d(64, 16, 8, 1.0)[0]
-    tau, d, _ = sample_tau_d(64, 16, 8, 1.0, zero_frac=0.5)  # half the frames at pure noise, d as drawn
+    # half the frames at pure noise, d as drawn
+    tau, d, _ = sample_tau_d(64, 16, 8, 1.0, zero_frac=0.5)
     assert 0.55 < (tau == 0).float().mean() < 0.8 and (tau0 == 0).float().mean() < 0.55
     assert set((1 / d).round().unique().tolist()) == {1, 2, 4, 8}
 
 
-# ---------------------------------------------------------------------------------------------------- the model
+# ---------------------------------------------------------------------------------------- the model
 
 @pytest.mark.parametrize("softcap", [0.0, 50.0])
 def test_block_causal(softcap):
@@ -142,23 +158,27 @@ def test_block_causal(softcap):
 
 
 def test_teacher_forcing_twin():
-    """A clip fed twice (twin=True): each target frame t equals the model run on the context frames < t followed by
-    that frame alone (what generation runs), and each context frame equals the plain causal run of the context."""
+    """A clip fed twice (twin=True): each target frame t equals the model run on the context
+    frames < t followed by that frame alone (what generation runs), and each context frame equals
+    the plain causal run of the context."""
     m = tiny()
     past, tau, d, a = inputs()
     z = torch.randn_like(past)
     B, T = tau.shape
     tau_p = torch.full_like(tau, TAU_CTX)
-    out = m(torch.cat((past, z), 1), torch.cat((tau_p, tau), 1), torch.cat((d, d), 1), torch.cat((a, a), 1), twin=True)
+    out = m(torch.cat((past, z), 1), torch.cat((tau_p, tau), 1), torch.cat((d, d), 1),
+            torch.cat((a, a), 1), twin=True)
     assert torch.allclose(out[:, :T], m(past, tau_p, d, a), atol=1e-5)
     for t in range(T):
-        ref = m(torch.cat((past[:, :t], z[:, t:t + 1]), 1), torch.cat((tau_p[:, :t], tau[:, t:t + 1]), 1),
-                d[:, :t + 1], a[:, :t + 1])[:, -1]
+        ref = m(torch.cat((past[:, :t], z[:, t:t + 1]), 1),
+                torch.cat((tau_p[:, :t], tau[:, t:t + 1]), 1), d[:, :t + 1], a[:, :t + 1])[:, -1]
         assert torch.allclose(out[:, T + t], ref, atol=1e-5)
-    with pytest.raises(ValueError, match="longer than the 12 frames"):  # the clip's length counts, not twice it
-        m(*(torch.cat((x, x), 1) for x in (z.repeat(1, 3, 1, 1), tau.repeat(1, 3), d.repeat(1, 3), a.repeat(1, 3, 1))),
-          twin=True)
-    # the loss with teacher forcing: the network sees every clip twice, in the student and both teacher passes
+    # the clip's length counts, not twice it
+    with pytest.raises(ValueError, match="longer than the 12 frames"):
+        m(*(torch.cat((x, x), 1) for x in (z.repeat(1, 3, 1, 1), tau.repeat(1, 3), d.repeat(1, 3),
+                                           a.repeat(1, 3, 1))), twin=True)
+    # the loss with teacher forcing: the network sees every clip twice, in the student and both
+    # teacher passes
     torch.manual_seed(0)
     shapes = []
     f = lambda *x, **kw: shapes.append((x[0].shape[1], kw.get("twin"))) or m(*x, **kw)
@@ -171,36 +191,44 @@ def test_teacher_forcing_twin():
 
 def test_actions():
     m = tiny()
-    a = torch.tensor([[[-1, -1], [2, -1], [-1, 1], [0, 1]]])  # (1, 4, 2): unlabeled, partly, partly, fully labeled
+    # (1, 4, 2): unlabeled, partly, partly, fully labeled
+    a = torch.tensor([[[-1, -1], [2, -1], [-1, 1], [0, 1]]])
     tok = m.action_token(a)[0]
-    e0, e1 = m.action_embed.weight[:3], m.action_embed.weight[3:]  # component 0 (3-way), component 1 (2-way)
+    # component 0 (3-way), component 1 (2-way)
+    e0, e1 = m.action_embed.weight[:3], m.action_embed.weight[3:]
     assert torch.equal(tok[0], m.action_base)  # unlabeled: the base embedding only
-    assert torch.allclose(tok[1], m.action_base + e0[2]) and torch.allclose(tok[2], m.action_base + e1[1])
+    assert (torch.allclose(tok[1], m.action_base + e0[2])
+            and torch.allclose(tok[2], m.action_base + e1[1]))
     assert torch.allclose(tok[3], m.action_base + e0[0] + e1[1])
-    assert m.action_base.abs().min() > 0 and m.registers.abs().min() > 0  # learned tokens: small, never zero (§P)
+    # learned tokens: small, never zero (§P)
+    assert m.action_base.abs().min() > 0 and m.registers.abs().min() > 0
     # frame t's token carries a_{t-1}: the action that led into it; frame 0 of a window gets none
     assert prev_actions(a).tolist() == [[[-1, -1], [-1, -1], [2, -1], [-1, 1]]]
     # an empty action spec (plain video) works and gives the base embedding only
     m0 = tiny(action_classes=())
-    assert torch.equal(m0.action_token(torch.zeros(1, 2, 0, dtype=torch.long))[0, 1], m0.action_base)
+    assert torch.equal(m0.action_token(torch.zeros(1, 2, 0, dtype=torch.long))[0, 1],
+                       m0.action_base)
 
 
 @pytest.mark.parametrize("softcap", [0.0, 50.0])
 def test_cached_equals_uncached(softcap):
     m = tiny(softcap=softcap)
     z, _, _, a = inputs(B=2, T=9)
-    run = lambda cache: generate(m, z[:, :4], a, 5, K=4, generator=torch.Generator().manual_seed(3), use_cache=cache)
+    run = lambda cache: generate(m, z[:, :4], a, 5, K=4, generator=torch.Generator().manual_seed(3),
+                                 use_cache=cache)
     cached, uncached = run(True), run(False)
     assert cached.shape == (2, 5, 8, 8)
     assert torch.allclose(cached, uncached, atol=1e-4), (cached - uncached).abs().max()
     a2 = a.clone()
     a2[:, 4:] = (a2[:, 4:] + 1) % 2
-    assert not torch.allclose(cached, generate(m, z[:, :4], a2, 5, generator=torch.Generator().manual_seed(3)))
+    assert not torch.allclose(cached, generate(m, z[:, :4], a2, 5,
+                                               generator=torch.Generator().manual_seed(3)))
 
 
 def test_compiled_generation_compiles_once():
-    """Compiled at fixed shapes (play.py, imagination), the closed loop gives the eager frames, and the KV cache's
-    fixed shapes keep it to one graph per kind of pass: frames after the first compile nothing new."""
+    """Compiled at fixed shapes (play.py, imagination), the closed loop gives the eager frames, and
+    the KV cache's fixed shapes keep it to one graph per kind of pass: frames after the first
+    compile nothing new."""
     m = tiny()
     z, _, _, a = inputs(B=1, T=9)
     a_in, graphs, out = prev_actions(a), [], []
@@ -210,8 +238,10 @@ def test_compiled_generation_compiles_once():
         with torch.no_grad():
             append_frames(model, z[:, :4], a_in[:, :4], cache, torch.randn(1, 4, 8, 8, generator=g))
             for t in range(4, 9):
-                frames.append(next_frame(model, cache, a_in[:, t:t + 1], 2, torch.randn(1, 1, 8, 8, generator=g)))
-                append_frames(model, frames[-1], a_in[:, t:t + 1], cache, torch.randn(1, 1, 8, 8, generator=g))
+                frames.append(next_frame(model, cache, a_in[:, t:t + 1], 2,
+                                         torch.randn(1, 1, 8, 8, generator=g)))
+                append_frames(model, frames[-1], a_in[:, t:t + 1], cache,
+                              torch.randn(1, 1, 8, 8, generator=g))
                 graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
         out.append(torch.cat(frames, 1))
     assert graphs[0] == graphs[4], graphs[:5]
@@ -219,29 +249,38 @@ def test_compiled_generation_compiles_once():
 
 
 def test_generation_schedule():
-    """Cached: the context once at tau = 0.9 (d_min), then per new frame K steps of d = 1/K from tau = 0 on that frame
-    alone, then the finished frame, re-noised to 0.9 (d_min), appended; nothing is appended after the last one."""
+    """Cached: the context once at tau = 0.9 (d_min), then per new frame K steps of d = 1/K from
+    tau = 0 on that frame alone, then the finished frame, re-noised to 0.9 (d_min), appended;
+    nothing is appended after the last one."""
     m = tiny()
     z, _, _, a = inputs(B=1, T=6)
     seen, forward = [], m.forward
-    m.forward = lambda zz, tau, d, aa, cache=None: seen.append((zz, tau, d)) or forward(zz, tau, d, aa, cache)
+    m.forward = lambda zz, tau, d, aa, cache=None: (seen.append((zz, tau, d))
+                                                    or forward(zz, tau, d, aa, cache))
     out = generate(m, z[:, :4], a, 2, K=4, generator=torch.Generator().manual_seed(0))
-    got = [(zz.shape[1], *tau[0].tolist(), *d[0].tolist()) for zz, tau, d in seen]  # (frames, taus..., ds...)
+    # (frames, taus..., ds...)
+    got = [(zz.shape[1], *tau[0].tolist(), *d[0].tolist()) for zz, tau, d in seen]
     steps = [(1, i / 4, 0.25) for i in range(4)]
     expected = [(4, *[0.9] * 4, *[0.125] * 4)] + steps + [(1, 0.9, 0.125)] + steps
-    assert len(got) == len(expected) and all(g == pytest.approx(e) for g, e in zip(got, expected)), got
-    eps = torch.randn(1, 6, 8, 8, generator=torch.Generator().manual_seed(0))  # generate draws this first
-    assert torch.allclose(seen[0][0], 0.9 * z[:, :4] + 0.1 * eps[:, :4])  # the context, re-noised to 0.9
-    assert torch.allclose(seen[5][0], 0.9 * out[:, :1] + 0.1 * eps[:, 4:5])  # the finished frame, likewise
+    assert (len(got) == len(expected)
+            and all(g == pytest.approx(e) for g, e in zip(got, expected))), got
+    # generate draws this first
+    eps = torch.randn(1, 6, 8, 8, generator=torch.Generator().manual_seed(0))
+    # the context, re-noised to 0.9
+    assert torch.allclose(seen[0][0], 0.9 * z[:, :4] + 0.1 * eps[:, :4])
+    # the finished frame, likewise
+    assert torch.allclose(seen[5][0], 0.9 * out[:, :1] + 0.1 * eps[:, 4:5])
 
 
 def test_latent_std_scales_generation():
-    """A model with latent_std s works on latents / s: its rollout from s * z is s times the unit model's from z
-    (same weights, same noise), so the noise of §D meets latents at its own scale."""
+    """A model with latent_std s works on latents / s: its rollout from s * z is s times the unit
+    model's from z (same weights, same noise), so the noise of §D meets latents at its own
+    scale."""
     z, _, _, a = inputs(B=2, T=7)
     run = lambda m, ctx: generate(m, ctx, a, 3, K=2, generator=torch.Generator().manual_seed(5))
     unit, scaled = run(tiny(), z[:, :4]), run(tiny(latent_std=0.4), 0.4 * z[:, :4])
-    assert torch.allclose(scaled, 0.4 * unit, atol=1e-5) and not torch.allclose(unit, 0.4 * unit, atol=1e-2)
+    assert (torch.allclose(scaled, 0.4 * unit, atol=1e-5)
+            and not torch.allclose(unit, 0.4 * unit, atol=1e-2))
 
 
 def test_bad_generate_inputs():
@@ -254,7 +293,7 @@ def test_bad_generate_inputs():
     with pytest.raises(ValueError, match="longer than the 12 frames this model was trained on"):
         generate(m, z[:, :8], a, 5)
     with pytest.raises(ValueError, match="longer than the 12 frames"):
-        m(z, *inputs(1, 13)[1:])  # a training window longer than max_frames: an error, not a silent crop
+        m(z, *inputs(1, 13)[1:])  # training windows over max_frames: an error, not a silent crop
 
 
 def test_check_tokenizer():
@@ -262,19 +301,22 @@ def test_check_tokenizer():
     check_tokenizer(tok, "t.pt", 16, (8, 8))
     with pytest.raises(ConfigError, match="trained on 16px frames but the data has 32px"):
         check_tokenizer(tok, "t.pt", 32)
-    with pytest.raises(ConfigError, match=r"latents \(8, 8\) but the dynamics model was trained on \(16, 32\)"):
+    with pytest.raises(ConfigError,
+                       match=r"latents \(8, 8\) but the dynamics model was trained on \(16, 32\)"):
         check_tokenizer(tok, "t.pt", 16, (16, 32))
 
 
-# ---------------------------------------------------------------------------------------------------- end to end
+# --------------------------------------------------------------------------------------- end to end
 
 def make_bars(path, episodes=40, length=40, size=16, seed=0, labeled=True):
-    """A frame store (data.py's format): a bar on a static gradient, in one of 4 rows (its colour tells the row);
-    actions 0 stay (p .5), 1 up, 2 down move it (wrapping). Repeating the last frame is right half the time.
+    """A frame store (data.py's format): a bar on a static gradient, in one of 4 rows (its colour
+    tells the row); actions 0 stay (p .5), 1 up, 2 down move it (wrapping). Repeating the last frame
+    is right half the time.
     labeled=False: the actions are -1 (video)."""
     rng = np.random.default_rng(seed)
     g = np.linspace(0, 0.4, size)
-    bg = np.stack([np.add.outer(g, g) / 2, np.add.outer(g, g[::-1]) / 2, np.full((size, size), 0.2)], -1)
+    bg = np.stack([np.add.outer(g, g) / 2, np.add.outer(g, g[::-1]) / 2,
+                   np.full((size, size), 0.2)], -1)
     colours, h = [[1, .2, .2], [.2, 1, .2], [.3, .3, 1], [1, 1, .2]], size // 4
     frames, actions, eps = [], [], []
     for _ in range(episodes):
@@ -290,16 +332,18 @@ def make_bars(path, episodes=40, length=40, size=16, seed=0, labeled=True):
     N, E = len(frames), len(eps)
     for name, arr in [("frames", np.stack(frames)), ("actions", np.array(actions, np.int16)),
                       ("rewards", np.zeros(N, np.float32)), ("episodes", np.array(eps, np.int64)),
-                      ("policies", np.zeros(E, np.int8)), ("epsilons", np.full(E, np.nan, np.float32))]:
+                      ("policies", np.zeros(E, np.int8)),
+                      ("epsilons", np.full(E, np.nan, np.float32))]:
         np.save(os.path.join(path, f"{name}.npy"), arr)
-    json.dump({"source": "bars", "image_size": size, "fps": 10.0, "num_frames": N, "num_episodes": E,
-               "labeled_frac": float(labeled), "action_spec": [{"name": "action", "classes": 3}]},
+    json.dump({"source": "bars", "image_size": size, "fps": 10.0, "num_frames": N,
+               "num_episodes": E, "labeled_frac": float(labeled),
+               "action_spec": [{"name": "action", "classes": 3}]},
               open(os.path.join(path, "meta.json"), "w"))
     return str(path)
 
 
 def fails(*args):
-    """The one-line error (ConfigError's message) that running a script with these arguments stops with."""
+    """The one-line error (ConfigError's message) a script run with these arguments stops with."""
     with pytest.raises(SystemExit) as e:
         run_script(*args)
     return str(e.value.code)
@@ -310,16 +354,18 @@ def bars(tmp_path_factory):
     """A bars store and a tiny tokenizer trained on it (~10 s; it reaches ~45 dB)."""
     tmp = tmp_path_factory.mktemp("bars")
     data = make_bars(tmp / "data")
-    run_script("train_tokenizer.py", f"--data_dir={data}", f"--out_dir={tmp / 'tok'}", "--patch_size=4",
-               "--num_latents=8", "--local_latents=False", "--latent_dim=8", "--dim=64", "--enc_depth=3", "--dec_depth=3", "--n_head=4",
-               "--n_kv_head=2", "--time_every=3", "--seq_len=2", "--batch_size=16", "--max_iters=150",
-               "--eval_interval=150", "--warmup_iters=20", "--lr=3e-3", "--drop_max=0.0", "--eval_windows=16",
-               "--compile=False", "--threads=2", "--dtype=float32")  # tiny models: fp32 is faster, even with AMX
+    # tiny models: fp32 is faster, even with AMX
+    run_script("train_tokenizer.py", f"--data_dir={data}", f"--out_dir={tmp / 'tok'}",
+               "--patch_size=4", "--num_latents=8", "--local_latents=False", "--latent_dim=8",
+               "--dim=64", "--enc_depth=3", "--dec_depth=3", "--n_head=4", "--n_kv_head=2",
+               "--time_every=3", "--seq_len=2", "--batch_size=16", "--max_iters=150",
+               "--eval_interval=150", "--warmup_iters=20", "--lr=3e-3", "--drop_max=0.0",
+               "--eval_windows=16", "--compile=False", "--threads=2", "--dtype=float32")
     return tmp, data, str(tmp / "tok" / "ckpt.pt")
 
 
-DYN = ["--dim=64", "--depth=4", "--n_head=4", "--n_kv_head=2", "--time_every=2", "--num_registers=2", "--compile=False",
-       "--threads=2", "--log_interval=1000"]
+DYN = ["--dim=64", "--depth=4", "--n_head=4", "--n_kv_head=2", "--time_every=2",
+       "--num_registers=2", "--compile=False", "--threads=2", "--log_interval=1000"]
 
 
 def metrics(out_dir):
@@ -328,139 +374,182 @@ def metrics(out_dir):
 
 @pytest.mark.slow
 def test_training_beats_the_floor(bars):
-    """120 steps of the trainer's recipe (teacher forcing, zero_frac, k_max = 4) on the bars: rollouts far beat
-    repeating the last frame, and shuffling the actions hurts (~50 dB against a floor of ~29, ratio >= 12 over three
-    seeds). An untrained model is far below the floor (~12 dB) and ignores actions (ratio ~1)."""
+    """120 steps of the trainer's recipe (teacher forcing, zero_frac, k_max = 4) on the bars:
+    rollouts far beat repeating the last frame, and shuffling the actions hurts (~50 dB against a
+    floor of ~29, ratio >= 12 over three seeds). An untrained model is far below the floor (~12 dB)
+    and ignores actions (ratio ~1)."""
     tmp, data, tok = bars
     out = str(tmp / "dyn_train")
-    run_script("train_dynamics.py", f"--data_dir={data}", f"--tokenizer_ckpt={tok}", f"--out_dir={out}", *DYN,
-               "--dim=128", "--batch_size=16", "--seq_len=8", "--long_every=0", "--single_frame_frac=0.0",
-               "--context_frames=4", "--eval_frames=4", "--eval_windows=48", "--max_iters=120", "--eval_interval=120",
-               "--warmup_iters=20", "--lr=2e-3", "--min_lr_frac=1.0", "--bootstrap_start=40", "--dtype=float32")
+    run_script("train_dynamics.py", f"--data_dir={data}", f"--tokenizer_ckpt={tok}",
+               f"--out_dir={out}", *DYN, "--dim=128", "--batch_size=16", "--seq_len=8",
+               "--long_every=0", "--single_frame_frac=0.0", "--context_frames=4", "--eval_frames=4",
+               "--eval_windows=48", "--max_iters=120", "--eval_interval=120", "--warmup_iters=20",
+               "--lr=2e-3", "--min_lr_frac=1.0", "--bootstrap_start=40", "--dtype=float32")
     first, last = metrics(out)[0], metrics(out)[-1]
     assert first["rollout_psnr"] < first["floor_psnr"] - 5 and first["shuffle_ratio"] < 1.1
-    assert last["iter"] == 120 and len(last["rollout_psnr_steps"]) == 4 and last["ceiling_psnr"] > 40
+    assert (last["iter"] == 120 and len(last["rollout_psnr_steps"]) == 4
+            and last["ceiling_psnr"] > 40)
     assert last["rollout_psnr"] > last["floor_psnr"] + 10 and last["shuffle_ratio"] > 3, last
     assert os.path.getsize(os.path.join(out, "rollout.mp4")) > 0
 
 
 def test_mixed_store_trains_as_one(bars, capsys):
-    """A labeled store and unlabeled video of the same game, made into one store (data.py --source=stores), train
-    as one: the labeled share is reported, and the video's episodes feed the base embedding only."""
+    """A labeled store and unlabeled video of the same game, made into one store
+    (data.py --source=stores), train as one: the labeled share is reported, and the video's
+    episodes feed the base embedding only."""
     tmp, data, tok = bars
-    video, mixed = make_bars(tmp / "bars_video", episodes=10, seed=1, labeled=False), str(tmp / "bars_mixed")
-    run_script("data.py", "--source=stores", f"--src={data},{video}", f"--data_dir={mixed}", "--image_size=16")
+    video, mixed = (make_bars(tmp / "bars_video", episodes=10, seed=1, labeled=False),
+                    str(tmp / "bars_mixed"))
+    run_script("data.py", "--source=stores", f"--src={data},{video}", f"--data_dir={mixed}",
+               "--image_size=16")
     from data import FrameStore
     s = FrameStore(mixed)
     assert len(s.episodes) == 50 and (s.actions[s.episodes[40, 0]:] == -1).all()
     assert (s.actions[:s.episodes[40, 0]] == FrameStore(data).actions[:]).all()
     capsys.readouterr()
-    args = ["train_dynamics.py", f"--data_dir={mixed}", f"--tokenizer_ckpt={tok}", *DYN, "--batch_size=4",
-            "--seq_len=4", "--long_every=0", "--context_frames=2", "--eval_frames=2", "--eval_windows=4", "--max_iters=2",
-            "--latent_cache=False", "--dtype=float32"]
+    args = ["train_dynamics.py", f"--data_dir={mixed}", f"--tokenizer_ckpt={tok}", *DYN,
+            "--batch_size=4", "--seq_len=4", "--long_every=0", "--context_frames=2",
+            "--eval_frames=2", "--eval_windows=4", "--max_iters=2", "--latent_cache=False",
+            "--dtype=float32"]
     run_script(*args, f"--out_dir={tmp / 'dyn_mixed'}")
-    assert "80% of episodes labeled (50% of each batch drawn from them)," in capsys.readouterr().out  # 40 of 50
-    # labeled_batch_frac: a quarter of the labels kept, half of every batch (2 of 4 windows) drawn from them
-    g = run_script(*args, f"--out_dir={tmp / 'dyn_oversampled'}", "--action_label_frac=0.25", "--labeled_batch_frac=0.5")
+    # 40 of 50
+    assert "80% of episodes labeled (50% of each batch drawn from them)," in capsys.readouterr().out
+    # labeled_batch_frac: a quarter of the labels kept, half of every batch (2 of 4 windows) drawn
+    # from them
+    g = run_script(*args, f"--out_dir={tmp / 'dyn_oversampled'}", "--action_label_frac=0.25",
+                   "--labeled_batch_frac=0.5")
     assert "(50% of each batch drawn from them)" in capsys.readouterr().out
-    has_labels = np.stack([(g["get_batch"](1)[1] >= 0).any(1)[:, 0].numpy() for _ in range(200)])  # (200, 4)
-    assert has_labels[:, :2].all() and 0.05 < has_labels[:, 2:].mean() < 0.4, has_labels.mean(0)  # ~1 in 5 keep labels
-    assert "no training episode is labeled" in fails(*args, "--action_label_frac=0", "--unlabeled_video=False")
-    g = run_script(*args, f"--out_dir={tmp / 'dyn_labeled_only'}", "--action_label_frac=0.25", "--unlabeled_video=False")
+    has_labels = np.stack([(g["get_batch"](1)[1] >= 0).any(1)[:, 0].numpy()
+                           for _ in range(200)])  # (200, 4)
+    # ~1 in 5 keep labels
+    assert has_labels[:, :2].all() and 0.05 < has_labels[:, 2:].mean() < 0.4, has_labels.mean(0)
+    assert "no training episode is labeled" in fails(*args, "--action_label_frac=0",
+                                                     "--unlabeled_video=False")
+    g = run_script(*args, f"--out_dir={tmp / 'dyn_labeled_only'}", "--action_label_frac=0.25",
+                   "--unlabeled_video=False")
     assert "the unlabeled ones left out" in capsys.readouterr().out
-    assert all((g["get_batch"](1)[1] >= 0).any(1).all() for _ in range(50))  # every window from a labeled episode
+    # every window from a labeled episode
+    assert all((g["get_batch"](1)[1] >= 0).any(1).all() for _ in range(50))
 
 
 def test_latent_cache(bars, capsys):
-    """latent_cache: every episode streamed once through the tokenizer, the same latents as encoding it whole; reused
-    by the next run while tokenizer and data are the same. (A 1-step tokenizer: its latents depend on the frame
-    before, unlike the trained one's, so chunks encoded without the cache would differ.)"""
+    """latent_cache: every episode streamed once through the tokenizer, the same latents as encoding
+    it whole; reused by the next run while tokenizer and data are the same. (A 1-step tokenizer: its
+    latents depend on the frame before, unlike the trained one's, so chunks encoded without the
+    cache would differ.)"""
     tmp, data, _ = bars
     tok, out = str(tmp / "tok_1step"), str(tmp / "dyn_cache")
-    run_script("train_tokenizer.py", f"--data_dir={data}", f"--out_dir={tok}", "--patch_size=4", "--num_latents=8",
-               "--local_latents=False", "--latent_dim=8", "--dim=32", "--enc_depth=2", "--dec_depth=2", "--time_every=2", "--seq_len=2",
-               "--batch_size=2", "--max_iters=1", "--eval_windows=2", "--compile=False", "--dtype=float32")
-    args = ["train_dynamics.py", f"--data_dir={data}", f"--tokenizer_ckpt={tok}/ckpt.pt", f"--out_dir={out}", *DYN,
-            "--batch_size=2", "--seq_len=4", "--long_seq_len=8", "--context_frames=2", "--eval_frames=2",
-            "--eval_windows=4", "--max_iters=2", "--latent_cache=True", "--dtype=float32"]
+    run_script("train_tokenizer.py", f"--data_dir={data}", f"--out_dir={tok}", "--patch_size=4",
+               "--num_latents=8", "--local_latents=False", "--latent_dim=8", "--dim=32",
+               "--enc_depth=2", "--dec_depth=2", "--time_every=2", "--seq_len=2", "--batch_size=2",
+               "--max_iters=1", "--eval_windows=2", "--compile=False", "--dtype=float32")
+    args = ["train_dynamics.py", f"--data_dir={data}", f"--tokenizer_ckpt={tok}/ckpt.pt",
+            f"--out_dir={out}", *DYN, "--batch_size=2", "--seq_len=4", "--long_seq_len=8",
+            "--context_frames=2", "--eval_frames=2", "--eval_windows=4", "--max_iters=2",
+            "--latent_cache=True", "--dtype=float32"]
     capsys.readouterr()
     run_script(*args)
     assert "latent cache: encoded 1600 frames" in capsys.readouterr().out
     from tokenizer import load_tokenizer
-    cache = glob.glob(f"{tok}/latents_*.npy")  # beside the tokenizer: every dynamics run on it shares the cache
+    # beside the tokenizer: every dynamics run on it shares the cache
+    cache = glob.glob(f"{tok}/latents_*.npy")
     lat, model = np.load(cache[0]), load_tokenizer(f"{tok}/ckpt.pt")[0]
-    frames = torch.from_numpy(np.load(os.path.join(data, "frames.npy"))).view(40, 40, 16, 16, 3)  # (episode, t, ...)
+    # (episode, t, ...)
+    frames = torch.from_numpy(np.load(os.path.join(data, "frames.npy"))).view(40, 40, 16, 16, 3)
     whole = model.encode(frames)  # every episode in one piece
-    chunks = torch.cat([model.encode(frames[:, i:i + 8]) for i in range(0, 40, 8)], 1)  # in pieces, no cache
-    assert lat.dtype == np.float16 and torch.allclose(torch.from_numpy(lat).float(), whole.flatten(0, 1), atol=1e-3)
-    latent_std = torch.load(f"{out}/ckpt.pt", weights_only=False)["model_args"]["latent_std"]  # latent_norm: 16 windows
+    # in pieces, no cache
+    chunks = torch.cat([model.encode(frames[:, i:i + 8]) for i in range(0, 40, 8)], 1)
+    assert lat.dtype == np.float16 and torch.allclose(torch.from_numpy(lat).float(),
+                                                      whole.flatten(0, 1), atol=1e-3)
+    # latent_norm: 16 windows
+    latent_std = torch.load(f"{out}/ckpt.pt", weights_only=False)["model_args"]["latent_std"]
     assert abs(latent_std / lat.astype(np.float32).std() - 1) < 0.15, (latent_std, lat.std())
-    assert not torch.allclose(chunks, whole, atol=1e-2)  # the frame before matters: streaming is needed
+    # the frame before matters: streaming is needed
+    assert not torch.allclose(chunks, whole, atol=1e-2)
     mtime = os.path.getmtime(cache[0])
     run_script(*args, "--max_iters=3", "--init_from=resume")
     run_script(*args, f"--out_dir={out}_2")  # another run on the same tokenizer and data
     assert "latent cache" not in capsys.readouterr().out and os.path.getmtime(cache[0]) == mtime
-    os.remove(cache[0] + ".json")  # a stale cache is rebuilt, also to evaluate alone: eval reads what training read
+    # a stale cache is rebuilt, also to evaluate alone: eval reads what training read
+    os.remove(cache[0] + ".json")
     run_script(*args, "--init_from=resume", "--eval_only=True")
-    assert "latent cache: encoded 1600 frames" in capsys.readouterr().out and os.path.exists(cache[0] + ".json")
+    assert ("latent cache: encoded 1600 frames" in capsys.readouterr().out
+            and os.path.exists(cache[0] + ".json"))
 
 
 def test_resume_matches_uninterrupted_run(bars, capsys):
     tmp, data, tok = bars
-    common = [f"--data_dir={data}", f"--tokenizer_ckpt={tok}", *DYN, "--batch_size=2", "--seq_len=4",
-              "--long_seq_len=8", "--long_every=2", "--single_frame_frac=0.3", "--bootstrap_start=0",
-              "--bootstrap_frac=0.5", "--teacher_forcing=True", "--zero_frac=0.5", "--context_frames=2",
-              "--eval_frames=2", "--eval_windows=4",
-              "--eval_interval=100",
-              "--min_lr_frac=1.0", "--warmup_iters=0", "--dtype=float32", "--action_label_frac=0.5"]
+    common = [f"--data_dir={data}", f"--tokenizer_ckpt={tok}", *DYN, "--batch_size=2",
+              "--seq_len=4", "--long_seq_len=8", "--long_every=2", "--single_frame_frac=0.3",
+              "--bootstrap_start=0", "--bootstrap_frac=0.5", "--teacher_forcing=True",
+              "--zero_frac=0.5", "--context_frames=2", "--eval_frames=2", "--eval_windows=4",
+              "--eval_interval=100", "--min_lr_frac=1.0", "--warmup_iters=0", "--dtype=float32",
+              "--action_label_frac=0.5"]
     full, part = str(tmp / "dyn_full"), str(tmp / "dyn_part")
     run_script("train_dynamics.py", *common, f"--out_dir={full}", "--max_iters=6")
     run_script("train_dynamics.py", *common, f"--out_dir={part}", "--max_iters=3")
     half = torch.load(os.path.join(part, "ckpt.pt"), weights_only=False)
     assert 0 < half["minutes"] < 5
-    torch.save({**half, "minutes": 1000.0}, os.path.join(part, "ckpt.pt"))  # as if the first part had run 1000 min
-    run_script("train_dynamics.py", *common, f"--out_dir={part}", "--max_iters=6", "--init_from=resume")
+    # as if the first part had run 1000 min
+    torch.save({**half, "minutes": 1000.0}, os.path.join(part, "ckpt.pt"))
+    run_script("train_dynamics.py", *common, f"--out_dir={part}", "--max_iters=6",
+               "--init_from=resume")
     a, b = (torch.load(os.path.join(p, "ckpt.pt"), weights_only=False) for p in (full, part))
-    assert 1000 < metrics(part)[-1]["minutes"] <= b["minutes"] < 1005  # the resumed run's clock goes on
+    # the resumed run's clock goes on
+    assert 1000 < metrics(part)[-1]["minutes"] <= b["minutes"] < 1005
     assert a["iter"] == b["iter"] == 6
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert metrics(full)[-1]["loss"] == metrics(part)[-1]["loss"]
     assert b["tokenizer"]["path"] == os.path.abspath(tok) and tuple(b["latent_shape"]) == (8, 8)
-    assert len(b["labeled_episodes"]) == 20 and a["labeled_episodes"] == b["labeled_episodes"]  # half of 40, fixed
+    # half of 40, fixed
+    assert len(b["labeled_episodes"]) == 20 and a["labeled_episodes"] == b["labeled_episodes"]
 
     # eval_only: the checkpoint evaluated on more windows, logged, and left as it was
     ckpt, mtime = os.path.join(part, "ckpt.pt"), os.path.getmtime(os.path.join(part, "ckpt.pt"))
-    run_script("train_dynamics.py", *common, f"--out_dir={part}", "--init_from=resume", "--eval_only=True",
-               "--eval_windows=8")
+    run_script("train_dynamics.py", *common, f"--out_dir={part}", "--init_from=resume",
+               "--eval_only=True", "--eval_windows=8")
     m = metrics(part)[-1]
-    assert m["iter"] == 6 and m["eval_windows"] == 8 and m["loss"] is None and len(m["rollout_psnr_steps"]) == 2
-    assert m["rollout_psnr"] != metrics(part)[-2]["rollout_psnr"] and os.path.getmtime(ckpt) == mtime
-    assert "add --init_from=resume" in fails("train_dynamics.py", *common, f"--out_dir={part}", "--eval_only=True")
+    assert (m["iter"] == 6 and m["eval_windows"] == 8 and m["loss"] is None
+            and len(m["rollout_psnr_steps"]) == 2)
+    assert (m["rollout_psnr"] != metrics(part)[-2]["rollout_psnr"]
+            and os.path.getmtime(ckpt) == mtime)
+    assert "add --init_from=resume" in fails("train_dynamics.py", *common, f"--out_dir={part}",
+                                             "--eval_only=True")
 
-    # bad input, one line each: a data action spec that differs from the checkpoint's; a context too long
+    # bad input, one line each: a data action spec unlike the checkpoint's; a context too long
     other = str(tmp / "data_other_spec")
     shutil.copytree(data, other)
     meta = json.load(open(os.path.join(other, "meta.json")))
     meta["action_spec"][0]["classes"] = 4
     json.dump(meta, open(os.path.join(other, "meta.json"), "w"))
-    err = fails("train_dynamics.py", *common, f"--data_dir={other}", f"--out_dir={part}", "--init_from=resume")
-    assert err == f"error: {other} has actions [action:4] but the dynamics model was trained on [action:3]"
+    err = fails("train_dynamics.py", *common, f"--data_dir={other}", f"--out_dir={part}",
+                "--init_from=resume")
+    assert err == (f"error: {other} has actions [action:4] but the dynamics model was trained on "
+                   "[action:3]")
     err = fails("sample.py", f"--dynamics_ckpt={ckpt}", "--context_frames=6", "--num_frames=4")
-    assert err.startswith("error: 6 context + 4 new frames is longer than the 8 frames this model was trained on")
-    assert "must be a multiple of d_min" in fails("sample.py", f"--dynamics_ckpt={ckpt}", "--sampling_steps=3")
-    assert "and zero_frac must be in [0, 1]" in fails("train_dynamics.py", *common, "--zero_frac=1.5")
-    assert fails("train_dynamics.py", *common, "--batch_size=0") == "error: batch_size=0 must be >= 1"
-    assert fails("train_tokenizer.py", f"--data_dir={data}", "--grad_accum=0") == "error: grad_accum=0 must be >= 1"
+    assert err.startswith("error: 6 context + 4 new frames is longer than the 8 frames this model "
+                          "was trained on")
+    assert "must be a multiple of d_min" in fails("sample.py", f"--dynamics_ckpt={ckpt}",
+                                                  "--sampling_steps=3")
+    assert "and zero_frac must be in [0, 1]" in fails("train_dynamics.py", *common,
+                                                      "--zero_frac=1.5")
+    assert (fails("train_dynamics.py", *common, "--batch_size=0")
+            == "error: batch_size=0 must be >= 1")
+    assert (fails("train_tokenizer.py", f"--data_dir={data}", "--grad_accum=0")
+            == "error: grad_accum=0 must be >= 1")
+    # a dynamics one
     assert fails("train_dynamics.py", *common, f"--tokenizer_ckpt={ckpt}") == \
-        f"error: '{ckpt}' is not a tokenizer checkpoint (made by train_tokenizer.py)"  # a dynamics one
+        f"error: '{ckpt}' is not a tokenizer checkpoint (made by train_tokenizer.py)"
     # a resume keeps the labeled episodes it started with, whatever action_label_frac says now
     capsys.readouterr()
-    run_script("train_dynamics.py", *common, f"--out_dir={part}", "--max_iters=7", "--init_from=resume",
-               "--action_label_frac=1.0")
+    run_script("train_dynamics.py", *common, f"--out_dir={part}", "--max_iters=7",
+               "--init_from=resume", "--action_label_frac=1.0")
     assert "keeps its 20 labeled episodes" in capsys.readouterr().out
     assert torch.load(ckpt, weights_only=False)["labeled_episodes"] == a["labeled_episodes"]
-    for bad, msg in (("--k_max=3", "k_max=3 must be a power of 2"), ("--pack=3", "must be a multiple of pack=3"),
-                     ("--sampling_steps=3", "sampling_steps=3: 1/sampling_steps must be a multiple of d_min"),
+    for bad, msg in (("--k_max=3", "k_max=3 must be a power of 2"),
+                     ("--pack=3", "must be a multiple of pack=3"),
+                     ("--sampling_steps=3",
+                      "sampling_steps=3: 1/sampling_steps must be a multiple of d_min"),
                      ("--dim=62", "dim=62 must be a multiple of n_head=4"),
                      ("--dim=60", "dim=60 must be a multiple of n_head=4 with an even quotient"),
                      ("--depth=1", "no time layer")):  # one line each, before any training
@@ -470,24 +559,27 @@ def test_resume_matches_uninterrupted_run(bars, capsys):
     # sample.py: a rollout video from dataset contexts with a given action sequence, and frames/s
     out = str(tmp / "sample.gif")
     capsys.readouterr()
-    run_script("sample.py", f"--dynamics_ckpt={ckpt}", f"--out={out}", "--context_frames=2", "--num_frames=6",
-               "--actions=0,1,1,2,0,2", "--num_windows=2", "--dtype=float32")
+    run_script("sample.py", f"--dynamics_ckpt={ckpt}", f"--out={out}", "--context_frames=2",
+               "--num_frames=6", "--actions=0,1,1,2,0,2", "--num_windows=2", "--dtype=float32")
     assert "frames/s" in capsys.readouterr().out and os.path.getsize(out) > 0
 
 
 @pytest.mark.slow
 def test_kill9_in_latent_cache_build_and_training_loses_nothing(bars, tmp_path):
-    """SIGKILL while the latent cache is being built, then twice in training (steps, evals, checkpoint saves); each
-    rerun resumes: the same cache and the same parameters as an uninterrupted run (both run as subprocesses)."""
+    """SIGKILL while the latent cache is being built, then twice in training (steps, evals,
+    checkpoint saves); each rerun resumes: the same cache and the same parameters as an
+    uninterrupted run (both run as subprocesses)."""
     _, data, tok = bars
 
     def args(name):  # a copy of the tokenizer per run: a latent cache of its own beside it
         os.makedirs(tmp_path / name)
         shutil.copy(tok, tmp_path / name / "tok.pt")
-        return ["train_dynamics.py", f"--data_dir={data}", f"--tokenizer_ckpt={tmp_path / name / 'tok.pt'}",
-                f"--out_dir={tmp_path / name / 'dyn'}", *DYN, "--log_interval=1", "--batch_size=1", "--seq_len=2",
-                "--long_seq_len=8", "--context_frames=2", "--eval_frames=2", "--eval_windows=4", "--max_iters=12",
-                "--eval_interval=4", "--latent_cache=True", "--dtype=float32"]  # 2 frames a step: a cache of 800 pieces
+        return ["train_dynamics.py", f"--data_dir={data}",
+                f"--tokenizer_ckpt={tmp_path / name / 'tok.pt'}",
+                f"--out_dir={tmp_path / name / 'dyn'}", *DYN, "--log_interval=1", "--batch_size=1",
+                "--seq_len=2", "--long_seq_len=8", "--context_frames=2", "--eval_frames=2",
+                "--eval_windows=4", "--max_iters=12", "--eval_interval=4", "--latent_cache=True",
+                "--dtype=float32"]  # 2 frames a step: a cache of 800 pieces
     kill_and_rerun(args("ref"), lambda t0: False, 0, tmp_path / "ref.txt")
     log, seen = tmp_path / "log.txt", []
     part = lambda suffix: glob.glob(str(tmp_path / "killed" / f"latents_*.npy{suffix}"))
@@ -499,34 +591,46 @@ def test_kill9_in_latent_cache_build_and_training_loses_nothing(bars, tmp_path):
             seen.append("cache finished" if part(".json") else "cache cut")
         return "ms/iter" in open(log).read()
 
-    landed, text = kill_and_rerun(args("killed"), trigger, 3, log, resume_if=str(tmp_path / "killed/dyn/ckpt.pt"),
-                                  delay=0.05)
-    assert landed == 3 and seen[:2] == ["cache", "cache cut"] and ("iter 12/12" in text or "nothing to do" in text)
-    assert np.array_equal(np.load(part("")[0]), np.load(glob.glob(str(tmp_path / "ref/latents_*.npy"))[0]))
+    landed, text = kill_and_rerun(args("killed"), trigger, 3, log,
+                                  resume_if=str(tmp_path / "killed/dyn/ckpt.pt"), delay=0.05)
+    assert (landed == 3 and seen[:2] == ["cache", "cache cut"]
+            and ("iter 12/12" in text or "nothing to do" in text))
+    assert np.array_equal(np.load(part("")[0]),
+                          np.load(glob.glob(str(tmp_path / "ref/latents_*.npy"))[0]))
     a, b = (torch.load(tmp_path / p / "dyn/ckpt.pt", weights_only=False) for p in ("ref", "killed"))
-    assert a["iter"] == b["iter"] == 12 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["iter"] == b["iter"] == 12 and all(torch.equal(a["model"][k], b["model"][k])
+                                                for k in a["model"])
 
 
 def test_label_study(bars, tmp_path, capsys):
-    """results.py --label_runs: runs at several action_label_frac scored on the same windows -> the study table, each
-    run's share of the full-label gain (1 and 0 at the ends, the middle one by hand from its per-episode figures)."""
+    """results.py --label_runs: runs at several action_label_frac scored on the same windows -> the
+    study table, each run's share of the full-label gain (1 and 0 at the ends, the middle one by
+    hand from its per-episode figures)."""
     _, data, tok = bars
-    args = ["train_dynamics.py", f"--data_dir={data}", f"--tokenizer_ckpt={tok}", *DYN, "--batch_size=2", "--seq_len=4",
-            "--long_every=0", "--context_frames=2", "--eval_frames=2", "--eval_windows=8", "--max_iters=4",
-            "--lr=1e-2", "--warmup_iters=0", "--dtype=float32"]
+    args = ["train_dynamics.py", f"--data_dir={data}", f"--tokenizer_ckpt={tok}", *DYN,
+            "--batch_size=2", "--seq_len=4", "--long_every=0", "--context_frames=2",
+            "--eval_frames=2", "--eval_windows=8", "--max_iters=4", "--lr=1e-2", "--warmup_iters=0",
+            "--dtype=float32"]
     runs = {f: str(tmp_path / f"f{f}") for f in (1.0, 0.5, 0.0)}
     for f, out in runs.items():
         run_script(*args, f"--out_dir={out}", f"--action_label_frac={f}")
     m = {f: metrics(out)[-1] for f, out in runs.items()}
     assert len(m[1.0]["eval_episodes"]) == 2 and m[1.0]["eval_episodes"] == m[0.0]["eval_episodes"]
     assert 0 < m[1.0]["rollout_ssim"] < 1 and len(m[1.0]["rollout_psnr_episodes"]) == 2
-    run_script("results.py", f"--label_runs={','.join(runs.values())}", f"--study={tmp_path / 'study'}")
-    rows = {ln.split(" | ")[0][2:]: ln.split(" | ") for ln in open(tmp_path / "study.md") if ln.count("|") == 12}
+    run_script("results.py", f"--label_runs={','.join(runs.values())}",
+               f"--study={tmp_path / 'study'}")
+    rows = {ln.split(" | ")[0][2:]: ln.split(" | ") for ln in open(tmp_path / "study.md")
+            if ln.count("|") == 12}
     y, lo, hi = (np.array(m[f]["rollout_psnr_episodes"]) for f in (0.5, 0.0, 1.0))
-    n = np.array(m[0.5]["eval_episode_windows"])  # episodes weigh by their windows: the shares of the window means
-    assert n.sum() == 8 and rows["f1.0"][8].startswith("100% ± 0%") and rows["f0.0"][8].startswith("0% ± 0%")
-    assert rows["f0.5"][8].startswith(f"{(n * (y - lo)).sum() / (n * (hi - lo)).sum():.0%} ±"), rows["f0.5"]
-    assert rows["f0.5"][5].startswith(f"{m[0.5]['rollout_psnr'] - m[0.5]['floor_psnr']:+.2f} ±"), rows["f0.5"]
+    # episodes weigh by their windows: the shares of the window means
+    n = np.array(m[0.5]["eval_episode_windows"])
+    assert (n.sum() == 8 and rows["f1.0"][8].startswith("100% ± 0%")
+            and rows["f0.0"][8].startswith("0% ± 0%"))
+    assert rows["f0.5"][8].startswith(
+        f"{(n * (y - lo)).sum() / (n * (hi - lo)).sum():.0%} ±"), rows["f0.5"]
+    assert rows["f0.5"][5].startswith(
+        f"{m[0.5]['rollout_psnr'] - m[0.5]['floor_psnr']:+.2f} ±"), rows["f0.5"]
     assert "wrote" in capsys.readouterr().out
-    err = fails("results.py", f"--label_runs={runs[1.0]},{runs[0.5]}", f"--study={tmp_path / 'bad'}")
+    err = fails("results.py", f"--label_runs={runs[1.0]},{runs[0.5]}",
+                f"--study={tmp_path / 'bad'}")
     assert err.startswith("error: label_runs needs a run at action_label_frac=1.0 and one at 0.0")
