@@ -1,14 +1,16 @@
-"""A scripted Crafter demonstrator of mixed skill, episode collection, and the Crafter score of any policy.
+"""A scripted Crafter demonstrator of mixed skill, episode collection, and the Crafter score of any
+policy.
 
-Dreamer 4 learns offline from human contractors' play of mixed skill. Crafter ships no such data and random play
-almost never places a table, so this file scripts a competent but imperfect player. It plays the tech tree, eats,
-drinks, fights and sleeps sealed in rock. The data's player is screen-only (view=True), a stand-in for contractors
-who see only the screen: it decides from the 9x7 tiles on screen, its inventory and its own memory of where it last
-saw water, cows and stone, never from the map off screen nor from which achievements it has (the agent cannot see
-those; docs/experiments.md measures what that buys). view=False reads the whole map and its achievements. Each
-episode has a skill epsilon: the fraction of its steps that are sticky random actions, recorded as slips (policy
-'random' is all random). The agent's evaluation uses `evaluate` with a frames-in, actions-out policy and never
-reads game internals.
+Dreamer 4 learns offline from human contractors' play of mixed skill. Crafter ships no such data and
+random play almost never places a table, so this file scripts a competent but imperfect player. It
+plays the tech tree, eats, drinks, fights and sleeps sealed in rock. The data's player is
+screen-only (view=True), a stand-in for contractors who see only the screen: it decides from the 9x7
+tiles on screen, its inventory and its own memory of where it last saw water, cows and stone, never
+from the map off screen nor from which achievements it has (the agent cannot see those;
+docs/experiments.md measures what that buys). view=False reads the whole map and its achievements.
+Each episode has a skill epsilon: the fraction of its steps that are sticky random actions, recorded
+as slips (policy 'random' is all random). The agent's evaluation uses `evaluate` with a frames-in,
+actions-out policy and never reads game internals.
 
     python demonstrator.py --episodes=50 --max_steps=1000
 
@@ -28,29 +30,33 @@ from common import ConfigError, configure
 
 ACTIONS = list(C.actions)            # the 17 action names; index = action id
 ACHIEVEMENTS = list(C.achievements)  # the 22 achievement names
-# Collection episodes are 1000 steps: the demonstrator has its wood pickaxe by step ~30-80, stone tools by ~40-450
-# and wakes from its first night's sleep at ~230; mixed-skill episodes often die before 1000 anyway; and more resets
-# give more world diversity per frame than long survival would.
+# Collection episodes are 1000 steps: the demonstrator has its wood pickaxe by step ~30-80, stone
+# tools by ~40-450 and wakes from its first night's sleep at ~230; mixed-skill episodes often die
+# before 1000 anyway; and more resets give more world diversity per frame than long survival would.
 DEFAULT_EPISODE_LEN = 1000
-KEY_ACHIEVEMENTS = ['collect_wood', 'place_table', 'make_wood_pickaxe', 'make_wood_sword', 'collect_stone',
-                    'place_stone', 'make_stone_pickaxe', 'place_furnace', 'collect_coal', 'collect_iron',
-                    'make_iron_pickaxe', 'collect_drink', 'eat_cow', 'wake_up', 'defeat_zombie', 'eat_plant']
+KEY_ACHIEVEMENTS = ['collect_wood', 'place_table', 'make_wood_pickaxe', 'make_wood_sword',
+                    'collect_stone', 'place_stone', 'make_stone_pickaxe', 'place_furnace',
+                    'collect_coal', 'collect_iron', 'make_iron_pickaxe', 'collect_drink', 'eat_cow',
+                    'wake_up', 'defeat_zombie', 'eat_plant']
 
-# -----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # config of the command (python demonstrator.py --key=value)
 episodes = 50        # episodes per table row
 max_steps = DEFAULT_EPISODE_LEN  # episode length
 size = 64            # frame size
-seed = 1_000_000     # evaluation seeds are seed, seed + 1, ...: apart from the small seeds data collection uses
+seed = 1_000_000     # evaluation seeds are seed, seed + 1, ...: apart from the small seeds data
+                     # collection uses
 workers = 2          # processes over episodes
-view = True          # the screen-only demonstrator (the data's); False: the one that reads the whole map
+view = True          # the screen-only demonstrator (the data's); False: the one that reads the
+                     # whole map
 fps_episodes = 2     # episodes timed (one core) for the frames/s of run_episode
-# -----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 _A = {name: i for i, name in enumerate(ACTIONS)}
 _MOVES = {(-1, 0): 'move_left', (1, 0): 'move_right', (0, -1): 'move_up', (0, 1): 'move_down'}
 _DIRS = {name: d for d, name in _MOVES.items()}
-_TOOLS = ['wood_pickaxe', 'wood_sword', 'stone_pickaxe', 'stone_sword', 'iron_pickaxe', 'iron_sword']
+_TOOLS = ['wood_pickaxe', 'wood_sword', 'stone_pickaxe', 'stone_sword', 'iron_pickaxe',
+          'iron_sword']
 _SOURCE = {'wood': 'tree', 'stone': 'stone', 'coal': 'coal', 'iron': 'iron', 'diamond': 'diamond'}
 
 
@@ -80,35 +86,43 @@ def _grow(a, box=False):
 
 
 class Demonstrator:
-    """A Crafter player reading the game state; act(obs) -> action id (obs is ignored); self.slip: whether that
-    action was a random slip. view=True: it reads only the tiles on screen (and remembers water, cows and stone).
+    """A Crafter player reading the game state; act(obs) -> action id (obs is ignored); self.slip:
+    whether that action was a random slip. view=True: it reads only the tiles on screen (and
+    remembers water, cows and stone).
 
-    A fraction `epsilon` of its steps are sticky random actions, each held for 1-6 steps: a human's slips and idle
-    wandering. It slips less in a fight and never when sealed in for the night, and its random actions never sleep
-    (one then sleeps until rested) nor step into lava. scripted=False is pure sticky-random play over all 17
-    actions: the policy 'random'."""
+    A fraction `epsilon` of its steps are sticky random actions, each held for 1-6 steps: a human's
+    slips and idle wandering. It slips less in a fight and never when sealed in for the night, and
+    its random actions never sleep (one then sleeps until rested) nor step into lava. scripted=False
+    is pure sticky-random play over all 17 actions: the policy 'random'."""
 
     HOLD = 6  # a random action is held for 1..HOLD steps
 
-    FIGHT_SLIP = 0.3  # near a foe, slips start at this fraction of the usual rate (recovery data in fights)
+    # near a foe, slips start at this fraction of the usual rate (recovery data in fights)
+    FIGHT_SLIP = 0.3
 
     def __init__(self, env, epsilon=0.0, seed=0, scripted=True, view=False):
         if not 0.0 <= epsilon <= 1.0:
             raise ConfigError(f"epsilon={epsilon} must be in [0, 1]")
         self.env, self.scripted, self.view = env, scripted, view
-        hold = (1 + self.HOLD) / 2  # random runs start with this probability per step: a fraction epsilon is random
+        # random runs start with this probability per step: a fraction epsilon is random
+        hold = (1 + self.HOLD) / 2
         self.start = epsilon / (hold - (hold - 1) * epsilon) if scripted else 1.0
-        self.slips = [i for i, a in enumerate(ACTIONS) if a != 'sleep'] if scripted else list(range(len(ACTIONS)))
+        self.slips = ([i for i, a in enumerate(ACTIONS) if a != 'sleep'] if scripted
+                      else list(range(len(ACTIONS))))
         self.rng = np.random.default_rng([seed, 1])
         self.t, self.held, self.hold = 0, 0, 0  # step, sticky random action, steps it is still held
-        self.path, self.key, self.failed = [], None, {}  # cached path, what it leads to, searches that failed
-        self.shelter, self.roam = None, None  # (entry tile, direction) of the night's pocket; exploration goal
+        # cached path, what it leads to, searches that failed
+        self.path, self.key, self.failed = [], None, {}
+        # (entry tile, direction) of the night's pocket; exploration goal
+        self.shelter, self.roam = None, None
         self.resting = False  # hurt: resting until health is back
-        self.heading, self.seen = (0, 1), {}  # view: where it heads; where it last saw water, cows, stone
+        # view: where it heads; where it last saw water, cows, stone
+        self.heading, self.seen = (0, 1), {}
 
     def __call__(self, obs=None):
         self.t += 1
-        # a slip starts with probability start * _calm() (scripted); _calm reads the map: only when it may matter
+        # a slip starts with probability start * _calm() (scripted); _calm reads the map: only when
+        # it may matter
         r = self.rng.random() if self.hold == 0 else 1.0
         if r < self.start and (not self.scripted or r < self.start * self._calm()):
             self.held = self.slips[self.rng.integers(len(self.slips))]
@@ -117,24 +131,26 @@ class Demonstrator:
         if self.hold > 0:
             self.hold -= 1
             move = _DIRS.get(ACTIONS[self.held])
-            if self.scripted and move and self.env._world[_add(self.env._player.pos, move)][0] == 'lava':
+            if (self.scripted and move
+                    and self.env._world[_add(self.env._player.pos, move)][0] == 'lava'):
                 return _A['noop']
             return self.held
         return _A[self._policy()]
 
     def _calm(self):
-        """How freely it slips: never when sealed in for the night, less with a foe within 2 tiles."""
+        """How freely it slips: never sealed in for the night, less with a foe within 2 tiles."""
         self._see()
         foes = self.objs[O.Zombie] | self.objs[O.Skeleton]
         return 0.0 if self._enclosed() else self.FIGHT_SLIP if self._within(foes, 2) else 1.0
 
-    # ---- what the player sees -----------------------------------------------------------------------------------
+    # ---- what the player sees --------------------------------------------------------------------
     def _see(self):
         w, p = self.env._world, self.env._player
         self.inv, self.done, self.masks = p.inventory, p.achievements, {}
         self.pos, self.facing = (int(p.pos[0]), int(p.pos[1])), tuple(int(v) for v in p.facing)
         self.ahead = _add(self.pos, self.facing)
-        self.vis = np.ones(w._mat_map.shape, bool)  # the tiles it knows: all, or (view) the 9x7 on screen
+        # the tiles it knows: all, or (view) the 9x7 on screen
+        self.vis = np.ones(w._mat_map.shape, bool)
         if self.view:
             (x, y), self.vis[:] = self.pos, False
             self.vis[max(0, x - 4):x + 5, max(0, y - 3):y + 4] = True
@@ -145,13 +161,16 @@ class Demonstrator:
         self.objs = collections.defaultdict(lambda: np.zeros_like(self.free))
         for o in w.objects:
             if self.vis[tuple(o.pos)]:
-                self.objs[type(o)][tuple(o.pos)] = True  # plants in objs[Plant], ripe ones also in objs['ripe']
+                # plants in objs[Plant], ripe ones also in objs['ripe']
+                self.objs[type(o)][tuple(o.pos)] = True
                 self.objs['ripe'][tuple(o.pos)] = isinstance(o, O.Plant) and o.ripe
-        for name, mask in [('water', self.m('water')), ('cow', self.objs[O.Cow]), ('stone', self.m('stone'))]:
+        for name, mask in [('water', self.m('water')), ('cow', self.objs[O.Cow]),
+                           ('stone', self.m('stone'))]:
             if self.view and mask.any():  # a person remembers where the water was
                 self.seen[name] = tuple(int(v) for v in np.argwhere(mask)[0])
         self.passable = self.free | self.dig
-        if self.inv['health'] <= 6 or not self.inv['wood_sword']:  # weak: keep 3 tiles away from skeletons
+        # weak: keep 3 tiles away from skeletons
+        if self.inv['health'] <= 6 or not self.inv['wood_sword']:
             self.passable &= ~_grow(_grow(self.objs[O.Skeleton]))
 
     def m(self, *names):
@@ -165,44 +184,52 @@ class Demonstrator:
     def _around(self, p=None):
         """(direction, tile) of the 4 neighbours of p (default: the player) on the map."""
         p = p or self.pos
-        return [(d, n) for d, n in ((d, _add(p, d)) for d in _MOVES) if 0 <= n[0] < 64 and 0 <= n[1] < 64]
+        return [(d, n) for d, n in ((d, _add(p, d)) for d in _MOVES)
+                if 0 <= n[0] < 64 and 0 <= n[1] < 64]
 
     def _within(self, mask, r):
         x, y = self.pos
         return mask[max(0, x - r):x + r + 1, max(0, y - r):y + r + 1].any()
 
-    # ---- the policy: the first rule that applies acts ----------------------------------------------------------
+    # ---- the policy: the first rule that applies acts --------------------------------------------
     def _policy(self):
         self._see()
         inv, done, objs = self.inv, self.done, self.objs
         if self.env._player.sleeping:
             return 'noop'
         zombies, cows, skeletons = objs[O.Zombie], objs[O.Cow], objs[O.Skeleton]
-        # 1. A zombie or skeleton next to us: face it and hit it. Hurt, with one a few steps away: step away from it.
+        # 1. A zombie or skeleton next to us: face it and hit it. Hurt, with one a few steps away:
+        # step away from it.
         foes = zombies | skeletons
         if a := self._reach(foes, 'do', 'foe', 1):
             return a
-        if inv['health'] <= 4 and self._within(foes, 3) and self.shelter is None and not self._enclosed():
-            near = np.argwhere(foes[max(0, self.pos[0] - 3):self.pos[0] + 4, max(0, self.pos[1] - 3):self.pos[1] + 4])
+        if (inv['health'] <= 4 and self._within(foes, 3) and self.shelter is None
+                and not self._enclosed()):
+            near = np.argwhere(foes[max(0, self.pos[0] - 3):self.pos[0] + 4,
+                                    max(0, self.pos[1] - 3):self.pos[1] + 4])
             near += (max(0, self.pos[0] - 3), max(0, self.pos[1] - 3))
             steps = [(np.abs(near - n).sum(1).min(), d) for d, n in self._around() if self.free[n]]
             if steps and max(steps)[0] > np.abs(near - self.pos).sum(1).min():
                 return _MOVES[max(steps)[1]]
-        # 2. Sealed in at night, hurt, or with a zombie about: stay in (sleep if not fully rested) unless starving.
+        # 2. Sealed in at night, hurt, or with a zombie about: stay in (sleep if not fully rested)
+        # unless starving.
         dark = self.env._world.daylight < 0.35
         self.resting = inv['health'] <= 4 or (self.resting and inv['health'] < 7)
-        if (dark or self.resting or self._within(zombies, 5)) and min(inv['drink'], inv['food']) > 2 and \
-                self._enclosed():
+        if ((dark or self.resting or self._within(zombies, 5))
+                and min(inv['drink'], inv['food']) > 2 and self._enclosed()):
             return 'sleep' if inv['energy'] < 9 else 'noop'
-        # 3. Needs: drink at water, eat a cow (at night, when zombies roam the grass, or hurt: only when urgent).
+        # 3. Needs: drink at water, eat a cow (at night, when zombies roam the grass, or hurt: only
+        # when urgent).
         low = 2 if dark or self.resting else 4
-        if inv['drink'] < 9 and (a := self._reach(self.m('water'), 'do', 'drink', 1)):  # at the water: drink up
+        # at the water: drink up
+        if inv['drink'] < 9 and (a := self._reach(self.m('water'), 'do', 'drink', 1)):
             return a
         if inv['drink'] <= low and (a := self._reach(self.m('water'), 'do', 'drink')):
             return a
         if inv['food'] <= low and (a := self._reach(cows, 'do', 'food')):
             return a
-        if self.view and min(inv['food'], inv['drink']) <= 3:  # none in sight: look for it before anything else
+        # none in sight: look for it before anything else
+        if self.view and min(inv['food'], inv['drink']) <= 3:
             return self._wander()
         # 4. Tired at night (or exhausted) or hurt: sleep or rest, sealed in the rock if we can.
         if self.resting or inv['energy'] <= 3 or (inv['energy'] <= 6 and dark):
@@ -220,13 +247,16 @@ class Demonstrator:
                     all(inv[k] >= v for k, v in info['uses'].items()):
                 return 'make_' + tool
         # 6. Opportunities a few steps away: drink, eat, fight, eat a ripe plant, mine.
-        # The screen-only player (view) cannot see which achievements it has: it goes by the screen and inventory.
+        # The screen-only player (view) cannot see which achievements it has: it goes by the screen
+        # and inventory.
         pick, stone_pick, iron_pick = inv['wood_pickaxe'], inv['stone_pickaxe'], inv['iron_pickaxe']
-        new = {k: not self.view and not v for k, v in done.items()}  # not unlocked yet, as far as it knows
+        # not unlocked yet, as far as it knows
+        new = {k: not self.view and not v for k, v in done.items()}
         close = [(inv['drink'] <= 6 or new['collect_drink'], self.m('water'), 5),
                  (inv['food'] <= (7 if self.view else 6) or new['eat_cow'], cows, 8),
                  ((self.view or new['defeat_zombie']) and inv['health'] >= 6, zombies, 5),
-                 ((self.view or new['defeat_skeleton']) and inv['health'] >= 7 and inv['wood_sword'], skeletons, 4),
+                 ((self.view or new['defeat_skeleton']) and inv['health'] >= 7
+                  and inv['wood_sword'], skeletons, 4),
                  (True, objs['ripe'], 10),
                  (pick and inv['stone'] < (5 if self.view else 9), self.m('stone'), 1),
                  (pick and inv['coal'] < 3, self.m('coal'), 5),
@@ -242,13 +272,16 @@ class Demonstrator:
         furnace = stone_pick and not self.m('furnace').any() if self.view else new['place_furnace']
         if furnace and (a := self._craft('furnace')):
             return a
-        if self.view and inv['stone'] >= 7 and (a := self._reach(self.m('water'), 'place_stone', 'bridge', 4)):
+        if (self.view and inv['stone'] >= 7
+                and (a := self._reach(self.m('water'), 'place_stone', 'bridge', 4))):
             return a  # (into water: a stone placed on land would be mined again on the way)
         if new['place_stone'] and inv['stone'] and (a := self._place('stone')):
             return a
-        # 8. Far achievements: coal, iron, diamond, a drink, a cow; then a sapling from the grass and plant it.
+        # 8. Far achievements: coal, iron, diamond, a drink, a cow; then a sapling from the grass
+        # and plant it.
         far = [(pick and (inv['coal'] < 3 if self.view else new['collect_coal']), self.m('coal')),
-               (stone_pick and (inv['iron'] < 3 if self.view else new['collect_iron']), self.m('iron')),
+               (stone_pick and (inv['iron'] < 3 if self.view else new['collect_iron']),
+                self.m('iron')),
                (iron_pick and (self.view or new['collect_diamond']), self.m('diamond')),
                (new['collect_drink'] or inv['drink'] <= 5, self.m('water')),
                (new['eat_cow'] or inv['food'] <= 5, cows)]
@@ -257,21 +290,24 @@ class Demonstrator:
                 return a
         if inv['sapling'] and (a := self._place('plant')):
             return a
-        sapling = not inv['sapling'] and not objs[O.Plant].any() if self.view else new['collect_sapling']
+        sapling = (not inv['sapling'] and not objs[O.Plant].any() if self.view
+                   else new['collect_sapling'])
         if sapling and (a := self._face_open(self.m('grass') & self.nobj, 'do', 'sapling')):
             return a
         # 9. Nothing to do: wander.
         return self._wander() if self.view else self._explore()
 
     def _craft(self, tool):
-        """Work toward `tool` (or the furnace): gather what it uses, plus the cost of a station it needs that is not
-        within 10 tiles; then build that station, or walk next to the stations (rule 4 then makes the tool)."""
+        """Work toward `tool` (or the furnace): gather what it uses, plus the cost of a station it
+        needs that is not within 10 tiles; then build that station, or walk next to the stations
+        (rule 4 then makes the tool)."""
         info = C.make.get(tool, {'uses': {}, 'nearby': ['table', tool]})
         missing = [s for s in info['nearby'] if not self._within(self.m(s), 10)][:1]
         need = collections.Counter(info['uses'])
         for s in missing:
             need.update(C.place[s]['uses'])
-        if missing == ['table']:  # a new table: bring wood for the tools still to make, as a human would
+        # a new table: bring wood for the tools still to make, as a human would
+        if missing == ['table']:
             need['wood'] = min(9, max(need['wood'], 2 + sum(not self.inv[t] for t in _TOOLS)))
         for item, n in need.items():
             if self.inv[item] < n:
@@ -287,14 +323,15 @@ class Demonstrator:
         return self._go(stand, tool, 30)
 
     def _place(self, name):
-        """Place `name` on a tile where it can go (a furnace next to a table, so both are in reach)."""
+        """Place `name` where it can go (a furnace next to a table, so both are in reach)."""
         where = self.m(*C.place[name]['where']) & self.nobj
         stand = _grow(self.m('table'), box=True) if name == 'furnace' else None
         return self._face_open(where, 'place_' + name, name, stand)
 
     def _sleep(self, foes):
-        """Sleep in a 2-tile pocket: from its entry tile walk in two tiles (mining stone), step back one and seal the
-        entry with stone. Without a pickaxe or a pocket within reach, sleep in the open unless a foe is near."""
+        """Sleep in a 2-tile pocket: from its entry tile walk in two tiles (mining stone), step back
+        one and seal the entry with stone. Without a pickaxe or a pocket within reach, sleep in the
+        open unless a foe is near."""
         if self._enclosed():
             return 'sleep' if self.inv['energy'] < 9 else 'noop'
         walk = self.m('grass', 'sand', 'path')
@@ -315,14 +352,17 @@ class Demonstrator:
                 if a := self._go(goal, 'shelter', 30):
                     return a
         if self.shelter is None:
-            exposed = self._within(foes, 6) or self.view and self.env._world.daylight < 0.5 and self.inv['energy']
-            return None if exposed or self.inv['energy'] == 9 else 'sleep'  # (view: no sleep in the open at night)
+            exposed = (self._within(foes, 6)
+                       or self.view and self.env._world.daylight < 0.5 and self.inv['energy'])
+            # (view: no sleep in the open at night)
+            return None if exposed or self.inv['energy'] == 9 else 'sleep'
         m, d = self.shelter
         back, s1, s2 = (-d[0], -d[1]), _add(m, d), _add(m, d, 2)
         if self.pos == s2:
             return _MOVES[back]
         if self.pos == s1 and self.facing == back:
-            return 'place_stone' if self.inv['stone'] else 'sleep' if self.inv['energy'] < 9 else 'noop'
+            return ('place_stone' if self.inv['stone'] else 'sleep' if self.inv['energy'] < 9
+                    else 'noop')
         if self.pos not in (m, s1):  # knocked out of the plan
             self.shelter = None
             return None
@@ -330,8 +370,8 @@ class Demonstrator:
         return 'do' if self.m('stone')[ahead] and self.facing == d else _MOVES[d]
 
     def _enclosed(self):
-        """The walkable region around us is tiny and closed, so no zombie can get next to us (off-screen tiles
-        count as walkable)."""
+        """The walkable region around us is tiny and closed, so no zombie can get next to us
+        (off-screen tiles count as walkable)."""
         walk = self.m('grass', 'sand', 'path') | ~self.vis
         region = np.zeros_like(walk)
         region[self.pos] = True
@@ -343,7 +383,8 @@ class Demonstrator:
         return False
 
     def _explore(self):
-        """Walk to a random walkable spot within 12 tiles; a new one on arrival or when it cannot be reached."""
+        """Walk to a random walkable spot within 12 tiles; a new one on arrival or when it cannot be
+        reached."""
         if self.roam is None or self.pos == self.roam or self.failed.get('roam', 0) > self.t:
             x, y = self.pos
             x0, y0 = max(0, x - 12), max(0, y - 12)
@@ -355,37 +396,42 @@ class Demonstrator:
         return self._go(goal, 'roam', 40) or 'noop'
 
     def _wander(self):
-        """Screen-only exploration: walk the way it faces, and when that is blocked turn toward the side with more
-        open ground on screen (so that what it does follows from what it sees); when thirsty, hungry or tired with a
-        pickaxe, head for the water, cow or stone it remembers."""
+        """Screen-only exploration: walk the way it faces, and when that is blocked turn toward the
+        side with more open ground on screen (so that what it does follows from what it sees); when
+        thirsty, hungry or tired with a pickaxe, head for the water, cow or stone it remembers."""
         inv, night = self.inv, self.env._world.daylight < 0.5 or self.inv['energy'] <= 6
-        need = [inv['drink'] <= 4 and 'water', inv['food'] <= 4 and 'cow', night and inv['wood_pickaxe'] and 'stone']
+        need = [inv['drink'] <= 4 and 'water', inv['food'] <= 4 and 'cow',
+                night and inv['wood_pickaxe'] and 'stone']
         name = next((n for n in need if n in self.seen), None)
         if name and np.abs(np.subtract(self.seen[name], self.pos)).sum() <= 1:
             del self.seen[name]  # there, and nothing to be had: forget it
         elif name:
             d = np.subtract(self.seen[name], self.pos)
-            self.heading = (int(np.sign(d[0])), 0) if abs(d[0]) >= abs(d[1]) else (0, int(np.sign(d[1])))
+            self.heading = ((int(np.sign(d[0])), 0) if abs(d[0]) >= abs(d[1])
+                            else (0, int(np.sign(d[1]))))
         else:
             self.heading = self.facing
-        open_ = [d for d, n in self._around() if self.passable[n]]  # (mining its way out of a shelter)
+        # (mining its way out of a shelter)
+        open_ = [d for d, n in self._around() if self.passable[n]]
         if self.heading not in open_:
             back = (-self.heading[0], -self.heading[1])
             turns = [d for d in open_ if d != back] or open_
             if not turns:
                 return 'noop'
             x, y = self.pos
-            room = {d: self.free[max(0, x + 4 * d[0] - 4):x + 4 * d[0] + 5, max(0, y + 3 * d[1] - 3):y + 3 * d[1] + 4]
-                    .sum() for d in turns}  # open tiles on that side of the screen
+            room = {d: self.free[max(0, x + 4 * d[0] - 4):x + 4 * d[0] + 5,
+                                 max(0, y + 3 * d[1] - 3):y + 3 * d[1] + 4].sum()
+                    for d in turns}  # open tiles on that side of the screen
             self.heading = max(turns, key=lambda d: (room[d], d))
         ahead = _add(self.pos, self.heading)
         return 'do' if self.dig[ahead] and self.facing == self.heading else _MOVES[self.heading]
 
-    # ---- moving around ------------------------------------------------------------------------------------------
+    # ---- moving around ---------------------------------------------------------------------------
     def _reach(self, target, action, key, r=64):
-        """Walk next to a (non-walkable or occupied) tile of `target`, face it, then `action`; None if none within r.
-        Stepping toward a blocked tile only turns the player."""
-        for d, n in sorted(self._around(), key=lambda dn: dn[0] != self.facing):  # the tile we face first
+        """Walk next to a (non-walkable or occupied) tile of `target`, face it, then `action`; None
+        if none within r. Stepping toward a blocked tile only turns the player."""
+        # the tile we face first
+        for d, n in sorted(self._around(), key=lambda dn: dn[0] != self.facing):
             if target[n]:
                 return action if d == self.facing else _MOVES[d]
         if r <= 1 or not self._within(target, r):
@@ -393,8 +439,9 @@ class Demonstrator:
         return self._go(_grow(target) & self.passable, key, 2 * r)
 
     def _face_open(self, target, action, key, stand=None):
-        """Stand (on `stand`) facing a walkable tile of `target`, then `action`. One faces a walkable tile only by
-        stepping toward it, so walk to a tile m with m+d standable and m+2d in `target`, and step d."""
+        """Stand (on `stand`) facing a walkable tile of `target`, then `action`. One faces a
+        walkable tile only by stepping toward it, so walk to a tile m with m+d standable and m+2d in
+        `target`, and step d."""
         inside = 0 <= self.ahead[0] < 64 and 0 <= self.ahead[1] < 64
         if inside and target[self.ahead] and (stand is None or stand[self.pos]):
             return action
@@ -408,14 +455,15 @@ class Demonstrator:
         return self._go(goal & self.passable, key, 30)
 
     def _go(self, goal, key, r):
-        """Next action on a shortest path to a `goal` tile (mining trees and stone in the way); None if none within r
-        steps. The screen-only player searches afresh every step, so its step follows from the screen (a cached
-        path, or a search put off after a failure, is a memory the screen does not show); the other recomputes the
-        path only when the goal or the next tile changes."""
+        """Next action on a shortest path to a `goal` tile (mining trees and stone in the way); None
+        if none within r steps. The screen-only player searches afresh every step, so its step
+        follows from the screen (a cached path, or a search put off after a failure, is a memory the
+        screen does not show); the other recomputes the path only when the goal or the next tile
+        changes."""
         p = self.path
         if self.view or not (self.key == key and p and goal[p[-1]] and abs(p[0][0] - self.pos[0]) +
                              abs(p[0][1] - self.pos[1]) == 1 and self.passable[p[0]]):
-            if not self.view and self.failed.get(key, -1) > self.t:  # it failed a moment ago: not yet
+            if not self.view and self.failed.get(key, -1) > self.t:  # failed a moment ago: not yet
                 return None
             p = self._bfs(goal, r)
             self.path, self.key = p or [], key
@@ -429,8 +477,8 @@ class Demonstrator:
         return _MOVES[d]
 
     def _bfs(self, goal, r):
-        """Breadth-first search from the player over passable tiles, one numpy wavefront per step; the path (list of
-        tiles, start excluded) to a nearest goal tile within r steps, or None."""
+        """Breadth-first search from the player over passable tiles, one numpy wavefront per step;
+        the path (list of tiles, start excluded) to a nearest goal tile within r steps, or None."""
         dist = np.full(goal.shape, -1, np.int32)
         front = np.zeros_like(goal)
         front[self.pos], dist[self.pos] = True, 0
@@ -443,7 +491,8 @@ class Demonstrator:
             dist[front] = k
             hits = np.argwhere(front & goal)
             if len(hits):
-                path = [tuple(int(v) for v in hits[0 if self.view else self.rng.integers(len(hits))])]
+                path = [tuple(int(v)
+                              for v in hits[0 if self.view else self.rng.integers(len(hits))])]
                 while k > 1:  # walk back along decreasing distance
                     k -= 1
                     path.append(next(n for _, n in self._around(path[-1]) if dist[n] == k))
@@ -451,12 +500,13 @@ class Demonstrator:
         return None
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # episodes and the Crafter score
 
 class _Env(crafter.Env):
-    """crafter.Env, made deterministic given its seed: when a chunk holds too many creatures it despawns one drawn
-    from a set ordered by memory address; hand it the chunk's objects ordered by position instead."""
+    """crafter.Env, made deterministic given its seed: when a chunk holds too many creatures it
+    despawns one drawn from a set ordered by memory address; hand it the chunk's objects ordered by
+    position instead."""
 
     def _balance_chunk(self, chunk, objs):
         super()._balance_chunk(chunk, sorted(objs, key=lambda o: (int(o.pos[0]), int(o.pos[1]))))
@@ -467,8 +517,9 @@ def _make_env(seed, max_steps, size):
 
 
 def sample_skill(seed, random_frac=0.2, eps_min=0.0, eps_max=0.5):
-    """The data mix (data.py's defaults), drawn per episode from its seed: (policy, epsilon): 'random' play with
-    probability random_frac, else the demonstrator with epsilon ~ U(eps_min, eps_max)."""
+    """The data mix (data.py's defaults), drawn per episode from its seed: (policy, epsilon):
+    'random' play with probability random_frac, else the demonstrator with
+    epsilon ~ U(eps_min, eps_max)."""
     rng = np.random.default_rng([seed, 2])
     if rng.random() < random_frac:
         return 'random', 1.0
@@ -476,15 +527,17 @@ def sample_skill(seed, random_frac=0.2, eps_min=0.0, eps_max=0.5):
 
 
 def run_episode(seed, policy, epsilon, max_steps, size=64, view=False, agent=None):
-    """Play one episode of Crafter with the demonstrator ('demo'; a fraction epsilon of its steps sticky random;
-    view: the screen-only player), sticky random play ('random'), or an agent ('agent': agent, a Policy of
-    agent.load_policy, plays from the frames while the demonstrator, epsilon 0, says what it would press in each
-    state it reaches: labels, DAgger's). Deterministic given its arguments (an agent: given its seed). Returns
-    frames uint8 (T+1, size, size, 3), actions int64 (T+1,) (action t leads from frame t to t+1; the last is -1),
-    labels int64 (T+1,) (the demonstrator's choice in frame t where an agent acted; -1 elsewhere),
-    rewards float32 (T+1,) (reward t of that transition; the last is 0), slips bool (T+1,) (action t was a random
-    slip), events bool (T+1, 22) (achievement k happened on transition t, each time, in ACHIEVEMENTS order),
-    died (the episode ended in death, not at max_steps), achievements (set of names unlocked)."""
+    """Play one episode of Crafter with the demonstrator ('demo'; a fraction epsilon of its steps
+    sticky random; view: the screen-only player), sticky random play ('random'), or an agent
+    ('agent': agent, a Policy of agent.load_policy, plays from the frames while the demonstrator,
+    epsilon 0, says what it would press in each state it reaches: labels, DAgger's). Deterministic
+    given its arguments (an agent: given its seed). Returns frames uint8 (T+1, size, size, 3),
+    actions int64 (T+1,) (action t leads from frame t to t+1; the last is -1), labels int64 (T+1,)
+    (the demonstrator's choice in frame t where an agent acted; -1 elsewhere),
+    rewards float32 (T+1,) (reward t of that transition; the last is 0), slips bool (T+1,) (action t
+    was a random slip), events bool (T+1, 22) (achievement k happened on transition t, each time, in
+    ACHIEVEMENTS order), died (the episode ended in death, not at max_steps), achievements (set of
+    names unlocked)."""
     if policy not in ('random', 'demo', 'agent') or (policy == 'agent') != (agent is not None):
         raise ConfigError(f"policy={policy!r}: use 'random', 'demo', or 'agent' with an agent")
     if max_steps < 1:
@@ -492,11 +545,12 @@ def run_episode(seed, policy, epsilon, max_steps, size=64, view=False, agent=Non
     env = _make_env(seed, max_steps, size)
     act = Demonstrator(env, 0.0 if agent else epsilon, seed, scripted=policy != 'random', view=view)
     frames, actions, labels, rewards, slips = [env.reset()], [], [], [], []
-    counts, done, info = [np.zeros(len(ACHIEVEMENTS), np.int64)], False, {'achievements': {}, 'discount': 1.0}
+    counts, done, info = ([np.zeros(len(ACHIEVEMENTS), np.int64)], False,
+                          {'achievements': {}, 'discount': 1.0})
     if agent:
         agent.reset(seed)
     while not done:
-        choice = act(frames[-1])  # (every step: the demonstrator's memory follows what is on screen)
+        choice = act(frames[-1])  # (each step: the demonstrator's memory follows what is on screen)
         actions.append(agent.act(frames[-1]) if agent else choice)
         labels.append(choice if agent else -1)
         slips.append(act.slip)
@@ -506,15 +560,16 @@ def run_episode(seed, policy, epsilon, max_steps, size=64, view=False, agent=Non
         counts.append(np.array([info['achievements'][k] for k in ACHIEVEMENTS]))
     events = np.diff(np.stack(counts), axis=0) > 0  # (T, 22)
     return {'frames': np.stack(frames).astype(np.uint8),
-            'actions': np.array(actions + [-1], np.int64), 'labels': np.array(labels + [-1], np.int64),
-            'rewards': np.array(rewards + [0.0], np.float32),
-            'slips': np.array(slips + [False]), 'events': np.concatenate([events, np.zeros((1, 22), bool)]),
+            'actions': np.array(actions + [-1], np.int64),
+            'labels': np.array(labels + [-1], np.int64),
+            'rewards': np.array(rewards + [0.0], np.float32), 'slips': np.array(slips + [False]),
+            'events': np.concatenate([events, np.zeros((1, 22), bool)]),
             'died': info['discount'] == 0,
             'achievements': {k for k, v in info['achievements'].items() if v > 0}}
 
 
 def crafter_score(success_rates_percent):
-    """Crafter score: exp(mean_i ln(1 + s_i)) - 1 over the achievements' success rates s_i in percent."""
+    """Crafter score: exp(mean_i ln(1 + s_i)) - 1 over the achievements' success rates s_i (%)."""
     s = np.asarray(list(success_rates_percent.values()) if isinstance(success_rates_percent, dict)
                    else success_rates_percent, np.float64)
     return float(np.exp(np.mean(np.log1p(s))) - 1)
@@ -536,7 +591,8 @@ def _play(seed):
 
 def _check_eval(seeds, max_steps):
     if not seeds or max_steps < 1:
-        raise ConfigError(f"evaluate needs seeds and max_steps >= 1 (got {len(seeds)} seeds, max_steps={max_steps})")
+        raise ConfigError(f"evaluate needs seeds and max_steps >= 1 (got {len(seeds)} seeds, "
+                          f"max_steps={max_steps})")
 
 
 def _summary(results, seeds, max_steps):
@@ -550,11 +606,12 @@ def _summary(results, seeds, max_steps):
 
 
 def evaluate(make_policy, seeds, max_steps, size=64, workers=1):
-    """Play one episode of real Crafter (area 64x64, frames size x size, length max_steps) per seed with
-    act = make_policy(env), act(obs uint8 (size, size, 3)) -> action id; a learned agent's make_policy ignores env.
-    Returns score (%), mean_return, mean_length, success_rates {achievement: % of episodes}, episodes, seeds,
-    max_steps, and per seed returns, lengths and unlocks (achievements unlocked). workers > 1 forks processes over
-    episodes (keep 1 for a policy holding threads, e.g. torch; a batched policy plays faster with evaluate_lockstep)."""
+    """Play one episode of real Crafter (area 64x64, frames size x size, length max_steps) per seed
+    with act = make_policy(env), act(obs uint8 (size, size, 3)) -> action id; a learned agent's
+    make_policy ignores env. Returns score (%), mean_return, mean_length, success_rates
+    {achievement: % of episodes}, episodes, seeds, max_steps, and per seed returns, lengths and
+    unlocks (achievements unlocked). workers > 1 forks processes over episodes (keep 1 for a policy
+    holding threads, e.g. torch; a batched policy plays faster with evaluate_lockstep)."""
     global _JOB
     seeds = list(seeds)
     _check_eval(seeds, max_steps)
@@ -568,33 +625,36 @@ def evaluate(make_policy, seeds, max_steps, size=64, workers=1):
 
 
 def evaluate_lockstep(policy, seeds, max_steps, size=64, on_step=None, chunk=0):
-    """evaluate() for a batched policy: the seeds' episodes run at once, in lockstep (chunk > 0: at most `chunk` of
-    them at a time, chunk after chunk), and policy.act(frames (N, size, size, 3) uint8) -> actions (N, 1) is called
-    once per step for all of them (after policy.reset(), once per chunk). When episodes end, policy.keep(rows) (if
-    it has one) keeps only the running ones in its batch; a policy without keep() is fed the ended episodes' last
-    frames (their actions dropped), so its batch keeps its shape.
-    on_step(step, left): an optional progress callback; step counts on over the chunks (to max_steps times their
-    number), left is the episodes not ended. Same result dict as evaluate()."""
+    """evaluate() for a batched policy: the seeds' episodes run at once, in lockstep (chunk > 0: at
+    most `chunk` of them at a time, chunk after chunk), and
+    policy.act(frames (N, size, size, 3) uint8) -> actions (N, 1) is called once per step for all of
+    them (after policy.reset(), once per chunk). When episodes end, policy.keep(rows) (if it has
+    one) keeps only the running ones in its batch; a policy without keep() is fed the ended
+    episodes' last frames (their actions dropped), so its batch keeps its shape.
+    on_step(step, left): an optional progress callback; step counts on over the chunks (to max_steps
+    times their number), left is the episodes not ended. Same result dict as evaluate()."""
     seeds = list(seeds)
     _check_eval(seeds, max_steps)
     chunk = chunk or len(seeds)
     results = []
     for k in range(0, len(seeds), chunk):
         later = max(0, len(seeds) - k - chunk)  # the episodes of the chunks still to come
-        results += _lockstep(policy, seeds[k:k + chunk], max_steps, size, on_step, k // chunk * max_steps, later)
+        results += _lockstep(policy, seeds[k:k + chunk], max_steps, size, on_step,
+                             k // chunk * max_steps, later)
     return _summary(results, seeds, max_steps)
 
 
 def _lockstep(policy, seeds, max_steps, size, on_step, step0, later):
-    """One lockstep batch of episodes (evaluate_lockstep): [(return, length, achievements)] per seed; on_step sees
-    steps from step0 on, and `later` more episodes left."""
+    """One lockstep batch of episodes (evaluate_lockstep): [(return, length, achievements)] per
+    seed; on_step sees steps from step0 on, and `later` more episodes left."""
     envs = [_make_env(s, max_steps, size) for s in seeds]
     obs = np.stack([env.reset() for env in envs])
     ret, length, done = np.zeros(len(envs)), np.zeros(len(envs), int), np.zeros(len(envs), bool)
     infos = [{'achievements': {}} for _ in envs]
     policy.reset()
     alive = np.arange(len(envs))  # the policy's batch: the episodes still running
-    prune = hasattr(policy, "keep")  # it can drop ended episodes (else it is fed their last frames to the end)
+    # it can drop ended episodes (else it is fed their last frames to the end)
+    prune = hasattr(policy, "keep")
     while not done.all():
         rows = alive if prune else np.arange(len(envs))
         actions = np.asarray(policy.act(obs[rows])).reshape(len(rows), -1)[:, 0]
@@ -607,7 +667,8 @@ def _lockstep(policy, seeds, max_steps, size, on_step, step0, later):
             alive = alive[~done[alive]]
         if on_step:
             on_step(step0 + int(length.max()), later + int((~done).sum()))
-    return [(ret[i], length[i], {k for k, v in infos[i]['achievements'].items() if v > 0}) for i in range(len(envs))]
+    return [(ret[i], length[i], {k for k, v in infos[i]['achievements'].items() if v > 0})
+            for i in range(len(envs))]
 
 
 def random_policy(env):  # make_policy factories for evaluate(); they read the env's seed
@@ -628,11 +689,12 @@ if __name__ == '__main__':
     if episodes < 1 or max_steps < 1 or workers < 1:
         raise ConfigError("episodes, max_steps and workers must be >= 1")
     seeds = list(range(seed, seed + episodes))
-    short = {n: n.replace('collect_', '').replace('make_', '').replace('place_', 'pl.').replace('_pickaxe', '_pick')
-             .replace('defeat_', 'kill_') for n in KEY_ACHIEVEMENTS}
-    print(f"{episodes} episodes per row, seeds {seed}..{seed + episodes - 1}, max_steps {max_steps}, size {size}")
-    head = f"{'policy':<12}{'score%':>7}{'return':>7}{'length':>7}" + ''.join(f"{short[n]:>{len(short[n]) + 1}}"
-                                                                        for n in KEY_ACHIEVEMENTS)
+    short = {n: n.replace('collect_', '').replace('make_', '').replace('place_', 'pl.')
+             .replace('_pickaxe', '_pick').replace('defeat_', 'kill_') for n in KEY_ACHIEVEMENTS}
+    print(f"{episodes} episodes per row, seeds {seed}..{seed + episodes - 1}, "
+          f"max_steps {max_steps}, size {size}")
+    head = f"{'policy':<12}{'score%':>7}{'return':>7}{'length':>7}" + ''.join(
+        f"{short[n]:>{len(short[n]) + 1}}" for n in KEY_ACHIEVEMENTS)
     print(head)
     rows = [('random', random_policy), ('demo eps=0', functools.partial(demo_policy, view=view)),
             ('data mix', functools.partial(mix_policy, view=view))]
@@ -640,9 +702,10 @@ if __name__ == '__main__':
         t0 = time.time()
         r = evaluate(make, seeds, max_steps, size, workers)
         print(f"{name:<12}{r['score']:>7.1f}{r['mean_return']:>7.2f}{r['mean_length']:>7.0f}" +
-              ''.join(f"{r['success_rates'][n]:>{len(short[n]) + 1}.0f}" for n in KEY_ACHIEVEMENTS) +
-              f"   ({time.time() - t0:.0f}s)", flush=True)
-    # frames/s of collection on one core; crafter alone: the same episodes replayed from their actions (deterministic)
+              ''.join(f"{r['success_rates'][n]:>{len(short[n]) + 1}.0f}"
+                      for n in KEY_ACHIEVEMENTS) + f"   ({time.time() - t0:.0f}s)", flush=True)
+    # frames/s of collection on one core; crafter alone: the same episodes replayed from their
+    # actions (deterministic)
     t_run = t_env = 0.0
     frames = 0
     for s in range(seed, seed + fps_episodes):
@@ -654,5 +717,5 @@ if __name__ == '__main__':
         for a in ep['actions'][:-1]:
             env.step(a)
         t_run, t_env, frames = t_run + t1 - t0, t_env + time.time() - t1, frames + len(ep['frames'])
-    print(f"run_episode demo: {frames / t_run:.0f} frames/s on one core; crafter alone, same episodes: "
-          f"{frames / t_env:.0f} frames/s ({fps_episodes} episodes)")
+    print(f"run_episode demo: {frames / t_run:.0f} frames/s on one core; crafter alone, same "
+          f"episodes: {frames / t_env:.0f} frames/s ({fps_episodes} episodes)")
