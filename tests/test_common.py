@@ -19,40 +19,49 @@ def test_overrides_are_type_checked():
     c, g = cfg("--lr=3e-4", "--batch_size=8", "--compile=False", "--out_dir=out/x", "--dropout=1",
                lr=1e-3, batch_size=4, compile=True, out_dir="out", dropout=0.0)
     assert c == {"lr": 3e-4, "batch_size": 8, "compile": False, "out_dir": "out/x", "dropout": 1.0}
-    assert g["batch_size"] == 8 and isinstance(g["dropout"], float)  # the script's globals are overridden
-    for bad, msg in [("--batch_size=2.5", "must be of type int"), ("--compile=maybe", "not a valid bool"),
+    # the script's globals are overridden
+    assert g["batch_size"] == 8 and isinstance(g["dropout"], float)
+    for bad, msg in [("--batch_size=2.5", "must be of type int"),
+                     ("--compile=maybe", "not a valid bool"),
                      ("--batch_size=8=9", "not a valid int"), ("--lr=fast", "not a valid float")]:
         with pytest.raises(SystemExit, match=msg):
             cfg(bad, lr=1e-3, batch_size=4, compile=True)
 
 
 def test_unknown_key_names_the_closest():
-    with pytest.raises(SystemExit, match=r"unknown config key 'batchsize'; did you mean batch_size\?"):
+    with pytest.raises(SystemExit,
+                       match=r"unknown config key 'batchsize'; did you mean batch_size\?"):
         cfg("--batchsize=3", batch_size=4, seed=0)
-    with pytest.raises(SystemExit, match=r"unknown config key 'lerning_rate'; did you mean lr\?"):  # the initials
+    # the initials
+    with pytest.raises(SystemExit, match=r"unknown config key 'lerning_rate'; did you mean lr\?"):
         cfg("--lerning_rate=1", lr=1e-3, lpips_frames=4)
     with pytest.raises(SystemExit, match="must be written --key=value"):
         cfg("--compile", compile=True)
 
 
 def test_bounds_and_devices():
-    """Keys below their least value or not positive, and devices torch does not have: one line each."""
+    """Keys below their least value or not positive, and devices torch lacks: one line each."""
     common.at_least({"batch_size": 1}, batch_size=1) or common.positive({"lr": 1e-9}, "lr")
-    for call, msg in [(lambda: common.at_least({"batch_size": 0}, batch_size=1), "batch_size=0 must be >= 1"),
+    for call, msg in [(lambda: common.at_least({"batch_size": 0}, batch_size=1),
+                       "batch_size=0 must be >= 1"),
                       (lambda: common.positive({"lr": -1.0}, "lr"), "lr=-1.0 must be > 0"),
                       (lambda: common.positive({"lr": 0.0}, "lr"), "lr=0.0 must be > 0"),
-                      (lambda: common.auto_device("tpu"), "device='tpu': use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"),
-                      (lambda: common.auto_device(f"cuda:{torch.cuda.device_count()}"), "but torch sees")]:
+                      (lambda: common.auto_device("tpu"),
+                       "device='tpu': use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"),
+                      (lambda: common.auto_device(f"cuda:{torch.cuda.device_count()}"),
+                       "but torch sees")]:
         with pytest.raises(SystemExit, match=msg):
             call()
-    assert common.auto_device("cpu") == "cpu" and common.auto_device("auto") in ("cpu", "cuda", "mps")
+    assert (common.auto_device("cpu") == "cpu"
+            and common.auto_device("auto") in ("cpu", "cuda", "mps"))
 
 
 def test_config_file_and_constants(tmp_path):
     f = tmp_path / "c.py"
     f.write_text("import math\nbatch_size = 32\nlr = 2 * 1e-3\n")
     c, _ = cfg(str(f), "--lr=5e-4", batch_size=4, lr=1e-3, K_MAX=8)
-    assert c == {"batch_size": 32, "lr": 5e-4}  # later arguments win; UPPER_CASE constants are not config
+    # later arguments win; UPPER_CASE constants are not config
+    assert c == {"batch_size": 32, "lr": 5e-4}
     (tmp_path / "bad.py").write_text("batch_sizes = 3\n")
     with pytest.raises(SystemExit, match="unknown config key 'batch_sizes'"):
         cfg(str(tmp_path / "bad.py"), batch_size=4)
@@ -63,7 +72,8 @@ def test_config_file_and_constants(tmp_path):
 def test_lr_schedule():
     lrs = [common.lr_at(i, 1.0, 10, 110, 0.1) for i in range(120)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)  # linear warm-up
-    assert lrs[60] == pytest.approx(0.55) and lrs[110] == pytest.approx(0.1) == lrs[119]  # cosine to the floor
+    # cosine to the floor
+    assert lrs[60] == pytest.approx(0.55) and lrs[110] == pytest.approx(0.1) == lrs[119]
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
 
 
@@ -94,15 +104,17 @@ def test_running_rms_normalizes_with_a_floor():
 
 
 def test_muon_optimizer_groups_and_state():
-    """muon=True: the transformer's matrices go to Muon, everything else to AdamW, each parameter exactly once; the
-    pair steps, zeroes and checkpoints like one optimizer (a fresh copy loaded from its state continues the same)."""
+    """muon=True: the transformer's matrices go to Muon, everything else to AdamW, each parameter
+    exactly once; the pair steps, zeroes and checkpoints like one optimizer (a fresh copy loaded
+    from its state continues the same)."""
     from tokenizer import Tokenizer
 
     def build():
         torch.manual_seed(0)
-        m = Tokenizer(image_size=16, patch_size=8, num_latents=4, latent_dim=4, dim=32, enc_depth=2, dec_depth=2,
-                      n_head=2, n_kv_head=1, time_every=2)
-        return m, common.make_optimizer(m, 1e-2, 0.05, (0.9, 0.95), "cpu", muon=True, dtype="float32")
+        m = Tokenizer(image_size=16, patch_size=8, num_latents=4, latent_dim=4, dim=32, enc_depth=2,
+                      dec_depth=2, n_head=2, n_kv_head=1, time_every=2)
+        return m, common.make_optimizer(m, 1e-2, 0.05, (0.9, 0.95), "cpu", muon=True,
+                                        dtype="float32")
 
     def step(m, opt):
         loss = m(torch.rand(2, 1, 16, 16, 3, generator=g), drop_max=0.0).square().mean()
@@ -116,15 +128,18 @@ def test_muon_optimizer_groups_and_state():
     ids = lambda o: [id(p) for grp in o.param_groups for p in grp["params"]]
     names = {id(p): n for n, p in m.named_parameters()}
     assert sorted(ids(muon) + ids(adamw)) == sorted(names) and not set(ids(muon)) & set(ids(adamw))
-    assert all(".blocks." in names[i] for i in ids(muon)) and len(ids(muon)) == 4 * 5  # wq, wkv, wo, w12, w3 per block
+    # wq, wkv, wo, w12, w3 per block
+    assert all(".blocks." in names[i] for i in ids(muon)) and len(ids(muon)) == 4 * 5
     assert "to_pixels.weight" in {names[i] for i in ids(adamw)}
     g = torch.Generator().manual_seed(1)
     step(m, opt)
     m2, opt2 = build()
     m2.load_state_dict(m.state_dict())
-    opt2.load_state_dict(copy.deepcopy(opt.state_dict()))  # as from a file: no buffers shared with opt
+    # as from a file: no buffers shared with opt
+    opt2.load_state_dict(copy.deepcopy(opt.state_dict()))
     for _ in range(2):
-        for o in (opt, opt2):  # the trainers set the schedule's lr through param_groups, also after a load
+        # the trainers set the schedule's lr through param_groups, also after a load
+        for o in (opt, opt2):
             for grp in o.param_groups:
                 grp["lr"] *= 0.5
         state = torch.get_rng_state(), g.get_state()
@@ -135,21 +150,27 @@ def test_muon_optimizer_groups_and_state():
 
 
 def test_dtype_auto_is_bf16_only_where_it_is_fast(monkeypatch, tmp_path, capsys):
-    """CPUs: bf16 where /proc/cpuinfo names AMX or AVX-512 BF16, fp32 otherwise (AVX2, AVX-512 without them, no
-    cpuinfo), read and not timed; an explicit bf16 is kept, with one warning line where it is slow."""
+    """CPUs: bf16 where /proc/cpuinfo names AMX or AVX-512 BF16, fp32 otherwise (AVX2, AVX-512
+    without them, no cpuinfo), read and not timed; an explicit bf16 is kept, with one warning line
+    where it is slow."""
     import builtins
     real_open, cpuinfo = builtins.open, tmp_path / "cpuinfo"
-    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: real_open(cpuinfo if f == "/proc/cpuinfo" else f, *a, **k))
-    for flags, auto in (("fpu avx2 fma", "float32"), ("avx2 avx512f avx512bw", "float32"), (None, "float32"),
-                        ("avx2 avx512f avx512_bf16", "bfloat16"), ("avx512f amx_tile amx_bf16 amx_int8", "bfloat16")):
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: real_open(
+        cpuinfo if f == "/proc/cpuinfo" else f, *a, **k))
+    for flags, auto in (("fpu avx2 fma", "float32"), ("avx2 avx512f avx512bw", "float32"),
+                        (None, "float32"), ("avx2 avx512f avx512_bf16", "bfloat16"),
+                        ("avx512f amx_tile amx_bf16 amx_int8", "bfloat16")):
         cpuinfo.unlink(missing_ok=True)
         if flags:
-            cpuinfo.write_text(f"processor\t: 0\nmodel name\t: x\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
-        assert common.resolve_dtype("cpu", "auto") == auto and common.resolve_dtype("cpu", "float32") == "float32"
+            cpuinfo.write_text(f"processor\t: 0\nmodel name\t: x\nflags\t\t: {flags}\n\n"
+                               "processor\t: 1\n")
+        assert (common.resolve_dtype("cpu", "auto") == auto
+                and common.resolve_dtype("cpu", "float32") == "float32")
         assert common.resolve_dtype("cpu", "bfloat16") == "bfloat16"
         warned = capsys.readouterr().out
-        assert warned == ("" if auto == "bfloat16" else "warning: this CPU has no bf16 matmul instructions (AMX, "
-                          "AVX-512 BF16): bf16 runs 60-100x slower than fp32 here; --dtype=auto picks float32\n")
+        assert warned == ("" if auto == "bfloat16" else
+                          "warning: this CPU has no bf16 matmul instructions (AMX, AVX-512 BF16): "
+                          "bf16 runs 60-100x slower than fp32 here; --dtype=auto picks float32\n")
     assert common.resolve_dtype("mps", "auto") == "float32"
     with pytest.raises(SystemExit, match="dtype='float16': use 'auto', 'bfloat16' or 'float32'"):
         common.resolve_dtype("cpu", "float16")
@@ -163,20 +184,22 @@ def test_matmul_peak_is_measured_within_a_second(dtype):
     t0 = time.perf_counter()
     flops = common.matmul_peak_flops("cpu", dtype)
     assert time.perf_counter() - t0 < 1.0 and 0 < flops < math.inf
-    assert torch.equal(torch.get_rng_state(), rng_states[0]) and (np.random.get_state()[1] == rng_states[1]).all()
+    assert (torch.equal(torch.get_rng_state(), rng_states[0])
+            and (np.random.get_state()[1] == rng_states[1]).all())
 
 
 @pytest.mark.parametrize("shape", [(48, 48), (32, 80), (80, 32)])
 def test_muon_is_torchs_with_its_newton_schulz_in_a_given_dtype(shape):
-    """common.Muon in bf16 is torch.optim.Muon(adjust_lr_fn='match_rms_adamw') bit for bit, and resumes from its
-    state; in fp32 it differs by bf16's precision, no more."""
+    """common.Muon in bf16 is torch.optim.Muon(adjust_lr_fn='match_rms_adamw') bit for bit, and
+    resumes from its state; in fp32 it differs by bf16's precision, no more."""
     g = torch.Generator().manual_seed(0)
     p0, grads = torch.randn(shape, generator=g), [torch.randn(shape, generator=g) for _ in range(4)]
-    torchs = lambda ps: torch.optim.Muon(ps, lr=0.02, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
+    torchs = lambda ps: torch.optim.Muon(ps, lr=0.02, weight_decay=0.1,
+                                         adjust_lr_fn="match_rms_adamw")
     ours = lambda dtype: lambda ps: common.Muon(ps, 0.02, 0.1, dtype)
 
     def run(make, resume_as=None):
-        """4 steps; after 2, resume_as continues from the optimizer's state_dict, as from a checkpoint."""
+        """4 steps; after 2, resume_as resumes from the optimizer's state_dict, as from a checkpoint."""
         p = torch.nn.Parameter(p0.clone())
         opt = make([p])
         for i, grad in enumerate(grads):
@@ -187,19 +210,22 @@ def test_muon_is_torchs_with_its_newton_schulz_in_a_given_dtype(shape):
             opt.step()
         return p.detach()
     ref = run(torchs)
-    assert torch.equal(run(ours(torch.bfloat16)), ref) and torch.equal(run(torchs, ours(torch.bfloat16)), ref)
+    assert (torch.equal(run(ours(torch.bfloat16)), ref)
+            and torch.equal(run(torchs, ours(torch.bfloat16)), ref))
     fp32 = run(ours(torch.float32), ours(torch.float32))
     assert not torch.equal(fp32, ref) and (fp32 - ref).norm() < 0.02 * (ref - p0).norm()
 
 
 def test_orthogonalize_batches_matrices_of_one_shape():
-    """Muon's Newton-Schulz: matrices of one shape go through it together; each result is the one it gets alone,
-    and close to orthogonal (singular values near 1, as the quintic iteration leaves them: 0.7-1.2)."""
+    """Muon's Newton-Schulz: matrices of one shape go through it together; each result is the one it
+    gets alone, and close to orthogonal (singular values near 1, as the quintic iteration leaves
+    them: 0.7-1.2)."""
     g = torch.Generator().manual_seed(0)
     gs = [torch.randn(s, generator=g) for s in ((24, 40), (40, 24), (24, 40), (24, 40), (16, 16))]
     together = common.orthogonalize(gs, torch.float32)
     for x, u in zip(gs, together):
-        assert u.shape == x.shape and torch.allclose(u, common.orthogonalize([x], torch.float32)[0], atol=1e-5)
+        assert u.shape == x.shape and torch.allclose(u, common.orthogonalize([x], torch.float32)[0],
+                                                     atol=1e-5)
         sv = torch.linalg.svdvals(u)
         assert sv.min() > 0.6 and sv.max() < 1.25
 
@@ -208,17 +234,21 @@ def test_compile_says_so_first(capsys):
     m = torch.nn.Linear(2, 2)
     assert common.compile_and_wrap(m, False, False, 0, "cpu") is m and capsys.readouterr().out == ""
     common.compile_and_wrap(m, True, False, 0, "cpu")
-    assert capsys.readouterr().out.startswith("compiling the training step (torch.compile: ~1-3 minutes on a CPU")
+    assert capsys.readouterr().out.startswith("compiling the training step (torch.compile: ~1-3 "
+                                              "minutes on a CPU")
 
 
-@pytest.mark.parametrize("script", ["train_tokenizer.py", "train_dynamics.py", "train_agent.py", "sample.py",
-                                    "eval_agent.py", "bench.py", "data.py", "demonstrator.py"])
+@pytest.mark.parametrize("script", ["train_tokenizer.py", "train_dynamics.py", "train_agent.py",
+                                    "sample.py", "eval_agent.py", "bench.py", "data.py",
+                                    "demonstrator.py"])
 def test_help_lists_every_key(script, capsys):
-    """--help prints the docstring and every config key with its default (and comment); keys read from the source."""
+    """--help prints the docstring and every config key with its default (and comment); keys read
+    from the source."""
     import ast
     from conftest import ROOT, run_script
     tree = ast.parse(open(os.path.join(ROOT, script)).read())
-    keys, maybe = [], []  # literal config values; names assigned an expression (e.g. os.cpu_count() or 1)
+    # literal config values; names assigned an expression (e.g. os.cpu_count() or 1)
+    keys, maybe = [], []
     for node in tree.body:
         if isinstance(node, ast.If):  # demonstrator.py configures under `if __name__ == '__main__'`
             break
@@ -226,7 +256,8 @@ def test_help_lists_every_key(script, capsys):
                 isinstance(node, ast.Assign) and "configure" in ast.dump(node.value):
             break
         if isinstance(node, ast.Assign) and isinstance(node.targets[0], (ast.Name, ast.Tuple)):
-            names = node.targets[0].elts if isinstance(node.targets[0], ast.Tuple) else [node.targets[0]]
+            names = (node.targets[0].elts if isinstance(node.targets[0], ast.Tuple)
+                     else [node.targets[0]])
             try:
                 values = ast.literal_eval(node.value)
             except ValueError:
@@ -239,17 +270,20 @@ def test_help_lists_every_key(script, capsys):
         run_script(script, "--help")
     out = capsys.readouterr().out
     assert e.value.code == 0 and len(keys) >= 5
-    listed = [line.split("=")[0].strip()[2:] for line in out.splitlines() if line.startswith("  --")]
+    listed = [line.split("=")[0].strip()[2:] for line in out.splitlines()
+              if line.startswith("  --")]
     assert set(keys) <= set(listed) <= set(keys) | set(maybe), set(listed) ^ set(keys)
-    assert len(listed) == len(set(listed)) and "  # " in out  # each once, with the comments beside them
+    assert len(listed) == len(set(listed)) and "  # " in out  # each once, comments beside them
 
 
 def test_help_keeps_a_comment_that_goes_on(tmp_path, capsys):
-    """A key's comment continued on indented comment lines is printed whole; a section header below it is not."""
-    (tmp_path / "s.py").write_text("lr = 0.1  # the rate,\n         # halved at the end\n# system\nsteps = 3  # how many\n")
+    """A key's comment continued on indented comment lines is printed whole; a section header below
+    it is not."""
+    (tmp_path / "s.py").write_text("lr = 0.1  # the rate,\n         # halved at the end\n# system\n"
+                                   "steps = 3  # how many\n")
     common.print_help({"__file__": str(tmp_path / "s.py"), "lr": 0.1, "steps": 3}, ["lr", "steps"])
-    assert capsys.readouterr().out.splitlines()[-2:] == ["  --lr=0.1  # the rate, halved at the end",
-                                                         "  --steps=3  # how many"]
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        "  --lr=0.1  # the rate, halved at the end", "  --steps=3  # how many"]
 
 
 def test_ticker_prints_totals_and_eta_sparingly(capsys):
@@ -260,7 +294,8 @@ def test_ticker_prints_totals_and_eta_sparingly(capsys):
     tick = common.ticker("eval", 4, every=0)
     for n in (1, 2):
         tick(n)
-    assert capsys.readouterr().out.splitlines() == ["eval: 1/4 (25%, eta 0m)", "eval: 2/4 (50%, eta 0m)"]
+    assert capsys.readouterr().out.splitlines() == ["eval: 1/4 (25%, eta 0m)",
+                                                    "eval: 2/4 (50%, eta 0m)"]
 
 
 def test_progress_eta_leaves_out_the_compile(monkeypatch):
@@ -273,23 +308,27 @@ def test_progress_eta_leaves_out_the_compile(monkeypatch):
     assert progress(200) == "iter 200/1000 (20%, eta 8m)"
     now[0] += 60
     assert progress(300) == "iter 300/1000 (30%, eta 7m)"
-    clock = common.progress_clock(1000, 0, now[0], max_minutes=5)  # a wall-clock budget caps the eta
+    clock = common.progress_clock(1000, 0, now[0], max_minutes=5)  # wall-clock budget caps the eta
     now[0] += 60
     assert clock(10) == "iter 10/1000 (1%, eta 4m)"
 
 
 def test_bench_reads_a_peer_and_sets_figures_beside_ours(capsys, monkeypatch):
     import sys
-    monkeypatch.setattr(sys, "argv", ["bench.py"])  # bench.py reads its config from the command line on import
+    # bench.py reads its config from the command line on import
+    monkeypatch.setattr(sys, "argv", ["bench.py"])
     import bench
-    theirs = bench.run_json([sys.executable, "-c", "print('warming up'); print('{\"tokenizer_step_s\": 4.0, "
+    theirs = bench.run_json([sys.executable, "-c",
+                             "print('warming up'); print('{\"tokenizer_step_s\": 4.0, "
                              "\"gen_frames_per_s_cached\": 20, \"only_theirs\": 1}')"], "the peer")
     assert theirs["tokenizer_step_s"] == 4.0
-    side = bench.beside_peer({"tokenizer_step_s": 1.0, "gen_frames_per_s_cached": 50.0, "threads": 2}, theirs)
+    side = bench.beside_peer({"tokenizer_step_s": 1.0, "gen_frames_per_s_cached": 50.0,
+                              "threads": 2}, theirs)
     assert side == {"peer_tokenizer_step_s": 4.0, "vs_peer_tokenizer_step_s": 0.25,
                     "peer_gen_frames_per_s_cached": 20, "vs_peer_gen_frames_per_s_cached": 2.5}
     assert "ours 1, peer 4, ours / peer 0.25" in capsys.readouterr().err
-    for cmd, said in ((["no-such-peer-binary"], "did not start"), ([sys.executable, "-c", "print('x')"], "no JSON"),
+    for cmd, said in ((["no-such-peer-binary"], "did not start"),
+                      ([sys.executable, "-c", "print('x')"], "no JSON"),
                       ([sys.executable, "-c", "raise SystemExit(3)"], "exit 3")):
         with pytest.raises(SystemExit, match=said):
             bench.run_json(cmd, "the peer")
@@ -305,30 +344,40 @@ def test_bench_measures_the_matmul_peak_once_and_hands_it_to_every_stage(monkeyp
     bench.main()
     assert len(calls) == 1 and len(cmds) == len(bench.STAGES)
     assert all("--peak_tflops=1.5" in cmd for cmd in cmds)
-    monkeypatch.setattr(bench, "peak_tflops", 1.5)  # a stage given the peak does not measure its own
+    # a stage given the peak does not measure its own
+    monkeypatch.setattr(bench, "peak_tflops", 1.5)
     assert bench.peak_flops() == 1.5e12 and len(calls) == 1
 
 
 def test_bench_default_preset_reads_the_trainers_defaults(monkeypatch, tmp_path):
     import importlib
     import sys
-    (tmp_path / "s.py").write_text("a = 3  # n\nb = 'x'\nc = 2 * a\nd, e = 1, 2\nimport os\nf = (1, 2)\n")
-    assert common.script_defaults(tmp_path / "s.py") == {"a": 3, "b": "x", "f": (1, 2)}  # literals only
+    (tmp_path / "s.py").write_text("a = 3  # n\nb = 'x'\nc = 2 * a\nd, e = 1, 2\nimport os\n"
+                                   "f = (1, 2)\n")
+    # literals only
+    assert common.script_defaults(tmp_path / "s.py") == {"a": 3, "b": "x", "f": (1, 2)}
     import bench
     try:
         monkeypatch.setattr(sys, "argv", ["bench.py", "--preset=default"])
         importlib.reload(bench)
-        assert bench.TOK_BATCH == (16, 4) and bench.DYN_BATCH == (4, 16)  # train_tokenizer's, train_dynamics's
-        assert bench.DYN["time_every"] == 2 and bench.DYN["k_max"] == 4 and bench.MUON == (True, False)
-        assert bench.LOSS == {"context_frac": 0.0, "ramp": False, "teacher_forcing": True, "zero_frac": 0.75}
+        # train_tokenizer's, train_dynamics's
+        assert bench.TOK_BATCH == (16, 4) and bench.DYN_BATCH == (4, 16)
+        assert (bench.DYN["time_every"] == 2 and bench.DYN["k_max"] == 4
+                and bench.MUON == (True, False))
+        assert bench.LOSS == {"context_frac": 0.0, "ramp": False, "teacher_forcing": True,
+                              "zero_frac": 0.75}
         assert bench.AGENT_BATCH == (32, 4) and bench.IMAGINE == (32, 8, 16)  # train_agent's
-        monkeypatch.setattr(sys, "argv", ["bench.py", "--preset=gpu"])  # config/*_gpu.py over the defaults
+        # config/*_gpu.py over the defaults
+        monkeypatch.setattr(sys, "argv", ["bench.py", "--preset=gpu"])
         importlib.reload(bench)
         assert bench.TOK["dim"] == 384 and bench.TOK_BATCH == (128, 1) and bench.DYN["depth"] == 8
-        assert bench.DYN_BATCH == (16, 32) and bench.AGENT_BATCH == (128, 4) and bench.IMAGINE == (128, 8, 32)
-        monkeypatch.setattr(sys, "argv", ["bench.py", "--what=gpu"])  # the GPU check, on a machine without one
+        assert (bench.DYN_BATCH == (16, 32) and bench.AGENT_BATCH == (128, 4)
+                and bench.IMAGINE == (128, 8, 32))
+        # the GPU check, on a machine without one
+        monkeypatch.setattr(sys, "argv", ["bench.py", "--what=gpu"])
         importlib.reload(bench)
-        with pytest.raises(SystemExit, match="what=gpu checks a CUDA GPU, and torch sees none here"):
+        with pytest.raises(SystemExit,
+                           match="what=gpu checks a CUDA GPU, and torch sees none here"):
             bench.main()
         monkeypatch.setattr(sys, "argv", ["bench.py", "--preset=mine"])
         with pytest.raises(common.ConfigError, match="preset=.mine."):
@@ -341,18 +390,21 @@ def test_bench_default_preset_reads_the_trainers_defaults(monkeypatch, tmp_path)
 
 
 def test_a_cuda_machine_as_far_as_a_cpu_allows(monkeypatch, tmp_path):
-    """What the scripts choose where torch sees a CUDA GPU (its availability patched; the suite itself runs on the
-    CPU, conftest): the device, bf16 only where it is native (compute capability 8.0 on), the main job's gpu preset;
-    an NVIDIA GPU that torch cannot use stops the main job in one line."""
+    """What the scripts choose where torch sees a CUDA GPU (its availability patched; the suite
+    itself runs on the CPU, conftest): the device, bf16 only where it is native (compute capability
+    8.0 on), the main job's gpu preset; an NVIDIA GPU that torch cannot use stops the main job in
+    one line."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert common.auto_device("auto") == "cuda" and common.auto_device("cuda:0") == "cuda:0"
     with pytest.raises(SystemExit, match="device='cuda:1' but torch sees 1 CUDA GPU"):
         common.auto_device("cuda:1")
-    for native, emulated, want in ((True, True, "bfloat16"), (False, True, "float32"), (False, False, "float32")):
-        monkeypatch.setattr(torch.cuda, "is_bf16_supported",
-                            lambda including_emulation=True: native or (including_emulation and emulated))
-        assert common.resolve_dtype("cuda", "auto") == want and common.resolve_dtype("cuda:0", "float32") == "float32"
+    for native, emulated, want in ((True, True, "bfloat16"), (False, True, "float32"),
+                                   (False, False, "float32")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True:
+                            native or (including_emulation and emulated))
+        assert (common.resolve_dtype("cuda", "auto") == want
+                and common.resolve_dtype("cuda:0", "float32") == "float32")
     assert common.main_job_preset() == "gpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     smi = tmp_path / "nvidia-smi"  # a driver that lists a GPU
@@ -360,23 +412,28 @@ def test_a_cuda_machine_as_far_as_a_cpu_allows(monkeypatch, tmp_path):
     smi.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     assert common.nvidia_gpus() == ["GPU 0: NVIDIA GeForce RTX 3060 (UUID: GPU-0)"]
-    with pytest.raises(SystemExit, match=r"RTX 3060 \(UUID: GPU-0\) is here, but torch .* cannot use it: install"):
+    with pytest.raises(SystemExit, match=r"RTX 3060 \(UUID: GPU-0\) is here, but torch .* "
+                                         r"cannot use it: install"):
         common.main_job_preset()
     smi.unlink()
     assert common.nvidia_gpus() == [] and common.main_job_preset() == "cpu"
 
 
 def test_every_config_file_names_its_scripts_keys(monkeypatch):
-    """Each config/<stage>_<preset>.py assigns only keys its script has, with values of their types (the GPU recipe
-    cannot be run here: this is what checks it), and starts with the '# time:' line pipeline.sh sums."""
+    """Each config/<stage>_<preset>.py assigns only keys its script has, with values of their types
+    (the GPU recipe cannot be run here: this is what checks it), and starts with the '# time:' line
+    pipeline.sh sums."""
     import glob
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    monkeypatch.chdir(root)  # (a config file may build on another: exec(open("config/...").read()), as scripts run)
-    scripts = {"data": "data.py", "tokenizer": "train_tokenizer.py", "dynamics": "train_dynamics.py",
-               "finetune": "train_agent.py", "imagine": "train_agent.py", "eval": "eval_agent.py"}
+    # (a config file may build on another: exec(open("config/...").read()), as scripts run)
+    monkeypatch.chdir(root)
+    scripts = {"data": "data.py", "tokenizer": "train_tokenizer.py",
+               "dynamics": "train_dynamics.py", "finetune": "train_agent.py",
+               "imagine": "train_agent.py", "eval": "eval_agent.py"}
     files = sorted(glob.glob(os.path.join(root, "config", "*_*.py")))
     presets = {os.path.basename(f).rsplit("_", 1)[1][:-3] for f in files}
-    assert {"cpu", "gpu", "gpu128", "tiny"} <= presets and len(files) == 6 * len(presets)  # six stages each
+    # six stages each
+    assert {"cpu", "gpu", "gpu128", "tiny"} <= presets and len(files) == 6 * len(presets)
     for f in files:
         stage = os.path.basename(f).rsplit("_", 1)[0]
         defaults = common.script_defaults(os.path.join(root, scripts[stage]))
@@ -391,18 +448,21 @@ def test_every_config_file_names_its_scripts_keys(monkeypatch):
 
 
 def test_readme_commands_chain():
-    """The README's bash blocks, read in order as a user runs them after the quick start: every python command names
-    a script, config files and keys that exist, and every checkpoint or data folder it reads (its config files'
-    paths and defaults included) is one the main job or an earlier command writes, or one shipped in the repo."""
+    """The README's bash blocks, read in order as a user runs them after the quick start: every
+    python command names a script, config files and keys that exist, and every checkpoint or data
+    folder it reads (its config files' paths and defaults included) is one the main job or an
+    earlier command writes, or one shipped in the repo."""
     import ast
     import re
     import shlex
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     stages = ["tokenizer", "dynamics", "agent_bc", "agent_rl"]
-    reads = ("data_dir", "tokenizer_ckpt", "init_ckpt", "dynamics_ckpt", "ckpt", "bc_ckpt", "rl_ckpt", "run")
+    reads = ("data_dir", "tokenizer_ckpt", "init_ckpt", "dynamics_ckpt", "ckpt", "bc_ckpt",
+             "rl_ckpt", "run")
     written, ran = {"data/crafter"}, 0  # (the quick start's main job, below, writes the rest)
     written |= {f"pretrained/{f}" for f in os.listdir(os.path.join(root, "pretrained"))}
-    for block in re.findall(r"```bash\n(.*?)```", open(os.path.join(root, "README.md")).read(), re.S):
+    for block in re.findall(r"```bash\n(.*?)```", open(os.path.join(root, "README.md")).read(),
+                            re.S):
         for line in block.splitlines():
             if "# error:" in line:  # a line that shows an error on purpose
                 continue
@@ -418,9 +478,11 @@ def test_readme_commands_chain():
                     continue  # pip, pytest, torchrun (a launcher's example)
                 ran += 1
                 src = open(os.path.join(root, words[1])).read()
-                g = {n.targets[0].id: n.value for n in ast.parse(src).body if isinstance(n, ast.Assign)
-                     and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)}
-                config = {k: ast.literal_eval(v) for k, v in g.items() if k in reads and isinstance(v, ast.Constant)}
+                g = {n.targets[0].id: n.value for n in ast.parse(src).body
+                     if isinstance(n, ast.Assign) and len(n.targets) == 1
+                     and isinstance(n.targets[0], ast.Name)}
+                config = {k: ast.literal_eval(v) for k, v in g.items()
+                          if k in reads and isinstance(v, ast.Constant)}
                 for arg in words[2:]:
                     if arg.startswith("--"):
                         key, value = arg[2:].split("=", 1)
@@ -433,8 +495,10 @@ def test_readme_commands_chain():
                         config.update({k: v for k, v in file_g.items() if k in g})
                 for key in reads:
                     path = config.get(key)
-                    if path and not (key == "data_dir" and words[1] == "data.py"):  # (data.py writes its data_dir)
-                        assert any(w == path or w.startswith(path.rstrip("/") + "/") for w in written), (line, key)
+                    # (data.py writes its data_dir)
+                    if path and not (key == "data_dir" and words[1] == "data.py"):
+                        assert any(w == path or w.startswith(path.rstrip("/") + "/")
+                                   for w in written), (line, key)
                 if config.get("out_dir"):
                     written.add(os.path.join(config["out_dir"], "ckpt.pt"))
                 if words[1] == "data.py":
