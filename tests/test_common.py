@@ -199,7 +199,8 @@ def test_muon_is_torchs_with_its_newton_schulz_in_a_given_dtype(shape):
     ours = lambda dtype: lambda ps: common.Muon(ps, 0.02, 0.1, dtype)
 
     def run(make, resume_as=None):
-        """4 steps; after 2, resume_as resumes from the optimizer's state_dict, as from a checkpoint."""
+        """4 steps; after 2, resume_as continues from the optimizer's state_dict, as from a
+        checkpoint."""
         p = torch.nn.Parameter(p0.clone())
         opt = make([p])
         for i, grad in enumerate(grads):
