@@ -1,4 +1,4 @@
-"""Tests of data.py: the frame store, Crafter collection (resume), MineRL/VPT/video conversion, bad input."""
+"""data.py: the frame store, Crafter collection (resume), MineRL/VPT/video conversion, bad input."""
 import json
 import os
 import shutil
@@ -33,7 +33,8 @@ def nothing_left(d):
     return not any(os.path.exists(str(d) + x) for x in ("", ".partial", ".tmp"))
 
 
-# --- frame index <-> image (survives mp4 compression and resizing): left half (i % 16), right half (i // 16)
+# --- frame index <-> image (survives mp4 compression and resizing): left half (i % 16), right half
+# (i // 16)
 
 def frame_for(i, h, w):
     f = np.zeros((h, w, 3), np.uint8)
@@ -57,10 +58,11 @@ def write_video(path, idx, h, w, fps=20):
                          **({"codec": "libvpx-vp9"} if str(path).endswith(".webm") else {}))
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Crafter
 
-CRAFTER = ["--source=crafter", "--num_frames=300", "--episode_len=40", "--image_size=32", "--seed=3"]
+CRAFTER = ["--source=crafter", "--num_frames=300", "--episode_len=40", "--image_size=32",
+           "--seed=3"]
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +77,11 @@ def check_store(s):
     N, E = len(s), len(s.episodes)
     assert s.frames.dtype == np.uint8 and s.frames.shape == (N, s.image_size, s.image_size, 3)
     assert isinstance(s.frames, np.memmap)
-    assert s.actions.shape == (N, len(s.action_spec)) and s.rewards.shape == (N,) and s.rewards.dtype == np.float32
+    assert (s.actions.shape == (N, len(s.action_spec)) and s.rewards.shape == (N,)
+            and s.rewards.dtype == np.float32)
     ep = s.episodes
-    assert ep[0, 0] == 0 and ep[-1, 1] == N and (ep[1:, 0] == ep[:-1, 1]).all() and (ep[:, 1] > ep[:, 0]).all()
+    assert (ep[0, 0] == 0 and ep[-1, 1] == N and (ep[1:, 0] == ep[:-1, 1]).all()
+            and (ep[:, 1] > ep[:, 0]).all())
     assert (s.actions[ep[:, 1] - 1] == -1).all() and (s.rewards[ep[:, 1] - 1] == 0).all()
     for c, comp in enumerate(s.action_spec):
         assert s.actions[:, c].min() >= -1 and s.actions[:, c].max() < comp["classes"]
@@ -89,8 +93,10 @@ def test_crafter_store(crafter_store):
     s, meta = crafter_store
     check_store(s)
     N, ep = len(s), s.episodes
-    assert N >= 300 and N - (ep[-1, 1] - ep[-1, 0]) < 300          # the first K episodes, no more than needed
-    assert s.image_size == 32 and s.action_spec[0]["name"] == "action" and s.action_spec[0]["classes"] == 17
+    # the first K episodes, no more than needed
+    assert N >= 300 and N - (ep[-1, 1] - ep[-1, 0]) < 300
+    assert (s.image_size == 32 and s.action_spec[0]["name"] == "action"
+            and s.action_spec[0]["classes"] == 17)
     last = np.zeros(N, bool)
     last[ep[:, 1] - 1] = True
     assert (s.actions[~last] >= 0).all() and meta["labeled_frac"] == 1.0
@@ -101,36 +107,43 @@ def test_crafter_store(crafter_store):
         demo = rng.random() >= 0.2
         assert s.policies[k] == int(demo)
         assert np.isclose(s.epsilons[k], rng.uniform(0.0, 0.5)) if demo else np.isnan(s.epsilons[k])
-        policy, eps = demonstrator.sample_skill(3 + k)  # the defaults give the demonstrator's own data mix
-        assert s.policies[k] == int(policy == "demo") and (policy == "random" or np.isclose(s.epsilons[k], eps))
+        # the defaults give the demonstrator's own data mix
+        policy, eps = demonstrator.sample_skill(3 + k)
+        assert (s.policies[k] == int(policy == "demo")
+                and (policy == "random" or np.isclose(s.epsilons[k], eps)))
     c = meta["crafter"]
-    assert c["episodes_demo"] == (s.policies == 1).sum() and c["episodes_random"] == (s.policies == 0).sum()
+    assert (c["episodes_demo"] == (s.policies == 1).sum()
+            and c["episodes_random"] == (s.policies == 0).sum())
     assert np.isclose(c["epsilon_mean"], s.epsilons[s.policies == 1].mean())
     assert meta["episode_names"] == [f"seed{3 + k}" for k in range(len(ep))]
-    # the agent's fields: slips only where the demonstrator slipped (random play: every step), events that are
-    # Crafter's achievements (its first of each is an unlock, paid by the reward), a death where an episode ended early
-    assert meta["events"] == demonstrator.ACHIEVEMENTS and s.events.shape == (N, 22) and c["view"] is True
+    # the agent's fields: slips only where the demonstrator slipped (random play: every step),
+    # events that are Crafter's achievements (its first of each is an unlock, paid by the reward), a
+    # death where an episode ended early
+    assert (meta["events"] == demonstrator.ACHIEVEMENTS and s.events.shape == (N, 22)
+            and c["view"] is True)
     lens = ep[:, 1] - ep[:, 0]
     for k, (a, b) in enumerate(ep):
         assert (s.slips[a:b - 1] == 1).all() if s.policies[k] == 0 else (s.slips[a:b] >= 0).all()
         first = [np.flatnonzero(s.events[a:b, j])[:1] for j in range(22)]
         unlock = np.unique(np.concatenate(first)).astype(int)
-        assert (s.rewards[a + unlock] > 0.25).all() and ((s.rewards[a:b] > 0.25).sum() == len(unlock))
+        assert ((s.rewards[a + unlock] > 0.25).all()
+                and ((s.rewards[a:b] > 0.25).sum() == len(unlock)))
         assert s.deaths[k] == (lens[k] < 41)
     assert s.slips[s.policies[np.searchsorted(ep[:, 1], np.arange(N), "right")] == 1].mean() < 0.5
     s.agent_fields()  # a store of today has them
 
 
 def test_store_before_the_agent_fields(crafter_store, tmp_path):
-    """A store made before slips/events/deaths still serves the tokenizer and the dynamics model; the agent's
-    trainer gets one line that says how to rebuild it."""
+    """A store made before slips/events/deaths still serves the tokenizer and the dynamics model;
+    the agent's trainer gets one line that says how to rebuild it."""
     old = tmp_path / "old"
     shutil.copytree(os.path.dirname(crafter_store[0].frames.filename), old)
     for name in ("slips", "events", "deaths"):
         os.remove(old / f"{name}.npy")
     s = data.FrameStore(str(old))
     assert s.slips is None and len(s) == len(crafter_store[0])
-    with pytest.raises(ConfigError, match="predates slips/events/deaths .* rebuild it: python data.py"):
+    with pytest.raises(ConfigError,
+                       match="predates slips/events/deaths .* rebuild it: python data.py"):
         s.agent_fields()
 
 
@@ -144,7 +157,8 @@ def test_windows_never_cross_episodes(crafter_store):
         lo, hi = s.episodes[b["episode"], 0], s.episodes[b["episode"], 1]
         assert (b["start"] >= lo).all() and (b["start"] + T <= hi).all()
         i = b["start"][:, None] + np.arange(T)
-        assert (b["frames"] == s.frames[i]).all() and (b["actions"][..., 0] == s.actions[i, 0]).all()
+        assert ((b["frames"] == s.frames[i]).all()
+                and (b["actions"][..., 0] == s.actions[i, 0]).all())
     train = set(s.sample(200, 4, "train", rng=0)["episode"].tolist())
     assert train <= set(s.episode_ids("train").tolist())
     with pytest.raises(ConfigError, match="split 'val' has only"):
@@ -154,18 +168,23 @@ def test_windows_never_cross_episodes(crafter_store):
     early = {k: np.concatenate([d[k] for d in draws]) for k in ("start", "episode")}
     offset = early["start"] - s.episodes[early["episode"], 0]
     assert set(offset.tolist()) == {0, 1, 2} and abs((offset == 0).mean() - 1 / 3) < 0.05
-    long_enough = np.flatnonzero(s.episodes[:, 1] - s.episodes[:, 0] >= 4)  # (up to) 3 windows each: all drawn
+    # (up to) 3 windows each: all drawn
+    long_enough = np.flatnonzero(s.episodes[:, 1] - s.episodes[:, 0] >= 4)
     assert set(early["episode"].tolist()) == set(long_enough.tolist())
-    among = np.zeros(len(s.episodes), bool)  # only these episodes' windows (labeled_batch_frac draws this way)
+    # only these episodes' windows (labeled_batch_frac draws this way)
+    among = np.zeros(len(s.episodes), bool)
     among[long_enough[::2]] = True
     drawn = s.sample(100, 4, "all", rng, among=among)["episode"]
     assert set(drawn.tolist()) == set(long_enough[::2].tolist())
-    early = np.concatenate([s.sample(10, 4, "all", rng, first=3, among=among)["episode"] for _ in range(10)])
+    early = np.concatenate([s.sample(10, 4, "all", rng, first=3, among=among)["episode"]
+                            for _ in range(10)])
     assert set(early.tolist()) == set(long_enough[::2].tolist())
-    late = [s.sample(4, 4, "all", rng, among=among, last=2) for _ in range(50)]  # windows ending in the last 2
+    # windows ending in the last 2
+    late = [s.sample(4, 4, "all", rng, among=among, last=2) for _ in range(50)]
     late = {k: np.concatenate([d[k] for d in late]) for k in ("start", "episode")}
     to_end = s.episodes[late["episode"], 1] - (late["start"] + 4)  # frames after each window
-    assert set(to_end.tolist()) == {0, 1} and set(late["episode"].tolist()) == set(long_enough[::2].tolist())
+    assert (set(to_end.tolist()) == {0, 1}
+            and set(late["episode"].tolist()) == set(long_enough[::2].tolist()))
 
 
 def test_split_and_fixed_windows(crafter_store):
@@ -180,7 +199,8 @@ def test_split_and_fixed_windows(crafter_store):
 
 
 def test_crafter_resume_keeps_chunks(crafter_store, tmp_path, monkeypatch):
-    """Kill mid-way (a failing episode), delete a chunk, rerun: finished chunks are reused as they are."""
+    """Kill mid-way (a failing episode), delete a chunk, rerun: finished chunks are reused as they
+    are."""
     import demonstrator
     real, calls = demonstrator.run_episode, []
 
@@ -215,7 +235,8 @@ def test_crafter_resume_keeps_chunks(crafter_store, tmp_path, monkeypatch):
 
 
 def test_deterministic_resume_identical(tmp_path, monkeypatch):
-    """With a deterministic episode function, interrupted + resumed == uninterrupted, for 1 or 2 workers."""
+    """With a deterministic episode function, interrupted + resumed == uninterrupted, for 1 or 2
+    workers."""
     import demonstrator
 
     def fake(seed, policy, eps, max_steps, size, view, agent):
@@ -223,9 +244,11 @@ def test_deterministic_resume_identical(tmp_path, monkeypatch):
         rng = np.random.default_rng(seed)
         a = rng.integers(0, 17, n + 1)
         a[-1] = -1
-        return {"frames": rng.integers(0, 255, (n + 1, size, size, 3), dtype=np.uint8), "actions": a, "labels": np.full(n + 1, -1),
-                "rewards": np.append(rng.random(n), 0).astype(np.float32), "slips": rng.random(n + 1) < 0.2,
-                "events": rng.random((n + 1, 22)) < 0.1, "died": bool(seed % 2)}
+        return {"frames": rng.integers(0, 255, (n + 1, size, size, 3), dtype=np.uint8),
+                "actions": a, "labels": np.full(n + 1, -1),
+                "rewards": np.append(rng.random(n), 0).astype(np.float32),
+                "slips": rng.random(n + 1) < 0.2, "events": rng.random((n + 1, 22)) < 0.1,
+                "died": bool(seed % 2)}
     monkeypatch.setattr(demonstrator, "run_episode", fake)
     args = ["--source=crafter", "--num_frames=100", "--image_size=8", "--seed=5"]
     build(*args, f"--data_dir={tmp_path}/ref", "--num_workers=2")
@@ -242,9 +265,12 @@ def test_deterministic_resume_identical(tmp_path, monkeypatch):
     assert len(os.listdir(f"{tmp_path}/re.partial")) == 6  # 5 chunks + settings
     monkeypatch.setattr(demonstrator, "run_episode", fake)
     build(*args, f"--data_dir={tmp_path}/re", "--num_workers=1")
-    for name in ["frames", "actions", "rewards", "episodes", "policies", "epsilons", "slips", "events", "deaths"]:
-        np.testing.assert_array_equal(np.load(f"{tmp_path}/ref/{name}.npy"), np.load(f"{tmp_path}/re/{name}.npy"))
-    assert json.load(open(f"{tmp_path}/ref/meta.json")) == json.load(open(f"{tmp_path}/re/meta.json"))
+    for name in ["frames", "actions", "rewards", "episodes", "policies", "epsilons", "slips",
+                 "events", "deaths"]:
+        np.testing.assert_array_equal(np.load(f"{tmp_path}/ref/{name}.npy"),
+                                      np.load(f"{tmp_path}/re/{name}.npy"))
+    assert (json.load(open(f"{tmp_path}/ref/meta.json"))
+            == json.load(open(f"{tmp_path}/re/meta.json")))
 
 
 def test_existing_store(crafter_store, capsys):
@@ -253,7 +279,8 @@ def test_existing_store(crafter_store, capsys):
     build(*CRAFTER, f"--data_dir={d}")
     assert "already holds" in capsys.readouterr().out
     fails("already holds image_size 32, not 16", *CRAFTER, f"--data_dir={d}", "--image_size=16")
-    assert os.path.getmtime(os.path.join(d, "frames.npy")) == before and not os.path.exists(d + ".partial")
+    assert (os.path.getmtime(os.path.join(d, "frames.npy")) == before
+            and not os.path.exists(d + ".partial"))
 
 
 def test_info(crafter_store, tmp_path, capsys):
@@ -265,19 +292,21 @@ def test_info(crafter_store, tmp_path, capsys):
     assert img.shape[1] == 8 * 32 and img.shape[0] % 32 == 0
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # MineRL (§M)
 
 def minerl_episode(d, n, extra, spelling="$", enums=None, drop=(), video_frames=None):
     os.makedirs(d)
     write_video(os.path.join(d, "recording.mp4"), range(video_frames or n + 1 + extra), 64, 64)
     t = np.arange(n)
-    arr = {"reward": (t * 0.5).astype(np.float32), "camera": np.stack([np.linspace(-15, 15, n), -t * 0.3], 1)}
+    arr = {"reward": (t * 0.5).astype(np.float32),
+           "camera": np.stack([np.linspace(-15, 15, n), -t * 0.3], 1)}
     for j, b in enumerate(data._BUTTONS8):
         arr[b] = ((t >> (j % 3)) & 1).astype(np.int64)
     arr.update(enums or {})
-    np.savez(os.path.join(d, "rendered.npz"), **{("reward" if k == "reward" else f"action{spelling}{k}"): v
-                                                 for k, v in arr.items() if k not in drop},
+    np.savez(os.path.join(d, "rendered.npz"),
+             **{("reward" if k == "reward" else f"action{spelling}{k}"): v
+                for k, v in arr.items() if k not in drop},
              **{"observation$inventory$dirt": np.zeros(n + 1)})
     json.dump({"duration_steps": n}, open(os.path.join(d, "metadata.json"), "w"))
     return arr
@@ -285,7 +314,8 @@ def minerl_episode(d, n, extra, spelling="$", enums=None, drop=(), video_frames=
 
 def test_minerl(tmp_path):
     src = tmp_path / "MineRLTreechop-v0"
-    a = minerl_episode(src / "a_episode", 30, 3, "$", {"place": np.array(["none", "dirt", "stone"] * 10)})
+    a = minerl_episode(src / "a_episode", 30, 3, "$",
+                       {"place": np.array(["none", "dirt", "stone"] * 10)})
     b = minerl_episode(src / "b_episode", 20, 0, "_", {"place": np.array(["none", "torch"] * 10),
                                                        "craft": np.array(["planks", "none"] * 10)})
     meta = build("--source=minerl", f"--src={src}", f"--data_dir={tmp_path}/m", "--image_size=32")
@@ -295,16 +325,21 @@ def test_minerl(tmp_path):
     assert names == data._BUTTONS8 + ["camera", "place", "craft"]
     assert s.action_spec[9]["values"] == ["none", "dirt", "stone", "torch"]
     assert s.action_spec[10]["values"] == ["none", "planks"]
-    assert (s.episodes == [[0, 31], [31, 52]]).all() and meta["fps"] == 20 and meta["labeled_frac"] == 1.0
+    assert ((s.episodes == [[0, 31], [31, 52]]).all() and meta["fps"] == 20
+            and meta["labeled_frac"] == 1.0)
     for (lo, hi), arr, extra in [(s.episodes[0], a, 3), (s.episodes[1], b, 0)]:
         n = hi - lo - 1
-        assert (index_of(s.frames[lo:hi]) == np.arange(n + 1) + extra).all()   # leading extra frames skipped
+        # leading extra frames skipped
+        assert (index_of(s.frames[lo:hi]) == np.arange(n + 1) + extra).all()
         for j, k in enumerate(data._BUTTONS8):
             assert (s.actions[lo:hi - 1, j] == arr[k]).all()
-        assert (s.actions[lo:hi - 1, 8] == data.camera_to_class(arr["camera"][:, 0], arr["camera"][:, 1])).all()
-        assert [s.action_spec[9]["values"][v] for v in s.actions[lo:hi - 1, 9]] == arr["place"].tolist()
+        assert (s.actions[lo:hi - 1, 8]
+                == data.camera_to_class(arr["camera"][:, 0], arr["camera"][:, 1])).all()
+        assert ([s.action_spec[9]["values"][v] for v in s.actions[lo:hi - 1, 9]]
+                == arr["place"].tolist())
         assert np.allclose(s.rewards[lo:hi - 1], arr["reward"]) and s.rewards[hi - 1] == 0
-    assert (s.actions[0:30, 10] == -1).all() and (s.actions[31:51, 10] == [1, 0] * 10).all()  # craft absent in a
+    # craft absent in a
+    assert (s.actions[0:30, 10] == -1).all() and (s.actions[31:51, 10] == [1, 0] * 10).all()
 
 
 def test_camera_quantization():
@@ -315,7 +350,7 @@ def test_camera_quantization():
     assert (data.camera_to_class(p, y) == c).all() and np.isclose(p[0], -10) and y[2] == 0
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # bad input: one line, nothing left behind
 
 def truncate(path, keep=0.5):
@@ -350,7 +385,8 @@ def bad_action_length(t):
     return "action place has shape (7,) but reward has 10", ["--source=minerl", f"--src={t}/k"]
 
 
-def bad_truncated_minerl_video(t):  # found mid-way, after another episode's chunk was written (2 workers)
+# found mid-way, after another episode's chunk was written (2 workers)
+def bad_truncated_minerl_video(t):
     minerl_episode(t / "k" / "a", 10, 0)
     minerl_episode(t / "k" / "b", 10, 0)
     truncate(t / "k" / "b" / "recording.mp4")
@@ -365,10 +401,13 @@ def bad_truncated_video(t):  # the index (moov atom) at the end is cut off
     return "cannot read video", ["--source=video", f"--src={t}/v"]
 
 
-def bad_truncated_faststart_video(t):  # index first (faststart): ffmpeg decodes what is left, without an error
+# index first (faststart): ffmpeg decodes what is left, without an error
+def bad_truncated_faststart_video(t):
     os.makedirs(t / "v")
-    frames = [np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8) for i in range(60)]
-    imageio.mimwrite(t / "v" / "a.mp4", frames, fps=20, macro_block_size=1, output_params=["-movflags", "+faststart"])
+    frames = [np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+              for i in range(60)]
+    imageio.mimwrite(t / "v" / "a.mp4", frames, fps=20, macro_block_size=1,
+                     output_params=["-movflags", "+faststart"])
     truncate(t / "v" / "a.mp4")
     return "is truncated", ["--source=video", f"--src={t}/v"]
 
@@ -400,10 +439,11 @@ def bad_vpt_json(t):
     return "ep1.jsonl' line 1 is not JSON", ["--source=vpt", f"--src={t}/v"]
 
 
-@pytest.mark.parametrize("case", [bad_missing_src, bad_no_src, bad_empty_src, bad_npz_keys, bad_video_too_short,
-                                  bad_action_length, bad_truncated_minerl_video, bad_truncated_video,
-                                  bad_truncated_faststart_video,
-                                  bad_unreadable_video, bad_vpt_lengths, bad_vpt_no_jsonl, bad_vpt_json])
+@pytest.mark.parametrize("case", [bad_missing_src, bad_no_src, bad_empty_src, bad_npz_keys,
+                                  bad_video_too_short, bad_action_length,
+                                  bad_truncated_minerl_video, bad_truncated_video,
+                                  bad_truncated_faststart_video, bad_unreadable_video,
+                                  bad_vpt_lengths, bad_vpt_no_jsonl, bad_vpt_json])
 def test_bad_input(case, tmp_path):
     match, args = case(tmp_path)
     fails(match, *args, f"--data_dir={tmp_path}/out")
@@ -412,11 +452,12 @@ def test_bad_input(case, tmp_path):
 
 def test_skip_bad(tmp_path):
     bad_truncated_minerl_video(tmp_path)
-    meta = build("--source=minerl", f"--src={tmp_path}/k", f"--data_dir={tmp_path}/out", "--skip_bad=True")
+    meta = build("--source=minerl", f"--src={tmp_path}/k", f"--data_dir={tmp_path}/out",
+                 "--skip_bad=True")
     assert meta["num_episodes"] == 1 and meta["episode_names"] == ["a"]
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # VPT (§V)
 
 def vpt_steps(n):
@@ -424,10 +465,13 @@ def vpt_steps(n):
     for t in range(n):
         buttons = [0] if t <= 6 else []
         new = [0] if t in (0, 5) else []
-        keys = ["key.keyboard.w"] if t < 3 else ["key.keyboard.1", "key.keyboard.space"] if t == 9 else []
-        steps.append({"mouse": {"x": 0, "y": 0, "dx": 20.0 if t in (10, 11) else 0.0, "dy": -10.0 if t == 10 else 0.0,
+        keys = (["key.keyboard.w"] if t < 3 else ["key.keyboard.1", "key.keyboard.space"] if t == 9
+                else [])
+        steps.append({"mouse": {"x": 0, "y": 0, "dx": 20.0 if t in (10, 11) else 0.0,
+                                "dy": -10.0 if t == 10 else 0.0,
                                 "buttons": buttons + ([1] if t == 12 else []), "newButtons": new},
-                      "keyboard": {"keys": keys, "newKeys": []}, "hotbar": 2 if t >= 8 else 0, "isGuiOpen": t == 11})
+                      "keyboard": {"keys": keys, "newKeys": []}, "hotbar": 2 if t >= 8 else 0,
+                      "isGuiOpen": t == 11})
     return steps
 
 
@@ -444,14 +488,17 @@ def test_vpt(tmp_path):
     assert sum(c["classes"] == 2 for c in s.action_spec) == 23
     assert (index_of(s.frames) == np.arange(24)).all()
     A = s.actions
-    assert A[:, col["attack"]].tolist()[:8] == [0, 0, 0, 0, 0, 1, 1, 0]       # stuck attack dropped until pressed
+    # stuck attack dropped until pressed
+    assert A[:, col["attack"]].tolist()[:8] == [0, 0, 0, 0, 0, 1, 1, 0]
     assert A[:4, col["forward"]].tolist() == [1, 1, 1, 0]
-    assert A[8:10, col["hotbar.3"]].tolist() == [1, 0] and A[9, col["hotbar.1"]] == 1 and A[9, col["jump"]] == 1
-    assert A[10, 8] == data.camera_to_class(-1.5, 3.0) and A[11, 8] == 60 and A[0, 8] == 60   # GUI open: camera 0
+    assert (A[8:10, col["hotbar.3"]].tolist() == [1, 0] and A[9, col["hotbar.1"]] == 1
+            and A[9, col["jump"]] == 1)
+    # GUI open: camera 0
+    assert A[10, 8] == data.camera_to_class(-1.5, 3.0) and A[11, 8] == 60 and A[0, 8] == 60
     assert A[12, col["use"]] == 1 and (A[-1] == -1).all() and (A[:-1] >= 0).all()
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # plain video
 
 def test_video(tmp_path):
@@ -460,7 +507,8 @@ def test_video(tmp_path):
     write_video(tmp_path / "vid" / "sub" / "b.gif", range(10, 22), 32, 32)
     write_video(tmp_path / "vid" / "c.webm", range(5, 20), 32, 32)
     (tmp_path / "vid" / "notes.txt").write_text("not a video")
-    meta = build("--source=video", f"--src={tmp_path}/vid", f"--data_dir={tmp_path}/s", "--image_size=32")
+    meta = build("--source=video", f"--src={tmp_path}/vid", f"--data_dir={tmp_path}/s",
+                 "--image_size=32")
     s = data.FrameStore(f"{tmp_path}/s")
     check_store(s)
     assert s.action_spec == [] and s.actions.shape == (len(s), 0) and meta["labeled_frac"] == 0.0
@@ -479,21 +527,29 @@ def test_video_like_and_spec_mismatch(crafter_store, tmp_path):
     os.makedirs(tmp_path / "vid")
     write_video(tmp_path / "vid" / "a.mp4", range(12), 32, 32)
     d = os.path.dirname(crafter_store[0].frames.filename)
-    build("--source=video", f"--src={tmp_path}/vid", f"--data_dir={tmp_path}/s", "--image_size=32", f"--like={d}")
+    build("--source=video", f"--src={tmp_path}/vid", f"--data_dir={tmp_path}/s", "--image_size=32",
+          f"--like={d}")
     s = data.FrameStore(f"{tmp_path}/s")
-    assert s.action_spec == crafter_store[0].action_spec and (s.actions == -1).all() and s.actions.shape == (12, 1)
-    fails("different action spec", "--source=video", f"--src={tmp_path}/vid", f"--data_dir={d}", "--image_size=32")
+    assert (s.action_spec == crafter_store[0].action_spec and (s.actions == -1).all()
+            and s.actions.shape == (12, 1))
+    fails("different action spec", "--source=video", f"--src={tmp_path}/vid", f"--data_dir={d}",
+          "--image_size=32")
     assert not os.path.exists(d + ".partial") and len(data.FrameStore(d)) == len(crafter_store[0])
     # the labeled store and the video as one store: episodes one after the other, each as it was
-    meta = build("--source=stores", f"--src={d},{tmp_path}/s", f"--data_dir={tmp_path}/m", "--image_size=32")
+    meta = build("--source=stores", f"--src={d},{tmp_path}/s", f"--data_dir={tmp_path}/m",
+                 "--image_size=32")
     m, c = data.FrameStore(f"{tmp_path}/m"), crafter_store[0]
     check_store(m)
-    assert len(m) == len(c) + 12 and len(m.episodes) == len(c.episodes) + 1 and (m.frames[len(c):] == s.frames).all()
+    assert (len(m) == len(c) + 12 and len(m.episodes) == len(c.episodes) + 1
+            and (m.frames[len(c):] == s.frames).all())
     assert (m.actions[:len(c)] == c.actions).all() and (m.actions[len(c):] == -1).all()
-    assert (m.rewards[:len(c)] == c.rewards).all() and (m.policies[:-1] == c.policies).all() and m.policies[-1] == -1
+    assert ((m.rewards[:len(c)] == c.rewards).all() and (m.policies[:-1] == c.policies).all()
+            and m.policies[-1] == -1)
     transitions = lambda st: len(st) - len(st.episodes)
-    assert meta["labeled_frac"] == pytest.approx(c.meta["labeled_frac"] * transitions(c) / transitions(m))
-    build("--source=video", f"--src={tmp_path}/vid", f"--data_dir={tmp_path}/plain", "--image_size=32")
+    assert meta["labeled_frac"] == pytest.approx(c.meta["labeled_frac"] * transitions(c)
+                                                 / transitions(m))
+    build("--source=video", f"--src={tmp_path}/vid", f"--data_dir={tmp_path}/plain",
+          "--image_size=32")
     fails("make a video store with --like", "--source=stores", f"--src={d},{tmp_path}/plain",
           f"--data_dir={tmp_path}/n", "--image_size=32")
     fails("not --image_size=64", "--source=stores", f"--src={d}", f"--data_dir={tmp_path}/n")
@@ -506,28 +562,35 @@ def test_bad_store_and_source(tmp_path):
     os.makedirs(tmp_path / "x")
     with pytest.raises(ConfigError, match="is not a frame store"):
         data.FrameStore(str(tmp_path / "x"))
-    fails("exists and is not a frame store", "--source=video", f"--src={tmp_path}", f"--data_dir={tmp_path}/x")
+    fails("exists and is not a frame store", "--source=video", f"--src={tmp_path}",
+          f"--data_dir={tmp_path}/x")
     fails("no videos", "--source=video", f"--src={tmp_path}/x", f"--data_dir={tmp_path}/y")
-    r = subprocess.run([sys.executable, "data.py", "--source=atari", f"--data_dir={tmp_path}/z"], cwd=ROOT,
-                       capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "data.py", "--source=atari", f"--data_dir={tmp_path}/z"],
+                       cwd=ROOT, capture_output=True, text=True)
     assert r.returncode != 0
-    assert r.stderr.strip() == "error: unknown --source='atari'; use one of: crafter, minerl, vpt, video, stores"
+    assert r.stderr.strip() == ("error: unknown --source='atari'; use one of: crafter, minerl, "
+                                "vpt, video, stores")
     assert nothing_left(tmp_path / "z")
 
 
 @pytest.mark.slow
 def test_kill9_during_collection_loses_nothing(tiny_store, tmp_path):
-    """SIGKILL twice while episodes are being written (random moments after a chunk of this run lands), rerun the
-    same command: the same store, array for array, as the uninterrupted collection (tiny_store's own command)."""
+    """SIGKILL twice while episodes are being written (random moments after a chunk of this run
+    lands), rerun the same command: the same store, array for array, as the uninterrupted collection
+    (tiny_store's own command)."""
     import glob
     from conftest import kill_and_rerun
     d = tmp_path / "crafter32"
-    args = ["data.py", "--source=crafter", f"--data_dir={d}", "--num_frames=600", "--episode_len=100",
-            "--image_size=32", "--num_workers=2"]
-    chunk_landed = lambda t0: any(os.path.getmtime(f) > t0 for f in glob.glob(f"{d}.partial/ep_*.npz"))
+    args = ["data.py", "--source=crafter", f"--data_dir={d}", "--num_frames=600",
+            "--episode_len=100", "--image_size=32", "--num_workers=2"]
+    chunk_landed = lambda t0: any(os.path.getmtime(f) > t0
+                                  for f in glob.glob(f"{d}.partial/ep_*.npz"))
     landed, _ = kill_and_rerun(args, chunk_landed, 2, tmp_path / "log.txt")
     assert landed == 2 and not os.path.exists(f"{d}.partial") and not os.path.exists(f"{d}.tmp")
-    for name in ("frames", "actions", "rewards", "episodes", "policies", "epsilons", "slips", "events", "deaths"):
-        assert np.array_equal(np.load(d / f"{name}.npy"), np.load(os.path.join(tiny_store, f"{name}.npy")),
+    for name in ("frames", "actions", "rewards", "episodes", "policies", "epsilons", "slips",
+                 "events", "deaths"):
+        assert np.array_equal(np.load(d / f"{name}.npy"),
+                              np.load(os.path.join(tiny_store, f"{name}.npy")),
                               equal_nan=True), name
-    assert json.load(open(d / "meta.json")) == json.load(open(os.path.join(tiny_store, "meta.json")))
+    assert (json.load(open(d / "meta.json"))
+            == json.load(open(os.path.join(tiny_store, "meta.json"))))
