@@ -1,4 +1,5 @@
-"""Tokenizer (§T) and shared transformer (§X): shapes, causality, caching, masking, LPIPS, learning, trainer."""
+"""Tokenizer (§T) and shared transformer (§X): shapes, causality, caching, masking, LPIPS,
+learning, trainer."""
 import json
 import os
 import shutil
@@ -14,8 +15,8 @@ from model import KVCache
 from tokenizer import LPIPS, VGG16_CFG, Tokenizer, TokenizerLoss, psnr, region_of_patch, ssim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(image_size=32, patch_size=8, num_latents=4, latent_dim=16, dim=64, enc_depth=4, dec_depth=4, n_head=4,
-            n_kv_head=2, time_every=2)
+TINY = dict(image_size=32, patch_size=8, num_latents=4, latent_dim=16, dim=64, enc_depth=4,
+            dec_depth=4, n_head=4, n_kv_head=2, time_every=2)
 
 
 def tiny(**kw):
@@ -59,10 +60,12 @@ def test_frame_by_frame_equals_whole_clip(window):
 
 
 def test_local_latents():
-    """Our default routing: latent i and the patches of region i read each other only; the paper's full pattern
-    with local_latents=False. One space layer each, so each latent sees exactly its region's patches."""
-    assert torch.equal(region_of_patch(8, 16).view(8, 8), torch.arange(16).view(4, 4).repeat_interleave(2, 0)
-                       .repeat_interleave(2, 1))  # 16 latents tile an 8x8 patch grid in 2x2 blocks
+    """Our default routing: latent i and the patches of region i read each other only; the paper's
+    full pattern with local_latents=False. One space layer each, so each latent sees exactly its
+    region's patches."""
+    # 16 latents tile an 8x8 patch grid in 2x2 blocks
+    assert torch.equal(region_of_patch(8, 16).view(8, 8),
+                       torch.arange(16).view(4, 4).repeat_interleave(2, 0).repeat_interleave(2, 1))
     with pytest.raises(ValueError, match="square number of latents"):
         Tokenizer(image_size=32, patch_size=8, num_latents=8)
     one = dict(enc_depth=1, dec_depth=1, time_every=2)
@@ -72,10 +75,11 @@ def test_local_latents():
     x2[:, :, :16, :16] = torch.rand(16, 16, 3)  # region 0 of the 2x2 grid (patches 0, 1, 4, 5)
     changed = (m.encode(x2) - m.encode(x)).abs().amax(-1)[0, 0]  # (L,)
     assert changed[0] > 1e-3 and changed[1:].max() == 0
-    assert (full.encode(x2) - full.encode(x)).abs().amax(-1)[0, 0].min() > 1e-3  # every latent reads every patch
+    # every latent reads every patch
+    assert (full.encode(x2) - full.encode(x)).abs().amax(-1)[0, 0].min() > 1e-3
     z = torch.rand(1, 1, 4, 16) * 2 - 1
     z2 = z.clone()
-    z2[..., 3, :] = 0  # latent 3: only region 3 (the bottom-right 16x16 pixels) of the decoding changes
+    z2[..., 3, :] = 0  # latent 3: only region 3 (bottom-right 16x16 pixels) of the decoding changes
     d = (m.decode(z2) - m.decode(z)).abs()[0, 0].amax(-1)  # (H, W)
     assert d[16:, 16:].min() > 0 and d[:16].max() == 0 and d[:, :16].max() == 0
 
@@ -88,25 +92,29 @@ def test_mae_masking_replaces_patches():
     assert torch.equal(m.encode(x1, ones), m.encode(x2, ones))
     assert not torch.allclose(m.encode(x1, zeros), m.encode(x2, zeros))
     assert torch.equal(m.encode(x1, zeros), m.encode(x1))  # p = 0 is no masking
-    # about half the patches replaced at p = 0.5: the latents change, but less than for a different image
+    # about half the patches replaced at p = 0.5: the latents change, but less than for a different
+    # image
     torch.manual_seed(1)
     d_half = (m.encode(x1, ones * 0.5) - m.encode(x1)).abs().mean()
     assert 0 < d_half < (m.encode(x2) - m.encode(x1)).abs().mean() * 2
 
 
 def write_lpips_weights(tmp_path):
-    """Weight files in the real on-disk formats: torchvision's vgg16 state dict and the LPIPS v0.1 heads."""
+    """Weight files in the real on-disk formats: torchvision's vgg16 state dict and the LPIPS v0.1
+    heads."""
     g = torch.Generator().manual_seed(0)
     sd, c_in, idx = {}, 3, 0
     for c in VGG16_CFG:
         if c == "M":
             idx += 1
             continue
-        sd[f"features.{idx}.weight"] = torch.randn(c, c_in, 3, 3, generator=g) * (2 / (9 * c_in)) ** 0.5
+        sd[f"features.{idx}.weight"] = (torch.randn(c, c_in, 3, 3, generator=g)
+                                        * (2 / (9 * c_in)) ** 0.5)
         sd[f"features.{idx}.bias"] = torch.zeros(c)
         c_in, idx = c, idx + 2
     sd["classifier.0.weight"] = torch.zeros(4, 4)  # present in the real file, ignored
-    lin = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1, generator=g) for i, c in enumerate([64, 128, 256, 512, 512])}
+    lin = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1, generator=g)
+           for i, c in enumerate([64, 128, 256, 512, 512])}
     torch.save(sd, tmp_path / "vgg16.pth")
     torch.save(lin, tmp_path / "lin.pth")
     return str(tmp_path / "vgg16.pth"), str(tmp_path / "lin.pth"), sd
@@ -115,14 +123,15 @@ def write_lpips_weights(tmp_path):
 def test_lpips_loads_files_and_measures(tmp_path):
     vgg, lin, sd = write_lpips_weights(tmp_path)
     lp = LPIPS(vgg, lin)
-    assert torch.equal(lp.features[28].weight, sd["features.28.weight"])  # conv5_3 loaded from the file
+    assert torch.equal(lp.features[28].weight, sd["features.28.weight"])  # conv5_3 from the file
     x = torch.rand(3, 32, 32, 3)
     assert lp(x, x).abs().max() < 1e-6
-    d_small, d_big = lp(x, (x + 0.05 * torch.randn_like(x)).clamp(0, 1)), lp(x, torch.rand(3, 32, 32, 3))
+    d_small, d_big = (lp(x, (x + 0.05 * torch.randn_like(x)).clamp(0, 1)),
+                      lp(x, torch.rand(3, 32, 32, 3)))
     assert (d_small > 0).all() and (d_big > d_small).all()
     with pytest.raises(SystemExit, match="LPIPS weight file .* does not exist"):
         LPIPS(str(tmp_path / "missing.pth"), lin)
-    (tmp_path / "junk.pth").write_bytes(b"junk")  # the wrong files: one clear line each, no traceback
+    (tmp_path / "junk.pth").write_bytes(b"junk")  # wrong files: one clear line each, no traceback
     with pytest.raises(SystemExit, match="is not torchvision's VGG16 state dict"):
         LPIPS(str(tmp_path / "junk.pth"), lin)
     with pytest.raises(SystemExit, match="is not LPIPS v0.1's linear heads"):
@@ -133,7 +142,7 @@ def test_lpips_loads_files_and_measures(tmp_path):
     loss, terms = crit(r, torch.rand(1, 2, 32, 32, 3))
     loss.backward()
     assert terms["lpips"] > 0 and r.grad.abs().sum() > 0
-    # checkpoints hold the normalizers, not the frozen VGG weights; LPIPS on or off resumes either way
+    # checkpoints hold the normalizers, not the frozen VGG weights; LPIPS on/off resumes either way
     state = crit.state_dict()
     assert sorted(state) == ["lpips_norm.count", "lpips_norm.ms", "mse_norm.count", "mse_norm.ms"]
     TokenizerLoss().load_state_dict(state)
@@ -143,7 +152,8 @@ def test_lpips_loads_files_and_measures(tmp_path):
 def test_psnr_ssim():
     x = torch.rand(2, 32, 32, 3)
     assert torch.allclose(psnr(x, x), torch.full((2,), 100.0))
-    assert torch.allclose(psnr(torch.zeros(1, 8, 8, 3), torch.full((1, 8, 8, 3), 0.1)), torch.tensor([20.0]))
+    assert torch.allclose(psnr(torch.zeros(1, 8, 8, 3), torch.full((1, 8, 8, 3), 0.1)),
+                          torch.tensor([20.0]))
     assert torch.allclose(ssim(x, x), torch.ones(2), atol=1e-5)
     assert (ssim(x, torch.rand(2, 32, 32, 3)) < 0.2).all()
 
@@ -158,8 +168,9 @@ def crafter_clip(n=8, size=32, seed=0):
 
 
 def test_overfits_a_crafter_clip():
-    """A tiny tokenizer memorizes 8 Crafter frames. Predicting each frame's mean colour gives ~15 dB; 26 dB needs
-    the tile textures, i.e. real per-patch information through the 8x16 bottleneck (it reaches ~31 dB)."""
+    """A tiny tokenizer memorizes 8 Crafter frames. Predicting each frame's mean colour gives
+    ~15 dB; 26 dB needs the tile textures, i.e. real per-patch information through the 8x16
+    bottleneck (it reaches ~31 dB)."""
     m = tiny(time_window=8)
     x = crafter_clip().float() / 255
     opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
@@ -175,39 +186,48 @@ def test_overfits_a_crafter_clip():
     assert base < 17 and p > 26, (base, p)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # train_tokenizer.py end to end (in-process, tiny config)
 
 from conftest import run_script  # noqa: E402
 
-TRAIN = ["--compile=False", "--dtype=float32", "--batch_size=4", "--seq_len=2", "--dim=32", "--enc_depth=2",
-         "--dec_depth=2", "--n_head=2", "--n_kv_head=1", "--time_every=2", "--num_latents=4", "--latent_dim=8",
-         "--warmup_iters=2", "--eval_windows=6", "--log_interval=1"]  # eval: a batch of 4, then 2
+TRAIN = ["--compile=False", "--dtype=float32", "--batch_size=4", "--seq_len=2", "--dim=32",
+         "--enc_depth=2", "--dec_depth=2", "--n_head=2", "--n_kv_head=1", "--time_every=2",
+         "--num_latents=4", "--latent_dim=8", "--warmup_iters=2", "--eval_windows=6",
+         "--log_interval=1"]  # eval: a batch of 4, then 2
 
 
 def test_kill9_in_tokenizer_training_loses_nothing(tiny_store, tmp_path):
-    """SIGKILL three times (in steps, evals or checkpoint saves: random moments after a step is logged), rerun with
-    resume each time: the same parameters as the uninterrupted run (both run as subprocesses)."""
+    """SIGKILL three times (in steps, evals or checkpoint saves: random moments after a step is
+    logged), rerun with resume each time: the same parameters as the uninterrupted run (both run as
+    subprocesses)."""
     args = lambda name: ["train_tokenizer.py", *TRAIN, f"--data_dir={tiny_store}", "--max_iters=48",
                          "--eval_interval=4", f"--out_dir={tmp_path / name}"]
     _, ref = kill_and_rerun(args("a"), lambda t0: False, 0, tmp_path / "a.txt")
     log = tmp_path / "b.txt"
+    # 3 kills <= 25 of 48
     landed, text = kill_and_rerun(args("b"), lambda t0: "ms/iter" in open(log).read(), 3, log,
-                                  resume_if=str(tmp_path / "b/ckpt.pt"), delay=steps_of(ref, 6))  # 3 kills <= 25 of 48
+                                  resume_if=str(tmp_path / "b/ckpt.pt"), delay=steps_of(ref, 6))
     assert landed == 3 and ("iter 48/48" in text or "nothing to do" in text)
     a, b = (torch.load(tmp_path / r / "ckpt.pt", weights_only=False) for r in "ab")
-    assert a["iter"] == b["iter"] == 48 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    metrics = [m for m in map(json.loads, open(tmp_path / "a/metrics.jsonl")) if "val_psnr" in m]  # the evals
-    assert [m["iter"] for m in metrics] == list(range(0, 49, 4)) and metrics[-1]["val_psnr"] > metrics[0]["val_psnr"]
-    png = iio.imread(tmp_path / "a/recon.png")  # (T * 2H, windows * W, 3): every eval window, not the first batch
+    assert a["iter"] == b["iter"] == 48 and all(torch.equal(a["model"][k], b["model"][k])
+                                                for k in a["model"])
+    # the evals
+    metrics = [m for m in map(json.loads, open(tmp_path / "a/metrics.jsonl")) if "val_psnr" in m]
+    assert ([m["iter"] for m in metrics] == list(range(0, 49, 4))
+            and metrics[-1]["val_psnr"] > metrics[0]["val_psnr"])
+    # (T * 2H, windows * W, 3): every eval window, not the first batch
+    png = iio.imread(tmp_path / "a/recon.png")
     assert png.shape[1] * 2 * 2 == 6 * png.shape[0]
 
 
 def test_lpips_weights_found_where_they_are_at_hand(tiny_store, tmp_path, monkeypatch, capsys):
-    """With no paths configured, the tokenizer finds LPIPS's weights on its own: VGG16 in torch's hub cache, the heads
-    in the installed lpips package (never a download); without them it trains on MSE and says what is missing."""
+    """With no paths configured, the tokenizer finds LPIPS's weights on its own: VGG16 in torch's
+    hub cache, the heads in the installed lpips package (never a download); without them it trains
+    on MSE and says what is missing."""
     vgg, lin, _ = write_lpips_weights(tmp_path)
-    args = TRAIN + [f"--data_dir={tiny_store}", "--max_iters=2", "--eval_interval=2", "--lpips_frames=2"]
+    args = TRAIN + [f"--data_dir={tiny_store}", "--max_iters=2", "--eval_interval=2",
+                    "--lpips_frames=2"]
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     run_script("train_tokenizer.py", *args, f"--out_dir={tmp_path}/mse")
     assert "loss: MSE alone (LPIPS needs torchvision's VGG16 in" in capsys.readouterr().out
@@ -217,19 +237,22 @@ def test_lpips_weights_found_where_they_are_at_hand(tiny_store, tmp_path, monkey
     (tmp_path / "site/lpips/__init__.py").write_text("")
     shutil.copy(lin, tmp_path / "site/lpips/weights/v0.1/vgg.pth")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    assert tokenizer.find_lpips_weights() == (str(tmp_path / f"hub/checkpoints/{tokenizer.VGG16_FILE}"),
-                                              str(tmp_path / "site/lpips/weights/v0.1/vgg.pth"))
+    assert tokenizer.find_lpips_weights() == (
+        str(tmp_path / f"hub/checkpoints/{tokenizer.VGG16_FILE}"),
+        str(tmp_path / "site/lpips/weights/v0.1/vgg.pth"))
     run_script("train_tokenizer.py", *args, f"--out_dir={tmp_path}/lpips")
     assert "loss: MSE + 0.2 LPIPS" in capsys.readouterr().out
     ckpt = torch.load(tmp_path / "lpips/ckpt.pt", weights_only=False)
     assert ckpt["criterion"]["lpips_norm.count"] == 2  # LPIPS was in both steps' loss
-    run_script("train_tokenizer.py", *args, f"--out_dir={tmp_path}/off", "--lpips_weight=0")  # as the CPU recipe
+    # as the CPU recipe
+    run_script("train_tokenizer.py", *args, f"--out_dir={tmp_path}/off", "--lpips_weight=0")
     assert "loss: MSE alone\n" in capsys.readouterr().out
 
 
 def test_train_bad_inputs(tiny_store, tmp_path, monkeypatch):
     import tokenizer
-    args = TRAIN + [f"--data_dir={tiny_store}", "--max_iters=4", "--eval_interval=2", f"--out_dir={tmp_path}/o"]
+    args = TRAIN + [f"--data_dir={tiny_store}", "--max_iters=4", "--eval_interval=2",
+                    f"--out_dir={tmp_path}/o"]
     with pytest.raises(SystemExit, match="is not a frame store"):
         run_script("train_tokenizer.py", *args, f"--data_dir={tmp_path}")
     with pytest.raises(SystemExit, match="batch_size=100000 but split 'train' has only"):
@@ -241,7 +264,8 @@ def test_train_bad_inputs(tiny_store, tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="does not exist"):
         run_script("train_tokenizer.py", *args, "--init_from=resume")
     with pytest.raises(SystemExit, match="LPIPS weight file"):
-        run_script("train_tokenizer.py", *args, f"--lpips_vgg_path={tmp_path}/no.pth", f"--lpips_lin_path={tmp_path}/no.pth")
+        run_script("train_tokenizer.py", *args, f"--lpips_vgg_path={tmp_path}/no.pth",
+                   f"--lpips_lin_path={tmp_path}/no.pth")
     # NaN loss: a clear stop, and the last good checkpoint stays
     forward = tokenizer.TokenizerLoss.forward
     calls = []
@@ -251,34 +275,37 @@ def test_train_bad_inputs(tiny_store, tmp_path, monkeypatch):
         calls.append(1)
         return (loss * float("nan") if len(calls) == 4 else loss), terms
     monkeypatch.setattr(tokenizer.TokenizerLoss, "forward", nan_on_4th)
-    with pytest.raises(SystemExit, match="the loss became nan by iter 4"):  # read at the save, which it stops
+    # read at the save, which it stops
+    with pytest.raises(SystemExit, match="the loss became nan by iter 4"):
         run_script("train_tokenizer.py", *args)
     assert torch.load(f"{tmp_path}/o/ckpt.pt", weights_only=False)["iter"] == 2
     monkeypatch.setattr(tokenizer.TokenizerLoss, "forward", forward)
-    with pytest.raises(SystemExit, match="o/ckpt.pt' already holds a run: --init_from=resume goes on with it"):
+    with pytest.raises(SystemExit,
+                       match="o/ckpt.pt' already holds a run: --init_from=resume goes on with it"):
         run_script("train_tokenizer.py", *args)  # from scratch over it: refused, never overwritten
     # resuming on data of another image size
     other = str(tmp_path / "crafter48")
-    run_script("data.py", "--source=crafter", f"--data_dir={other}", "--num_frames=200", "--episode_len=100",
-               "--image_size=48", "--num_workers=1")
+    run_script("data.py", "--source=crafter", f"--data_dir={other}", "--num_frames=200",
+               "--episode_len=100", "--image_size=48", "--num_workers=1")
     with pytest.raises(SystemExit, match="48px frames but the checkpoint was trained on 32px"):
         run_script("train_tokenizer.py", *args, f"--data_dir={other}", "--init_from=resume")
 
 
 @pytest.mark.parametrize("gqa", [False, True])
 def test_written_out_attention_matches_sdpa(gqa):
-    """model.attention equals F.scaled_dot_product_attention in fp32, values and gradients, under a mask, causal, and
-    with GQA (2 query heads per key head)."""
+    """model.attention equals F.scaled_dot_product_attention in fp32, values and gradients, under a
+    mask, causal, and with GQA (2 query heads per key head)."""
     import torch.nn.functional as F
     from model import attention
     g = torch.Generator().manual_seed(0)
     q = torch.randn(3, 4, 10, 16, generator=g, requires_grad=True)
-    k, v = (torch.randn(3, 2 if gqa else 4, 10, 16, generator=g, requires_grad=True) for _ in range(2))
+    k, v = (torch.randn(3, 2 if gqa else 4, 10, 16, generator=g, requires_grad=True)
+            for _ in range(2))
     mask = torch.rand(10, 10, generator=g) < 0.6
     mask[:, 0] = True
     for kw in (dict(mask=mask), dict(is_causal=True)):
-        ref = F.scaled_dot_product_attention(q, k, v, attn_mask=kw.get("mask"), is_causal=kw.get("is_causal", False),
-                                             enable_gqa=gqa)
+        ref = F.scaled_dot_product_attention(q, k, v, attn_mask=kw.get("mask"),
+                                             is_causal=kw.get("is_causal", False), enable_gqa=gqa)
         y = attention(q, k, v, **kw)
         assert (y - ref).abs().max() < 1e-5
         grads = torch.autograd.grad(y.square().sum(), (q, k, v))
@@ -287,8 +314,9 @@ def test_written_out_attention_matches_sdpa(gqa):
 
 
 def test_cpu_bf16_attention_backward_is_written_out():
-    """model.sdpa: under bf16 autocast on a CPU, attention that will be backpropagated is written out (model.attention:
-    torch's bf16 CPU flash-attention backward is slow); its output is bf16 as before and matches the fp32 result."""
+    """model.sdpa: under bf16 autocast on a CPU, attention that will be backpropagated is written
+    out (model.attention: torch's bf16 CPU flash-attention backward is slow); its output is bf16 as
+    before and matches the fp32 result."""
     import torch.nn.functional as F
     from model import attention, sdpa
     g = torch.Generator().manual_seed(0)
@@ -304,5 +332,6 @@ def test_cpu_bf16_attention_backward_is_written_out():
     assert (y.float() - ref).abs().max() < 0.02
     y.float().sum().backward()
     assert qb.grad.dtype == torch.bfloat16 and qb.grad.abs().sum() > 0
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # no backward: bf16 SDPA as it is
+    # no backward: bf16 SDPA as it is
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert (sdpa(qb, kb, vb, mask, False, 0.0).float() - y.float()).abs().max() < 0.05
