@@ -1,4 +1,4 @@
-"""The scripted demonstrator, episode collection and the Crafter score (pytest; ~30 s on 2 cores)."""
+"""The scripted demonstrator, episode collection, the Crafter score (pytest; ~30 s on 2 cores)."""
 import math
 import os
 import subprocess
@@ -35,9 +35,11 @@ def test_api_constants():
 def test_demonstrator_climbs_the_tech_tree_random_does_not(episodes):
     demo, rand = episodes['demo', 0.0], episodes['random', 1.0]
     for name in EARLY:
-        assert _count(demo, name) >= len(SEEDS) - 1, (name, [sorted(ep['achievements']) for ep in demo])
+        assert _count(demo, name) >= len(SEEDS) - 1, (
+            name, [sorted(ep['achievements']) for ep in demo])
     assert _count(rand, 'place_table') <= 1 and _count(rand, 'make_wood_pickaxe') <= 1
-    assert sum(map(len, (ep['achievements'] for ep in demo))) > 2 * sum(map(len, (ep['achievements'] for ep in rand)))
+    assert (sum(map(len, (ep['achievements'] for ep in demo)))
+            > 2 * sum(map(len, (ep['achievements'] for ep in rand))))
 
 
 def test_run_episode_format(episodes):
@@ -73,7 +75,8 @@ def test_epsilon_one_behaves_like_random(episodes):
         freq = np.bincount(acts, minlength=len(D.ACTIONS)) / len(acts)
         others = np.delete(freq, D.ACTIONS.index('sleep'))
         assert others.min() > 0.015 and others.max() < 0.15, freq  # all actions, about uniformly
-        assert (freq[D.ACTIONS.index('sleep')] > 0) == sleeps  # the demonstrator's slips never sleep
+        # the demonstrator's slips never sleep
+        assert (freq[D.ACTIONS.index('sleep')] > 0) == sleeps
     n0, n1, nr = (np.mean([len(ep['achievements']) for ep in e]) for e in (demo0, demo1, rand))
     assert n1 < n0 / 2 and abs(n1 - nr) <= 2, (n0, n1, nr)
     assert sum(_count(demo1, name) for name in EARLY[1:]) <= 2
@@ -86,7 +89,8 @@ def test_skill_mix():
     assert 0.12 < len(rand) / len(skills) < 0.28 and set(rand) == {1.0}
     demo = [e for p, e in skills if p == 'demo']
     assert 0 <= min(demo) and max(demo) <= 0.5 and 0.2 < np.mean(demo) < 0.3
-    other = [D.sample_skill(s, random_frac=0.5, eps_min=0.1, eps_max=0.2) for s in range(400)]  # data.py's flags
+    # data.py's flags
+    other = [D.sample_skill(s, random_frac=0.5, eps_min=0.1, eps_max=0.2) for s in range(400)]
     assert 0.4 < np.mean([p == 'random' for p, _ in other]) < 0.6
     assert all(0.1 <= e <= 0.2 for p, e in other if p == 'demo')
 
@@ -104,27 +108,31 @@ def test_crafter_score():
 def _frames_only(env):
     def act(obs):
         assert obs.dtype == np.uint8 and obs.shape == (32, 32, 3)
-        return 3 if obs[16].mean() > obs[:, 16].mean() else 5  # move_up or do, from the pixels alone
+        return 3 if obs[16].mean() > obs[:, 16].mean() else 5  # move_up or do, from pixels alone
     return act
 
 
 def test_evaluate_frames_only_policy():
     r = D.evaluate(_frames_only, [3, 4, 5], 40, size=32)
-    assert set(r) >= {'score', 'mean_return', 'mean_length', 'success_rates', 'episodes', 'seeds', 'max_steps'}
+    assert set(r) >= {'score', 'mean_return', 'mean_length', 'success_rates', 'episodes', 'seeds',
+                      'max_steps'}
     assert r['episodes'] == 3 and r['seeds'] == [3, 4, 5] and r['max_steps'] == 40
     assert 0 < r['mean_length'] <= 40 and set(r['success_rates']) == set(D.ACHIEVEMENTS)
-    assert len(r['lengths']) == 3 and np.mean(r['lengths']) == r['mean_length'] and max(r['lengths']) <= 40
+    assert (len(r['lengths']) == 3 and np.mean(r['lengths']) == r['mean_length']
+            and max(r['lengths']) <= 40)
     for v in r['success_rates'].values():
         assert 0 <= v <= 100 and min(abs(v - k * 100 / 3) for k in range(4)) < 1e-9
     assert r['score'] == D.crafter_score(r['success_rates']) and 0 <= r['score'] <= 100
-    assert r == D.evaluate(_frames_only, [3, 4, 5], 40, size=32, workers=2)  # processes give the same numbers
+    # processes give the same numbers
+    assert r == D.evaluate(_frames_only, [3, 4, 5], 40, size=32, workers=2)
 
 
 def test_evaluate_matches_run_episode(episodes):
     ep = episodes['demo', 0.0][2]
     r = D.evaluate(D.demo_policy, [SEEDS[2]], STEPS)
     assert {k for k, v in r['success_rates'].items() if v == 100} == ep['achievements']
-    assert abs(r['mean_return'] - ep['rewards'].sum()) < 1e-4 and r['mean_length'] == len(ep['actions']) - 1
+    assert (abs(r['mean_return'] - ep['rewards'].sum()) < 1e-4
+            and r['mean_length'] == len(ep['actions']) - 1)
 
 
 def test_user_errors():
@@ -138,8 +146,8 @@ def test_user_errors():
 
 def test_command_line():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    run = lambda *args: subprocess.run([sys.executable, 'demonstrator.py', *args], cwd=root, capture_output=True,
-                                       text=True, timeout=120)
+    run = lambda *args: subprocess.run([sys.executable, 'demonstrator.py', *args], cwd=root,
+                                       capture_output=True, text=True, timeout=120)
     out = run('--episodes=2', '--max_steps=30', '--workers=1', '--fps_episodes=1')
     assert out.returncode == 0, out.stderr
     assert all(row in out.stdout for row in ('random', 'demo eps=0', 'data mix', 'frames/s'))
@@ -148,22 +156,24 @@ def test_command_line():
 
 
 def test_episodes_record_slips_events_and_deaths(episodes):
-    """run_episode's per-step records: which actions were random slips, which achievements happened on each
-    transition (each time), and whether the episode ended in death."""
+    """run_episode's per-step records: which actions were random slips, which achievements happened
+    on each transition (each time), and whether the episode ended in death."""
     for (policy, eps), eps_list in episodes.items():
         for ep in eps_list:
             T = len(ep['actions']) - 1
             slips, events = ep['slips'], ep['events']
-            assert slips.shape == (T + 1,) and events.shape == (T + 1, 22) and not slips[-1] and not events[-1].any()
+            assert (slips.shape == (T + 1,) and events.shape == (T + 1, 22) and not slips[-1]
+                    and not events[-1].any())
             share = slips[:-1].mean()  # eps 1: random but where it fights or sleeps sealed in
             assert share == 1 if policy == 'random' else share > 0.8 if eps == 1.0 else share == 0
-            assert {D.ACHIEVEMENTS[j] for j in range(22) if events[:, j].any()} == ep['achievements']
+            assert ({D.ACHIEVEMENTS[j] for j in range(22) if events[:, j].any()}
+                    == ep['achievements'])
             assert ep['died'] == (T < STEPS)  # only death ends an episode before its length
 
 
 def test_screen_only_demonstrator_sees_the_screen():
-    """view=True: everything the player decides on lies in the 9x7 tiles on screen (what it remembers aside), and it
-    still climbs the tech tree."""
+    """view=True: everything the player decides on lies in the 9x7 tiles on screen (what it
+    remembers aside), and it still climbs the tech tree."""
     env = D._make_env(0, 100, 64)
     act = D.Demonstrator(env, 0.0, 0, view=True)
     env.reset()
@@ -172,7 +182,9 @@ def test_screen_only_demonstrator_sees_the_screen():
     act._see()
     x, y = act.pos
     assert act.vis.sum() <= 63 and act.vis[x - 4:x + 5, y - 3:y + 4].all()
-    for mask in [act.free, act.dig, act.passable, act.m('water'), act.m('tree', 'stone'), *act.objs.values()]:
+    for mask in [act.free, act.dig, act.passable, act.m('water'), act.m('tree', 'stone'),
+                 *act.objs.values()]:
         assert not (mask & ~act.vis).any()
     eps_list = [D.run_episode(s, 'demo', 0.0, STEPS, view=True) for s in SEEDS]
-    assert _count(eps_list, 'collect_wood') >= len(SEEDS) - 1 and _count(eps_list, 'place_table') >= 3
+    assert (_count(eps_list, 'collect_wood') >= len(SEEDS) - 1
+            and _count(eps_list, 'place_table') >= 3)
