@@ -294,9 +294,9 @@ def atomic_write(path, write, binary=False):
 
 
 def fresh_run(ckpt_path, init_from):
-    """One line instead of a run from scratch that would overwrite another run's checkpoint at its
+    """One line instead of a new run that would overwrite another run's checkpoint at its
     first save."""
-    if init_from == "scratch" and os.path.exists(ckpt_path):
+    if init_from == "new" and os.path.exists(ckpt_path):
         raise ConfigError(f"'{ckpt_path}' already holds a run: --init_from=resume goes on with it; "
                           f"for a new run pick another out_dir (or delete that one)")
 

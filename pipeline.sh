@@ -45,7 +45,7 @@ echo "$times" | awk -v runs="$runs" '{n = substr($4, 2) * ($3 == "dynamics" ? 1 
   t += ($5 ~ /^s/) ? n / 60 : n} END {printf "   total      ~%.0f min (%.1f h)\n", t, t / 60}'
 
 # resume a stage that has a checkpoint
-init() { [ -f "$1/ckpt.pt" ] && echo resume || echo scratch; }
+init() { [ -f "$1/ckpt.pt" ] && echo resume || echo new; }
 stage() {  # stage NAME COMMAND...: run it and add its wall time to $OUT/times.tsv
   local name=$1 t0=$SECONDS
   shift

@@ -48,7 +48,7 @@ data_dir = ""  # default: the data the dynamics model was trained on
 tokenizer_ckpt = ""  # default: the one init_ckpt was trained with, or one beside it (a copied run
                      # folder)
 out_dir = ""  # default: out/agent_bc (finetune), out/agent_rl (imagine)
-init_from = "scratch"  # 'scratch' (from init_ckpt) | 'resume' (from out_dir/ckpt.pt)
+init_from = "new"  # 'new' (a run from init_ckpt) | 'resume' (from out_dir/ckpt.pt)
 eval_interval = 500
 log_interval = 10
 max_minutes = 0.0  # stop (with a final eval + checkpoint) after this wall-clock budget, a resume's
@@ -115,8 +115,8 @@ dtype = common.resolve_dtype(device, dtype)
 ctx = common.autocast_ctx(device, dtype)
 if phase not in ("finetune", "imagine"):
     raise common.ConfigError(f"phase={phase!r}: use 'finetune' or 'imagine'")
-if init_from not in ("scratch", "resume"):
-    raise common.ConfigError(f"init_from={init_from!r}: use 'scratch' or 'resume'")
+if init_from not in ("new", "resume"):
+    raise common.ConfigError(f"init_from={init_from!r}: use 'new' or 'resume'")
 if bc_data not in ("all", "demo"):
     raise common.ConfigError(f"bc_data={bc_data!r}: use 'all' or 'demo'")
 if seq_len < 2 or horizon < 1 or context_frames < 1 or mtp < 0:
@@ -195,7 +195,7 @@ if phase == "imagine":
     models.requires_grad_(False)
     # the only trained parts
     models["agent"].policy.requires_grad_(True), models["agent"].value.requires_grad_(True)
-elif "criterion" in start and init_from == "scratch":
+elif "criterion" in start and init_from == "new":
     criterion.load_state_dict(start["criterion"])  # the dynamics loss's running RMS carries on
 models, criterion = models.to(device), criterion.to(device)
 common.broadcast_from_rank0(models, ddp)  # the new agent parts were drawn from per-rank seeds

@@ -30,7 +30,7 @@ from tokenizer import cached_latents, load_tokenizer, psnr, ssim, to_float
 data_dir = "data/crafter"
 tokenizer_ckpt = "out/tokenizer/ckpt.pt"
 out_dir = "out/dynamics"
-init_from = "scratch"  # 'scratch' | 'resume' (from out_dir/ckpt.pt)
+init_from = "new"  # 'new' (a run from scratch) | 'resume' (from out_dir/ckpt.pt)
 eval_only = False  # with init_from='resume': evaluate the checkpoint (e.g. on more eval_windows)
                    # and stop
 eval_interval = 500
@@ -132,8 +132,8 @@ if init_from == "resume":
     ckpt = common.load_checkpoint(ckpt_path, "checkpoint to resume")
     check_action_spec(store.action_spec, ckpt["action_spec"], data_dir)
     it = ckpt["iter"]
-elif init_from != "scratch":
-    raise common.ConfigError(f"init_from={init_from!r}: use 'scratch' or 'resume'")
+elif init_from != "new":
+    raise common.ConfigError(f"init_from={init_from!r}: use 'new' or 'resume'")
 if eval_only and init_from != "resume":
     raise common.ConfigError("eval_only=True evaluates a checkpoint: add --init_from=resume")
 common.fresh_run(ckpt_path, init_from)

@@ -19,7 +19,7 @@ from tokenizer import (LPIPS, VGG16_FILE, Tokenizer, TokenizerLoss, find_lpips_w
 # ------------------------------------------------------------------------------------------- config
 data_dir = "data/crafter"
 out_dir = "out/tokenizer"
-init_from = "scratch"  # 'scratch' | 'resume' (from out_dir/ckpt.pt)
+init_from = "new"  # 'new' (a run from scratch) | 'resume' (from out_dir/ckpt.pt)
 eval_interval = 250
 eval_windows = 32  # held-out windows for val PSNR / SSIM
 log_interval = 10
@@ -93,8 +93,8 @@ if init_from == "resume":
         raise common.ConfigError(f"{data_dir} has {store.image_size}px frames but the checkpoint "
                                  f"was trained on {ckpt['model_args']['image_size']}px")
     model_args, it = ckpt["model_args"], ckpt["iter"]
-elif init_from != "scratch":
-    raise common.ConfigError(f"init_from={init_from!r}: use 'scratch' or 'resume'")
+elif init_from != "new":
+    raise common.ConfigError(f"init_from={init_from!r}: use 'new' or 'resume'")
 
 try:
     model = Tokenizer(**model_args).to(device)

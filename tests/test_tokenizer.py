@@ -282,7 +282,7 @@ def test_train_bad_inputs(tiny_store, tmp_path, monkeypatch):
     monkeypatch.setattr(tokenizer.TokenizerLoss, "forward", forward)
     with pytest.raises(SystemExit,
                        match="o/ckpt.pt' already holds a run: --init_from=resume goes on with it"):
-        run_script("train_tokenizer.py", *args)  # from scratch over it: refused, never overwritten
+        run_script("train_tokenizer.py", *args)  # a new run over it: refused, never overwritten
     # resuming on data of another image size
     other = str(tmp_path / "crafter48")
     run_script("data.py", "--source=crafter", f"--data_dir={other}", "--num_frames=200",
