@@ -27,7 +27,8 @@ max_minutes = 0.0  # stop (with a final eval + checkpoint) after this wall-clock
                    # earlier minutes included; 0 = no limit
 # data
 batch_size = 16  # windows per step (per process)
-seq_len = 4  # frames per window (block-causal in time)
+seq_len = 4  # frames per window, and so the model's time window (block-causal attention in
+             # time; 1 makes the tokenizer per-frame)
 grad_accum = 1
 # model (image_size comes from the data)
 patch_size = 8
