@@ -70,9 +70,9 @@ Sources and their choices:
   and actions (N, 0) by default, which a dynamics model reads as "no component labeled" (base
   embedding only, §D). --like=OTHER_STORE copies that store's action spec instead (all -1), so both
   stores have equal specs and can be mixed by code that insists on one spec.
-- stores: existing stores as one, e.g. a labeled Crafter store and unlabeled Crafter video made with
-  --like: their episodes one after the other, each with its actions (-1 unlabeled), rewards, policy
-  and epsilon.
+- stores: existing stores as one, e.g. a labeled Crafter store and unlabeled Crafter video (made
+  with --like): their episodes one after the other, each with its actions (-1 unlabeled), rewards,
+  policy and epsilon.
 ffmpeg resizes frames to image_size x image_size (scale filter, area averaging: antialiased).
 """
 import json
