@@ -55,7 +55,7 @@ max_minutes = 0.0  # stop (with a final eval + checkpoint) after this wall-clock
                    # earlier minutes included; 0 = no limit
 # finetune (phase 2)
 batch_size = 32  # windows per step (per process)
-seq_len = 4  # the agent's window in finetuning, imagination and play: 16 clones worse (docs)
+seq_len = 2  # the agent's window in finetuning, imagination and play: 4 and 16 clone worse (docs)
 bc_data = "all"  # 'all' | 'demo': the episodes behavior cloning learns from (the paper clones
                  # task-relevant data)
 bc_weight = 1.0
