@@ -357,9 +357,9 @@ def test_bench_default_preset_reads_the_trainers_defaults(monkeypatch, tmp_path)
                                    "f = (1, 2)\n")
     # literals only
     assert common.script_defaults(tmp_path / "s.py") == {"a": 3, "b": "x", "f": (1, 2)}
+    monkeypatch.setattr(sys, "argv", ["bench.py", "--preset=default"])  # bench configures on import
     import bench
     try:
-        monkeypatch.setattr(sys, "argv", ["bench.py", "--preset=default"])
         importlib.reload(bench)
         # train_tokenizer's, train_dynamics's
         assert bench.TOK_BATCH == (16, 4) and bench.DYN_BATCH == (4, 16)
@@ -367,12 +367,12 @@ def test_bench_default_preset_reads_the_trainers_defaults(monkeypatch, tmp_path)
                 and bench.MUON == (True, False))
         assert bench.LOSS == {"context_frac": 0.0, "ramp": False, "teacher_forcing": True,
                               "zero_frac": 0.75}
-        assert bench.AGENT_BATCH == (32, 4) and bench.IMAGINE == (32, 8, 16)  # train_agent's
+        assert bench.AGENT_BATCH == (32, 2) and bench.IMAGINE == (32, 8, 16)  # train_agent's
         # config/*_gpu.py over the defaults
         monkeypatch.setattr(sys, "argv", ["bench.py", "--preset=gpu"])
         importlib.reload(bench)
         assert bench.TOK["dim"] == 384 and bench.TOK_BATCH == (128, 1) and bench.DYN["depth"] == 8
-        assert (bench.DYN_BATCH == (16, 32) and bench.AGENT_BATCH == (128, 4)
+        assert (bench.DYN_BATCH == (16, 32) and bench.AGENT_BATCH == (256, 2)
                 and bench.IMAGINE == (128, 8, 32))
         # the GPU check, on a machine without one
         monkeypatch.setattr(sys, "argv", ["bench.py", "--what=gpu"])
