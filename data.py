@@ -113,6 +113,8 @@ DEFAULTS = {k: v for k, v in globals().items()
             if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
 
 POLICIES = {"random": 0, "demo": 1, "agent": 2}  # policies.npy's codes
+_CRAFTER_KEYS = ["seed", "random_frac", "eps_min", "eps_max", "episode_len", "view",
+                 "agent"]  # the settings a Crafter store depends on (its meta, its chunks)
 _VIDEO_EXTS = (".mp4", ".webm", ".gif", ".mkv", ".avi", ".mov")
 _BUTTONS8 = ["forward", "back", "left", "right", "jump", "sneak", "sprint", "attack"]
 _MINERL_ENUMS = ["place", "equip", "craft", "nearbyCraft", "nearbySmelt"]
@@ -738,8 +740,7 @@ def _assemble(cfg, plan, partial, K, tmp):
             "src": _abs_src(cfg) if cfg["source"] != "crafter" else "", "episode_names": names}
     if cfg["source"] == "crafter":
         demo = epsilons[policies == 1]
-        meta["crafter"] = {k: cfg[k] for k in ["seed", "random_frac", "eps_min", "eps_max",
-                                               "episode_len", "view"]}
+        meta["crafter"] = {k: cfg[k] for k in _CRAFTER_KEYS}
         meta["crafter"].update(agent=os.path.abspath(cfg["agent"]) if cfg["agent"] else "")
         meta["crafter"].update(
             episodes_random=int((policies == 0).sum()), episodes_demo=len(demo),
@@ -784,8 +785,7 @@ def build(cfg):
               "episodes): nothing to do")
         return old.meta
     # what the chunks depend on: a rerun may reuse them only if all of this is the same
-    crafter_keys = ["seed", "random_frac", "eps_min", "eps_max", "episode_len", "view", "agent"]
-    keys = crafter_keys if cfg["source"] == "crafter" else ["src"]
+    keys = _CRAFTER_KEYS if cfg["source"] == "crafter" else ["src"]
     settings = {k: _abs_src(cfg) if k == "src" else cfg[k] for k in ["source", "image_size"] + keys}
     names = plan.get("names") or [_name(p, cfg["src"]) for p in plan["episodes"] or []]
     settings.update(spec=plan["spec"], episodes=names)
