@@ -405,14 +405,22 @@ class Demonstrator:
         name = next((n for n in need if n in self.seen), None)
         if name and np.abs(np.subtract(self.seen[name], self.pos)).sum() <= 1:
             del self.seen[name]  # there, and nothing to be had: forget it
-        elif name:
-            d = np.subtract(self.seen[name], self.pos)
-            self.heading = ((int(np.sign(d[0])), 0) if abs(d[0]) >= abs(d[1])
-                            else (0, int(np.sign(d[1]))))
-        else:
-            self.heading = self.facing
+            name = None
         # (mining its way out of a shelter)
         open_ = [d for d, n in self._around() if self.passable[n]]
+        self.heading = self.facing
+        if name and self.vis[self.seen[name]]:  # on screen: a path on the screen, if there is one
+            goal = np.zeros_like(self.free)
+            goal[self.seen[name]] = True
+            if a := self._go(_grow(goal) & self.passable, 'wander', 24):
+                return a
+        elif name:  # off screen: straight toward it, until that way is blocked (then forget it)
+            d = np.subtract(self.seen[name], self.pos)
+            d = (int(np.sign(d[0])), 0) if abs(d[0]) >= abs(d[1]) else (0, int(np.sign(d[1])))
+            if d in open_:
+                self.heading = d
+            else:
+                del self.seen[name]
         if self.heading not in open_:
             back = (-self.heading[0], -self.heading[1])
             turns = [d for d in open_ if d != back] or open_
