@@ -73,7 +73,7 @@ def print_help(g, keys):
 
 def script_defaults(path):
     """The config variables a script assigns literal values at its top level: its defaults, as no
-    config changed them (bench.py's preset='default' reads the trainers' this way)."""
+    config changed them (tools/bench.py's preset='default' reads the trainers' this way)."""
     out = {}
     for node in ast.parse(open(path).read()).body:
         if (isinstance(node, ast.Assign) and len(node.targets) == 1
@@ -511,39 +511,6 @@ def log_metrics(out_dir, **metrics):
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "metrics.jsonl"), "a") as f:
         f.write(json.dumps(metrics) + "\n")
-
-
-def matmul_peak_flops(device, dtype):
-    """Measured dense matmul FLOP/s on this device in dtype: the denominator of MFU (CPUs differ a
-    lot). n doubles from 256 while one matmul takes under 10 ms (up to 2048), then the fastest of
-    the repeats in 0.2 s: well under a second, also where bf16 is slow. Leaves the RNGs alone."""
-    import time
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-
-    def seconds(a):
-        t0 = time.perf_counter()
-        a @ a
-        sync()
-        return time.perf_counter() - t0
-    n = 256
-    while True:
-        # values do not matter for GEMM speed
-        a = torch.ones(n, n, device=device, dtype=getattr(torch, dtype))
-        seconds(a)  # the first call at a size may pick or JIT-compile its kernel
-        t = seconds(a)
-        if t > 0.01 or n >= 2048:
-            break
-        n *= 2
-    t_end = time.perf_counter() + 0.2
-    while time.perf_counter() < t_end:
-        t = min(t, seconds(a))
-    return 2 * n ** 3 / t
-
-
-def linear_flops(module, tokens):
-    """2 * (all nn.Linear weights) * tokens: forward matmul FLOPs of `tokens` tokens in `module`."""
-    return 2 * tokens * sum(m.weight.numel() for m in module.modules()
-                            if isinstance(m, torch.nn.Linear))
 
 
 def broadcast_from_rank0(module, ddp):

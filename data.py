@@ -1,5 +1,5 @@
-"""The frame store, window sampling, and the sources that fill it (Crafter collection, MineRL, VPT,
-plain video).
+"""Building frame stores (store.py opens them) from a source: Crafter collection, stores made
+before (as one), and MineRL, VPT and plain video (their importers: sources.py).
 
     python data.py --source=crafter --data_dir=data/crafter --num_frames=100000
     python data.py --source=minerl  --data_dir=data/minerl --src=PATH/MineRLTreechop-v0
@@ -41,11 +41,11 @@ episodes with a warning instead.
 
 Sources and their choices:
 - crafter: episode k uses seed `seed + k`; from an RNG seeded by [seed + k, 2] (as
-  demonstrator.sample_skill) it draws policy 'random' (probability random_frac) else 'demo' with
-  epsilon ~ U(eps_min, eps_max) and calls demonstrator.run_episode (view: the screen-only
+  game.sample_skill) it draws policy 'random' (probability random_frac) else 'demo' with
+  epsilon ~ U(eps_min, eps_max) and calls game.run_episode (view: the screen-only
   demonstrator). The store holds the first K episodes (by index) whose frames total >= num_frames,
   so which episodes (seeds, policies, epsilons) it holds does not depend on num_workers (the frames
-  are only as deterministic as demonstrator.run_episode). One 17-way component "action". fps 10 is
+  are only as deterministic as game.run_episode). One 17-way component "action". fps 10 is
   nominal. --agent=CKPT (DAgger): the agent plays every episode from the frames and the screen-only
   demonstrator (epsilon 0) labels each state it reaches (labels.npy, policy 2); mix such a store
   with the demonstrator's through --source=stores.
@@ -85,6 +85,9 @@ import zipfile
 
 import numpy as np
 from common import ConfigError, atomic_write, configure
+from sources import (_name, episode_minerl, episode_video, episode_vpt, plan_minerl,
+                     plan_video, plan_vpt)
+from store import FrameStore
 
 # -----------------------------------------------------------------------------
 # config
@@ -115,252 +118,6 @@ DEFAULTS = {k: v for k, v in globals().items()
 POLICIES = {"random": 0, "demo": 1, "agent": 2}  # policies.npy's codes
 _CRAFTER_KEYS = ["seed", "random_frac", "eps_min", "eps_max", "episode_len", "view",
                  "agent"]  # the settings a Crafter store depends on (its meta, its chunks)
-_VIDEO_EXTS = (".mp4", ".webm", ".gif", ".mkv", ".avi", ".mov")
-_BUTTONS8 = ["forward", "back", "left", "right", "jump", "sneak", "sprint", "attack"]
-_MINERL_ENUMS = ["place", "equip", "craft", "nearbyCraft", "nearbySmelt"]
-_VPT_REST = (["use", "drop", "inventory"] + [f"hotbar.{i}" for i in range(1, 10)]
-             + ["ESC", "swapHands", "pickItem"])
-_VPT_KEYS = {"key.keyboard.w": "forward", "key.keyboard.s": "back", "key.keyboard.a": "left",
-             "key.keyboard.d": "right", "key.keyboard.space": "jump",
-             "key.keyboard.left.shift": "sneak", "key.keyboard.left.control": "sprint",
-             "key.keyboard.e": "inventory", "key.keyboard.q": "drop", "key.keyboard.escape": "ESC",
-             "key.keyboard.f": "swapHands",
-             **{f"key.keyboard.{i}": f"hotbar.{i}" for i in range(1, 10)}}
-_VPT_DEG_PER_PX, _VPT_SLACK = 0.15, 2
-# VPT's camera quantizer: +-10 deg, mu=10, 11 bins per axis
-_CAM_MAX, _CAM_MU, _CAM_BIN = 10.0, 10.0, 2.0
-
-
-# -----------------------------------------------------------------------------
-# camera: mu-law quantization (§M, §V), 11 x 11 = 121 classes
-
-def camera_to_class(pitch, yaw):
-    """Degrees (any shape) -> int64 class pitch_bin * 11 + yaw_bin; (0, 0) -> 60."""
-    def bins(x):
-        x = np.clip(np.asarray(x, np.float64), -_CAM_MAX, _CAM_MAX) / _CAM_MAX
-        x = np.sign(x) * np.log1p(_CAM_MU * np.abs(x)) / np.log1p(_CAM_MU) * _CAM_MAX
-        return np.round((x + _CAM_MAX) / _CAM_BIN).astype(np.int64)
-    return bins(pitch) * 11 + bins(yaw)
-
-
-def class_to_camera(c):
-    """Inverse of camera_to_class (bin centres): int class -> (pitch, yaw) in degrees."""
-    def degrees(b):
-        v = (np.asarray(b, np.float64) * _CAM_BIN - _CAM_MAX) / _CAM_MAX
-        return np.sign(v) * np.expm1(np.abs(v) * np.log1p(_CAM_MU)) / _CAM_MU * _CAM_MAX
-    c = np.asarray(c)
-    return degrees(c // 11), degrees(c % 11)
-
-
-# -----------------------------------------------------------------------------
-# the frame store
-
-class FrameStore:
-    """A store opened read-only; frames/actions/rewards are memmaps (see the module docstring).
-    sample / fixed_windows return {'frames': uint8 (B,T,H,W,3), 'actions': int64 (B,T,C),
-    'rewards': float32 (B,T), 'episode': int64 (B,), 'start': int64 (B,) global index of each
-    window's first frame}."""
-
-    def __init__(self, data_dir):
-        if not os.path.isdir(data_dir):
-            raise ConfigError(f"data_dir '{data_dir}' does not exist (make it with python data.py "
-                              "--data_dir=...)")
-        names = ["frames", "actions", "rewards", "episodes", "policies", "epsilons"]
-        missing = [f"{n}.npy" for n in names
-                   if not os.path.isfile(os.path.join(data_dir, f"{n}.npy"))]
-        missing += [] if os.path.isfile(os.path.join(data_dir, "meta.json")) else ["meta.json"]
-        if missing:
-            raise ConfigError(f"'{data_dir}' is not a frame store (missing {', '.join(missing)})")
-        try:
-            arr = {n: np.load(os.path.join(data_dir, f"{n}.npy"), mmap_mode="r") for n in names}
-            self.meta = json.load(open(os.path.join(data_dir, "meta.json")))
-        except (ValueError, OSError) as e:
-            raise ConfigError(f"frame store '{data_dir}' is unreadable: {e}")
-        self.frames, self.actions, self.rewards = arr["frames"], arr["actions"], arr["rewards"]
-        self.episodes, self.policies, self.epsilons = (
-            np.array(arr[n]) for n in ["episodes", "policies", "epsilons"])
-        self.action_spec, self.image_size = (self.meta.get("action_spec"),
-                                             self.meta.get("image_size"))
-        self.fps, self._cache = self.meta.get("fps"), {}
-        # the agent's per-frame fields (None in a store made before them: agent_fields() says how to
-        # rebuild)
-        fields = ["slips", "events", "deaths", "labels"]
-        extra = {n: np.load(p) for n in fields
-                 if os.path.isfile(p := os.path.join(data_dir, f"{n}.npy"))}
-        self.slips, self.events, self.deaths, self.labels = (extra.get(n) for n in fields)
-        self.event_names, self.data_dir = self.meta.get("events", []), data_dir
-        N, E, ep = len(self.frames), len(self.episodes), self.episodes
-        problems = [
-            (self.frames.dtype != np.uint8
-             or self.frames.shape[1:] != (self.image_size, self.image_size, 3),
-             f"frames {self.frames.dtype}{self.frames.shape} vs image_size {self.image_size}"),
-            (not isinstance(self.action_spec, list)
-             or self.actions.shape != (N, len(self.action_spec)),
-             f"actions {self.actions.shape} vs {N} frames and the action spec"),
-            (self.rewards.shape != (N,), f"rewards {self.rewards.shape} vs {N} frames"),
-            (ep.ndim != 2 or E == 0 or ep[0, 0] != 0 or ep[-1, 1] != N
-             or (ep[:, 1] <= ep[:, 0]).any() or (ep[1:, 0] != ep[:-1, 1]).any(),
-             "episodes do not tile the frames"),
-            (self.policies.shape != (E,) or self.epsilons.shape != (E,),
-             "policies/epsilons vs episodes"),
-            (self.meta.get("num_frames") != N or self.meta.get("num_episodes") != E,
-             "meta.json counts"),
-            (self.slips is not None and self.slips.shape != (N,), "slips vs frames"),
-            (self.events is not None and self.events.shape != (N, len(self.event_names)),
-             "events vs frames"),
-            (self.deaths is not None and self.deaths.shape != (E,), "deaths vs episodes"),
-            (self.labels is not None and self.labels.shape != self.actions.shape,
-             "labels vs actions"),
-        ]
-        for bad, what in problems:
-            if bad:
-                raise ConfigError(f"frame store '{data_dir}' is inconsistent: {what}")
-
-    def __len__(self):
-        return len(self.frames)
-
-    def agent_fields(self):
-        """Check that the store has the agent's fields (slips, events, deaths): one line how to
-        rebuild if not."""
-        if self.slips is None or self.events is None or self.deaths is None:
-            raise ConfigError(f"frame store '{self.data_dir}' predates slips/events/deaths (the "
-                              "agent's targets); rebuild it: python data.py "
-                              f"--source={self.meta.get('source')} --data_dir=NEW_DIR ...")
-
-    def labeled_episodes(self):
-        """(E,) bool: the episodes with at least one labeled action (video episodes have none)."""
-        return np.array([(self.actions[a:b] >= 0).any() for a, b in self.episodes])
-
-    def episode_ids(self, split, val_frac=0.05):
-        """Episode indices of 'train' | 'val' | 'all': a fixed seeded permutation, >= 1 val episode
-        if E >= 2."""
-        E = len(self.episodes)
-        if split == "all":
-            return np.arange(E)
-        if split not in ("train", "val"):
-            raise ConfigError(f"split '{split}': use 'train', 'val' or 'all'")
-        n_val = 0 if E < 2 else min(E - 1, max(1, round(val_frac * E)))
-        perm = np.random.default_rng(0).permutation(E)
-        return np.sort(perm[:n_val] if split == "val" else perm[n_val:])
-
-    def _windows(self, split, T, first=0, among=None, last=0):
-        """(episode ids (S,), start frames (S,), cumulative window counts (S,)) of the split's
-        T-windows (first > 0: only the first `first` of each episode; last > 0: only its last
-        `last`; among, an (E,) bool mask: only those episodes')."""
-        key = split, T, first, last, None if among is None else among.tobytes()
-        if key not in self._cache:
-            if T < 1:
-                raise ConfigError(f"T={T} must be >= 1")
-            ids = self.episode_ids(split)
-            starts, ends = self.episodes[ids, 0], self.episodes[ids, 1]
-            n = np.maximum(ends - starts - T + 1, 0)
-            if last:  # the windows that end in the episode's last `last` frames
-                starts, n = starts + np.maximum(n - last, 0), np.minimum(n, last)
-            n = np.minimum(n, first) if first else n
-            self._cache[key] = ids, starts, np.cumsum(n if among is None else n * among[ids])
-        return self._cache[key]
-
-    def _gather(self, ids, starts, cum, j, T):
-        """Window numbers j (B,) -> the batch dict; index math only, one fancy index per memmap."""
-        e = np.searchsorted(cum, j, side="right")                  # (B,) position within the split
-        start = starts[e] + j - np.concatenate([[0], cum])[e]      # (B,) first frame of each window
-        idx = start[:, None] + np.arange(T)                         # (B, T) global frame indices
-        return {"frames": np.asarray(self.frames[idx]),              # uint8 (B, T, H, W, 3)
-                "actions": self.actions[idx].astype(np.int64),      # int64 (B, T, C)
-                "rewards": np.asarray(self.rewards[idx], np.float32),  # float32 (B, T)
-                "episode": ids[e].astype(np.int64),                 # int64 (B,)
-                "start": start.astype(np.int64)}  # int64 (B,) global index of frame 0
-
-    def _check(self, n, cum, split, T, what):
-        if cum[-1:].sum() < n:
-            raise ConfigError(f"{what}={n} but split '{split}' has only {int(cum[-1:].sum())} "
-                              f"windows of T={T}")
-
-    def sample(self, batch_size, T, split="train", rng=None, part=(0, 1), first=0, among=None,
-               last=0):
-        """batch_size windows of T consecutive frames of one episode each, uniform over all such
-        windows (first > 0: those that start within the first `first` frames of their episode;
-        last > 0: those that end within its last `last` frames; among, an (E,) bool mask: those of
-        these episodes).
-        part=(rank, world): DDP ranks share one rng, draw the same global batch of
-        world * batch_size windows and each gathers its own slice, so N processes train on what one
-        process with N times the batch would."""
-        rng = np.random.default_rng(rng)
-        ids, starts, cum = self._windows(split, T, first, among, last)
-        self._check(batch_size, cum, split, T, "batch_size")
-        rank, world = part
-        j = rng.integers(0, cum[-1], batch_size * world)[rank * batch_size:(rank + 1) * batch_size]
-        return self._gather(ids, starts, cum, j, T)
-
-    def sample_parts(self, parts, T, split, rng, part=(0, 1)):
-        """One batch from several draws: parts, a list of (batch_size, among, last) for sample(),
-        concatenated in order (a part of size 0 is skipped)."""
-        drawn = [self.sample(k, T, split, rng, part, among=m, last=l) for k, m, l in parts if k]
-        return {key: np.concatenate([p[key] for p in drawn]) for key in drawn[0]}
-
-    def fixed_windows(self, n, T, split="val", seed=0):
-        """n distinct windows, the same on every call (for evaluation), sorted by position."""
-        ids, starts, cum = self._windows(split, T)
-        self._check(n, cum, split, T, "n")
-        j = np.sort(np.random.default_rng(seed).choice(int(cum[-1]), n, replace=False))
-        return self._gather(ids, starts, cum, j, T)
-
-
-# -----------------------------------------------------------------------------
-# video reading
-
-def read_video(path, size):
-    """All frames of a video as RGB uint8 (n, size, size, 3) and its fps; ConfigError if
-    unreadable/truncated. ffmpeg resizes (scale filter, area averaging = antialiased): 10x faster
-    than decoding 640x360 into Python."""
-    import logging
-    import imageio_ffmpeg
-    # not the "size differs from source" notice
-    logging.getLogger("imageio_ffmpeg").setLevel(logging.ERROR)
-    frames, gen = [], None
-    try:
-        gen = imageio_ffmpeg.read_frames(path,
-                                         output_params=["-vf", f"scale={size}:{size}:flags=area"])
-        meta = next(gen)
-        frames = [np.frombuffer(b, np.uint8).reshape(size, size, 3) for b in gen]
-    except (OSError, RuntimeError, StopIteration, ValueError) as e:
-        lines = [l for l in str(e).splitlines() if l.strip() and not l.startswith("===")]
-        raise ConfigError(f"cannot read video '{path}' (truncated or not a video): "
-                          f"{(lines or ['?'])[-1].strip()}")
-    finally:
-        if gen is not None:
-            gen.close()
-    n, fps, dur = len(frames), float(meta.get("fps") or 0), float(meta.get("duration") or 0)
-    if n == 0 or (fps > 0 and dur > 0 and n < 0.9 * fps * dur - 2):
-        raise ConfigError(f"video '{path}' is truncated: {n} frames decoded, header says "
-                          f"{fps * dur:.0f}")
-    return np.stack(frames), fps
-
-
-def _find(src, what, pick):
-    """Sorted paths under src (recursively) for which pick(dirpath, filename or None) is true."""
-    if not src:
-        raise ConfigError(f"--src is required for --source={what}")
-    if not os.path.exists(src):
-        raise ConfigError(f"--src='{src}' does not exist")
-    if os.path.isfile(src):  # a single episode
-        return [src] if pick(os.path.dirname(src), os.path.basename(src)) else []
-    found = []
-    for dirpath, dirnames, filenames in os.walk(src):
-        dirnames.sort()
-        found += [os.path.join(dirpath, f) for f in sorted(filenames) if pick(dirpath, f)]
-        found += [dirpath] if pick(dirpath, None) else []
-    return sorted(found)
-
-
-def _abs_src(cfg):
-    """--src as absolute path(s)."""
-    return ",".join(os.path.abspath(x) for x in cfg["src"].split(","))
-
-
-def _name(path, src):
-    """An episode's name: its path relative to --src."""
-    return os.path.relpath(path, src) if os.path.isdir(src) else os.path.basename(path)
 
 
 # -----------------------------------------------------------------------------
@@ -399,12 +156,12 @@ def _agent(cfg):
 
 
 def episode_crafter(cfg, plan, k):
-    import demonstrator
+    import game
     ep_seed = cfg["seed"] + k
     policy, eps = ("agent", 0.0) if cfg["agent"] else \
-        demonstrator.sample_skill(ep_seed, cfg["random_frac"], cfg["eps_min"], cfg["eps_max"])
-    ep = demonstrator.run_episode(ep_seed, policy, eps, cfg["episode_len"], cfg["image_size"],
-                                  cfg["view"], _agent(cfg) if cfg["agent"] else None)
+        game.sample_skill(ep_seed, cfg["random_frac"], cfg["eps_min"], cfg["eps_max"])
+    ep = game.run_episode(ep_seed, policy, eps, cfg["episode_len"], cfg["image_size"],
+                          cfg["view"], _agent(cfg) if cfg["agent"] else None)
     eps = eps if policy == "demo" else float("nan")
     actions, rewards = (np.array(ep["actions"], np.int16)[:, None],
                         np.array(ep["rewards"], np.float32))
@@ -414,152 +171,6 @@ def episode_crafter(cfg, plan, k):
             "labels": np.array(ep["labels"], np.int16)[:, None],
             "slips": ep["slips"].astype(np.int8), "events": ep["events"].astype(np.int8),
             "died": int(ep["died"])}
-
-
-def _minerl_arrays(d):
-    """rendered.npz of an episode folder ->
-    {'reward': (n,), 'forward': (n,), 'camera': (n, 2), ...}, checked."""
-    path = os.path.join(d, "rendered.npz")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrs = {k[7:]: z[k] for k in z.files if k.startswith(("action$", "action_"))}
-            if "reward" in z.files:
-                arrs["reward"] = z["reward"]
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise ConfigError(f"cannot read '{path}': {e}")
-    missing = [k for k in ["reward", *_BUTTONS8, "camera"] if k not in arrs]
-    if missing:
-        raise ConfigError(f"'{path}' lacks {', '.join(missing)} (expected reward and action$NAME "
-                          "or action_NAME)")
-    n = len(arrs["reward"])
-    for k, v in arrs.items():
-        if len(v) not in (n, n + 1) or (k == "camera" and v.shape[1:] != (2,)):
-            raise ConfigError(f"'{path}': action {k} has shape {v.shape} but reward has {n} steps")
-        arrs[k] = v[:n]
-    return arrs
-
-
-def plan_minerl(cfg):
-    eps = _find(cfg["src"], "minerl", lambda d, f: f is None and all(
-        os.path.isfile(os.path.join(d, x)) for x in ("recording.mp4", "rendered.npz")))
-    if not eps:
-        raise ConfigError(f"no MineRL episode folders (recording.mp4 + rendered.npz) under "
-                          f"--src='{cfg['src']}'")
-    values = {}
-    for d in eps:  # the enum vocabularies come from the data (every npz checked before any work)
-        arrs = _minerl_arrays(d)
-        for name in [n for n in _MINERL_ENUMS if n in arrs]:
-            values.setdefault(name, set()).update(arrs[name].tolist())
-    spec = [{"name": b, "classes": 2} for b in _BUTTONS8] + [{"name": "camera", "classes": 121}]
-    for name in [n for n in _MINERL_ENUMS if n in values]:
-        v = values[name]
-        if v and all(isinstance(x, int) and x >= 0 for x in v):
-            vocab = list(range(max(v) + 1))
-        else:
-            vocab = sorted({str(x) for x in v} | {"none"}, key=lambda s: (s != "none", s))
-        spec.append({"name": name, "classes": len(vocab), "values": vocab})
-    return {"spec": spec, "episodes": eps, "fps": 20.0}
-
-
-def episode_minerl(cfg, plan, k):
-    d = plan["episodes"][k]
-    arrs = _minerl_arrays(d)
-    n = len(arrs["reward"]) + 1  # an episode has len(reward) + 1 states (§M)
-    frames, fps = read_video(os.path.join(d, "recording.mp4"), cfg["image_size"])
-    if len(frames) < n:
-        raise ConfigError(f"'{d}/recording.mp4' has {len(frames)} frames but rendered.npz needs "
-                          f"{n} (len(reward) + 1)")
-    frames = frames[len(frames) - n:]  # extra frames come before the first i-frame: skip them (§M)
-    actions = np.full((n, len(plan["spec"])), -1, np.int16)
-    for c, comp in enumerate(plan["spec"]):
-        name = comp["name"]
-        if name == "camera":
-            actions[:-1, c] = camera_to_class(arrs["camera"][:, 0], arrs["camera"][:, 1])
-        elif name in _BUTTONS8:
-            actions[:-1, c] = arrs[name] != 0
-        elif name in arrs:
-            lookup = {v if isinstance(v, int) else str(v): i for i, v in enumerate(comp["values"])}
-            ints = isinstance(comp["values"][0], int)
-            actions[:-1, c] = [lookup[x if ints else str(x)] for x in arrs[name].tolist()]
-    rewards = np.append(arrs["reward"], 0.0).astype(np.float32)
-    return {"frames": frames, "actions": actions, "rewards": rewards, "policy": -1,
-            "epsilon": float("nan"), "fps": fps, "name": _name(d, cfg["src"])}
-
-
-def plan_vpt(cfg):
-    eps = _find(cfg["src"], "vpt", lambda d, f: f is not None and f.endswith(".mp4"))
-    if not eps:
-        raise ConfigError(f"no VPT episodes (NAME.mp4 + NAME.jsonl) under --src='{cfg['src']}'")
-    lonely = [p for p in eps if not os.path.isfile(p[:-4] + ".jsonl")]
-    if lonely:
-        raise ConfigError(f"'{lonely[0]}' has no '{os.path.basename(lonely[0])[:-4]}.jsonl' "
-                          "beside it")
-    spec = [{"name": b, "classes": 2} for b in _BUTTONS8] + [{"name": "camera", "classes": 121}]
-    return {"spec": spec + [{"name": b, "classes": 2} for b in _VPT_REST], "episodes": eps,
-            "fps": 20.0}
-
-
-def vpt_actions(steps, spec):
-    """VPT jsonl records (one per frame) -> int16 (n, C) actions as OpenAI's loader does (§V)."""
-    col = {c["name"]: i for i, c in enumerate(spec)}
-    actions = np.zeros((len(steps), len(spec)), np.int16)
-    cam = np.zeros((len(steps), 2))
-    stuck, last_hotbar = False, 0
-    for t, s in enumerate(steps):
-        mouse, keys = s.get("mouse") or {}, (s.get("keyboard") or {}).get("keys") or []
-        buttons, new = mouse.get("buttons") or [], mouse.get("newButtons") or []
-        if t == 0:
-            stuck = new == [0]          # attack recorded as held from the start ...
-        elif stuck and 0 in new:
-            stuck = False               # ... until the player first presses it
-        pressed = {_VPT_KEYS[k] for k in keys if k in _VPT_KEYS}
-        pressed |= {b for i, b in enumerate(["attack", "use", "pickItem"])
-                    if i in buttons and not (i == 0 and stuck)}
-        hotbar = s.get("hotbar", last_hotbar)
-        if hotbar != last_hotbar:       # scroll-wheel changes show only as a new hotbar value
-            pressed.add(f"hotbar.{hotbar + 1}")
-        last_hotbar = hotbar
-        for b in pressed:
-            actions[t, col[b]] = 1
-        if not s.get("isGuiOpen"):      # with the GUI open, dx/dy move a cursor, not the camera
-            cam[t] = mouse.get("dy", 0) * _VPT_DEG_PER_PX, mouse.get("dx", 0) * _VPT_DEG_PER_PX
-    actions[:, col["camera"]] = camera_to_class(cam[:, 0], cam[:, 1])
-    return actions
-
-
-def episode_vpt(cfg, plan, k):
-    path = plan["episodes"][k]
-    steps = []
-    with open(path[:-4] + ".jsonl") as f:
-        for i, line in enumerate(f):
-            try:
-                steps += [json.loads(line)] if line.strip() else []
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"'{path[:-4]}.jsonl' line {i + 1} is not JSON: {e}")
-    frames, fps = read_video(path, cfg["image_size"])
-    if abs(len(frames) - len(steps)) > _VPT_SLACK:
-        raise ConfigError(f"'{path}' has {len(frames)} frames but its jsonl has {len(steps)} "
-                          "actions")
-    n = min(len(frames), len(steps))
-    actions = vpt_actions(steps[:n], plan["spec"])
-    actions[-1] = -1  # the last frame has no action
-    return {"frames": frames[:n], "actions": actions, "rewards": np.zeros(n, np.float32),
-            "policy": -1, "epsilon": float("nan"), "fps": fps, "name": _name(path, cfg["src"])}
-
-
-def plan_video(cfg):
-    eps = _find(cfg["src"], "video", lambda d, f: f is not None and f.lower().endswith(_VIDEO_EXTS))
-    if not eps:
-        raise ConfigError(f"no videos ({' '.join(_VIDEO_EXTS)}) under --src='{cfg['src']}'")
-    spec = FrameStore(cfg["like"]).action_spec if cfg["like"] else []
-    return {"spec": spec, "episodes": eps, "fps": None}
-
-
-def episode_video(cfg, plan, k):
-    frames, fps = read_video(plan["episodes"][k], cfg["image_size"])
-    return {"frames": frames, "actions": np.full((len(frames), len(plan["spec"])), -1, np.int16),
-            "rewards": np.zeros(len(frames), np.float32), "policy": -1, "epsilon": float("nan"),
-            "fps": fps, "name": _name(plan["episodes"][k], cfg["src"])}
 
 
 def plan_stores(cfg):
@@ -609,6 +220,11 @@ SOURCES = {"crafter": (plan_crafter, episode_crafter), "minerl": (plan_minerl, e
 
 # -----------------------------------------------------------------------------
 # building a store: chunks in <data_dir>.partial, assembled in <data_dir>.tmp, renamed to <data_dir>
+
+def _abs_src(cfg):
+    """--src as absolute path(s)."""
+    return ",".join(os.path.abspath(x) for x in cfg["src"].split(","))
+
 
 def _chunk_path(partial, k):
     return os.path.join(partial, f"ep_{k:07d}.npz")

@@ -15,7 +15,7 @@ same BC and seeds reuses its rows:
     python eval_agent.py ... --rl_ckpt=out/agent_rl2/ckpt.pt --bc_eval=out/agent_rl/eval.json
 To score any checkpoint on seeds of your own:
     policy = agent.load_policy("out/agent_rl/ckpt.pt")
-    demonstrator.evaluate_lockstep(policy, seeds, 1000)
+    game.evaluate_lockstep(policy, seeds, 1000)
 """
 import functools
 import json
@@ -28,9 +28,10 @@ import torch
 
 import common
 from agent import load_agent, load_policy
-from demonstrator import (ACTIONS, KEY_ACHIEVEMENTS, _make_env, demo_policy, evaluate,
-                          evaluate_lockstep, mix_policy, random_policy)
+from demonstrator import ACTIONS
 from dynamics import write_video
+from game import (KEY_ACHIEVEMENTS, _make_env, demo_policy, evaluate, evaluate_lockstep, mix_policy,
+                  random_policy)
 
 # ------------------------------------------------------------------------------------------- config
 bc_ckpt = ""  # after phase 2, e.g. out/cpu/agent_bc/ckpt.pt ('' = skip)

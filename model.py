@@ -8,6 +8,7 @@ Tokens live on a grid (B, T, S, D): T frames, S token slots per frame. Attention
     past, so a KV cache of the time layers is all that generation needs to keep.
 Pre-norm RMSNorm, RoPE over time, learned slot embeddings for space (owned by the caller), SwiGLU,
 QK-norm, logit soft-capping, GQA, no biases, no dropout.
+Also MFU's two halves: linear_flops (a model's matmul FLOPs) and matmul_peak_flops (the device's).
 """
 import math
 
@@ -297,3 +298,36 @@ def init_weights(module, std=0.02):
     for m in module.modules():
         if isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, std=std)
+
+
+def matmul_peak_flops(device, dtype):
+    """Measured dense matmul FLOP/s on this device in dtype: the denominator of MFU (CPUs differ a
+    lot). n doubles from 256 while one matmul takes under 10 ms (up to 2048), then the fastest of
+    the repeats in 0.2 s: well under a second, also where bf16 is slow. Leaves the RNGs alone."""
+    import time
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def seconds(a):
+        t0 = time.perf_counter()
+        a @ a
+        sync()
+        return time.perf_counter() - t0
+    n = 256
+    while True:
+        # values do not matter for GEMM speed
+        a = torch.ones(n, n, device=device, dtype=getattr(torch, dtype))
+        seconds(a)  # the first call at a size may pick or JIT-compile its kernel
+        t = seconds(a)
+        if t > 0.01 or n >= 2048:
+            break
+        n *= 2
+    t_end = time.perf_counter() + 0.2
+    while time.perf_counter() < t_end:
+        t = min(t, seconds(a))
+    return 2 * n ** 3 / t
+
+
+def linear_flops(module, tokens):
+    """2 * (all nn.Linear weights) * tokens: forward matmul FLOPs of `tokens` tokens in `module`."""
+    return 2 * tokens * sum(m.weight.numel() for m in module.modules()
+                            if isinstance(m, torch.nn.Linear))

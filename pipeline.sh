@@ -75,7 +75,7 @@ if [ -n "$LABEL_STUDY" ]; then
   done
   list=""
   for name in f1.0 $LABEL_RUNS; do list+="${list:+,}$OUT/labels/$name"; done
-  python results.py --label_runs="$list" --study="$LABEL_STUDY"
+  python tools/results.py --label_runs="$list" --study="$LABEL_STUDY"
   exit
 fi
 [ "$OUT/rollout.gif" -nt "$OUT/dynamics/ckpt.pt" ] || stage video python sample.py \
@@ -86,4 +86,4 @@ stage imagine py train_agent.py imagine --phase=imagine --init_ckpt="$OUT/agent_
   --out_dir="$OUT/agent_rl" --init_from="$(init "$OUT/agent_rl")"
 [ "$OUT/eval.json" -nt "$OUT/agent_rl/ckpt.pt" ] || stage eval py eval_agent.py eval \
   --bc_ckpt="$OUT/agent_bc/ckpt.pt" --rl_ckpt="$OUT/agent_rl/ckpt.pt" --out="$OUT/eval.json"
-python results.py --out_dir="$OUT"
+python tools/results.py --out_dir="$OUT"

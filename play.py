@@ -25,9 +25,9 @@ import torch
 
 import common
 from agent import build, check_agent, reward, sample_actions, twohot_mean
-from data import FrameStore
 from dynamics import append_frames, check_K, load_dynamics, next_frame, prev_actions, write_video
 from model import KVCache
+from store import FrameStore
 from tokenizer import load_tokenizer, tokenizer_path
 
 # ------------------------------------------------------------------------------------------- config
@@ -255,7 +255,7 @@ def contexts(start, store, image_size, C, seed):
     the next seed's real Crafter reset (one frame, no action)."""
     n = iter(range(seed, seed + 10 ** 9))
     if start == "crafter":
-        from demonstrator import _make_env
+        from game import _make_env
         return lambda: (_make_env(next(n), 10, image_size).reset()[None], np.full((1, 1), -1))
     return lambda: (lambda w: (w["frames"][0], w["actions"][0]))(
         store.fixed_windows(1, C, "val", next(n)))

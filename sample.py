@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 import common
-from data import FrameStore
-from demonstrator import run_episode
 from dynamics import (check_action_spec, check_tokenizer, generate, load_dynamics, side_by_side,
                       write_video)
+from game import run_episode
+from store import FrameStore
 from tokenizer import load_tokenizer, to_float, tokenizer_path
 
 # ------------------------------------------------------------------------------------------- config

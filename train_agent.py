@@ -34,10 +34,10 @@ import common
 from agent import (Agent, agent_pass, bc_loss, bc_targets, build, cont_loss, data_targets,
                    event_loss, imagination_losses, imagine, into, load_agent, reward, reward_loss,
                    value_loss_data)
-from data import FrameStore
 from dynamics import (Dynamics, ShortcutLoss, append_frames, check_action_spec, next_frame,
                       prev_actions)
-from model import KVCache
+from model import KVCache, matmul_peak_flops
+from store import FrameStore
 from tokenizer import cached_latents, load_tokenizer, tokenizer_path
 
 # ------------------------------------------------------------------------------------------- config
@@ -219,7 +219,7 @@ if init_from == "resume":
 start = None
 dyn_step = dyn if not compile else torch.compile(dyn, dynamic=False if phase == "imagine" else None)
 params = [p for p in models.parameters() if p.requires_grad]
-peak = common.matmul_peak_flops(device, dtype)
+peak = matmul_peak_flops(device, dtype)
 
 # data: latents from the cache beside the tokenizer, data actions, rewards
 if master:
@@ -430,5 +430,5 @@ while True:
         if master:
             print(f"{clock(it)}: " + " ".join(f"{k} {v:.4f}" for k, v in m.items() if k != "grad") +
                   f" grad {m['grad']:.3f} {dt * 1000:.0f} ms/iter", flush=True)
-            common.log_metrics(out_dir, iter=it, phase=phase, **m)  # training curves (results.py)
+            common.log_metrics(out_dir, iter=it, phase=phase, **m)  # curves (tools/results.py)
 common.ddp_finish(models.parameters(), ddp)

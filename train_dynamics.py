@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 import common
-from data import FrameStore
 from dynamics import (Dynamics, ShortcutLoss, check_action_spec, check_tokenizer, generate,
                       side_by_side, write_video)
+from model import linear_flops, matmul_peak_flops
+from store import FrameStore
 from tokenizer import cached_latents, load_tokenizer, psnr, ssim, to_float
 
 # ------------------------------------------------------------------------------------------- config
@@ -114,7 +115,7 @@ rng = np.random.default_rng(seed)  # data: one stream shared by the DDP ranks (s
 dtype = common.resolve_dtype(device, dtype)
 ctx = common.autocast_ctx(device, dtype)
 # before a resumed RNG state is restored: it draws random numbers
-peak = common.matmul_peak_flops(device, dtype)
+peak = matmul_peak_flops(device, dtype)
 C, F = context_frames, eval_frames
 max_frames = max(seq_len, long_seq_len if long_every else 1)
 if C < 1 or F < 1 or C + F > max_frames:
@@ -336,11 +337,11 @@ while True:
         m = log.read(it, ckpt_path)  # means over the interval; every rank checks its loss
         dt, t0 = (time.time() - t0) / log_interval, time.time()
         if master:
-            common.log_metrics(out_dir, iter=it, **m)  # the training curves (results.py draws them)
+            common.log_metrics(out_dir, iter=it, **m)  # training curves (tools/results.py)
             passes = 3 + 2 * m["boot_share"]  # forward + backward, and the two teacher forwards
             # the clip twice: context and targets
             passes *= 2 if teacher_forcing and z1.shape[1] > 1 else 1
-            mfu = (passes * common.linear_flops(raw_model, frames_per_step * tokens_per_frame)
+            mfu = (passes * linear_flops(raw_model, frames_per_step * tokens_per_frame)
                    * grad_accum / dt / peak)
             print(f"{clock(it)}: loss {m['loss']:.4f} flow {m['flow']:.5f} boot {m['boot']:.5f} "
                   f"grad {m['grad']:.3f} {dt * 1000:.0f} ms/iter "

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 import common
-from data import FrameStore
+from model import linear_flops, matmul_peak_flops
+from store import FrameStore
 from tokenizer import (LPIPS, VGG16_FILE, Tokenizer, TokenizerLoss, find_lpips_weights, psnr, ssim,
                        to_float)
 
@@ -123,9 +124,9 @@ raw_model = model  # eval and checkpoints; training steps go through the compile
 model = common.compile_and_wrap(model, compile, ddp, local_rank, device)
 n_params = sum(p.numel() for p in raw_model.parameters())
 tokens_per_frame = raw_model.num_patches + num_latents
-flops_per_iter = (3 * common.linear_flops(raw_model, batch_size * seq_len * tokens_per_frame)
+flops_per_iter = (3 * linear_flops(raw_model, batch_size * seq_len * tokens_per_frame)
                   * grad_accum)
-peak = common.matmul_peak_flops(device, dtype)
+peak = matmul_peak_flops(device, dtype)
 if master:
     print(f"tokenizer: {n_params / 1e6:.2f}M params, {store.image_size}px, "
           f"latents {num_latents}x{latent_dim}, device {device} {dtype}, "
@@ -205,7 +206,7 @@ while True:
         m = log.read(it, ckpt_path)  # means over the interval; every rank checks its loss
         dt, t0 = (time.time() - t0) / log_interval, time.time()
         if master:
-            common.log_metrics(out_dir, iter=it, **m)  # the training curves (results.py draws them)
+            common.log_metrics(out_dir, iter=it, **m)  # training curves (tools/results.py)
             mfu = flops_per_iter / dt / peak
             print(f"{clock(it)}: loss {m['loss']:.4f} mse {m['mse']:.5f}" +
                   (f" lpips {m['lpips']:.4f}" if "lpips" in m else "") +

@@ -8,9 +8,10 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tools"))  # the tooling off the main path (import bench)
 # The suite runs on the CPU wherever it runs, its subprocesses too: bit-exact resume needs the CPU's
 # deterministic kernels and the 2-process DDP test gloo. On a GPU machine the GPU is checked by
-# `python bench.py --what=gpu`.
+# `python tools/bench.py --what=gpu`.
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 

@@ -180,9 +180,10 @@ def test_dtype_auto_is_bf16_only_where_it_is_fast(monkeypatch, tmp_path, capsys)
 def test_matmul_peak_is_measured_within_a_second(dtype):
     import time
     import numpy as np
+    from model import matmul_peak_flops
     rng_states = torch.get_rng_state(), np.random.get_state()[1].copy()
     t0 = time.perf_counter()
-    flops = common.matmul_peak_flops("cpu", dtype)
+    flops = matmul_peak_flops("cpu", dtype)
     assert time.perf_counter() - t0 < 1.0 and 0 < flops < math.inf
     assert (torch.equal(torch.get_rng_state(), rng_states[0])
             and (np.random.get_state()[1] == rng_states[1]).all())
@@ -240,8 +241,8 @@ def test_compile_says_so_first(capsys):
 
 
 @pytest.mark.parametrize("script", ["train_tokenizer.py", "train_dynamics.py", "train_agent.py",
-                                    "sample.py", "eval_agent.py", "bench.py", "data.py",
-                                    "demonstrator.py"])
+                                    "sample.py", "eval_agent.py", "tools/bench.py", "data.py",
+                                    "game.py"])
 def test_help_lists_every_key(script, capsys):
     """--help prints the docstring and every config key with its default (and comment); keys read
     from the source."""
@@ -251,7 +252,7 @@ def test_help_lists_every_key(script, capsys):
     # literal config values; names assigned an expression (e.g. os.cpu_count() or 1)
     keys, maybe = [], []
     for node in tree.body:
-        if isinstance(node, ast.If):  # demonstrator.py configures under `if __name__ == '__main__'`
+        if isinstance(node, ast.If):  # game.py configures under `if __name__ == '__main__'`
             break
         if isinstance(node, ast.Expr) and "configure" in ast.dump(node) or \
                 isinstance(node, ast.Assign) and "configure" in ast.dump(node.value):
@@ -316,8 +317,8 @@ def test_progress_eta_leaves_out_the_compile(monkeypatch):
 
 def test_bench_reads_a_peer_and_sets_figures_beside_ours(capsys, monkeypatch):
     import sys
-    # bench.py reads its config from the command line on import
-    monkeypatch.setattr(sys, "argv", ["bench.py"])
+    # tools/bench.py reads its config from the command line on import
+    monkeypatch.setattr(sys, "argv", ["tools/bench.py"])
     import bench
     theirs = bench.run_json([sys.executable, "-c",
                              "print('warming up'); print('{\"tokenizer_step_s\": 4.0, "
@@ -337,10 +338,10 @@ def test_bench_reads_a_peer_and_sets_figures_beside_ours(capsys, monkeypatch):
 
 def test_bench_measures_the_matmul_peak_once_and_hands_it_to_every_stage(monkeypatch):
     import sys
-    monkeypatch.setattr(sys, "argv", ["bench.py"])
+    monkeypatch.setattr(sys, "argv", ["tools/bench.py"])
     import bench
     calls, cmds = [], []
-    monkeypatch.setattr(common, "matmul_peak_flops", lambda *a: calls.append(a) or 1.5e12)
+    monkeypatch.setattr(bench, "matmul_peak_flops", lambda *a: calls.append(a) or 1.5e12)
     monkeypatch.setattr(bench, "run_json", lambda cmd, what: cmds.append(cmd) or {f"{what}_s": 1.0})
     bench.main()
     assert len(calls) == 1 and len(cmds) == len(bench.STAGES)
@@ -357,7 +358,8 @@ def test_bench_default_preset_reads_the_trainers_defaults(monkeypatch, tmp_path)
                                    "f = (1, 2)\n")
     # literals only
     assert common.script_defaults(tmp_path / "s.py") == {"a": 3, "b": "x", "f": (1, 2)}
-    monkeypatch.setattr(sys, "argv", ["bench.py", "--preset=default"])  # bench configures on import
+    # bench configures on import
+    monkeypatch.setattr(sys, "argv", ["tools/bench.py", "--preset=default"])
     import bench
     try:
         importlib.reload(bench)
@@ -369,22 +371,22 @@ def test_bench_default_preset_reads_the_trainers_defaults(monkeypatch, tmp_path)
                               "zero_frac": 0.75}
         assert bench.AGENT_BATCH == (32, 2) and bench.IMAGINE == (32, 8, 16)  # train_agent's
         # config/*_gpu.py over the defaults
-        monkeypatch.setattr(sys, "argv", ["bench.py", "--preset=gpu"])
+        monkeypatch.setattr(sys, "argv", ["tools/bench.py", "--preset=gpu"])
         importlib.reload(bench)
         assert bench.TOK["dim"] == 384 and bench.TOK_BATCH == (128, 1) and bench.DYN["depth"] == 8
         assert (bench.DYN_BATCH == (16, 32) and bench.AGENT_BATCH == (256, 2)
                 and bench.IMAGINE == (128, 8, 32))
         # the GPU check, on a machine without one
-        monkeypatch.setattr(sys, "argv", ["bench.py", "--what=gpu"])
+        monkeypatch.setattr(sys, "argv", ["tools/bench.py", "--what=gpu"])
         importlib.reload(bench)
         with pytest.raises(SystemExit,
                            match="what=gpu checks a CUDA GPU, and torch sees none here"):
             bench.main()
-        monkeypatch.setattr(sys, "argv", ["bench.py", "--preset=mine"])
+        monkeypatch.setattr(sys, "argv", ["tools/bench.py", "--preset=mine"])
         with pytest.raises(common.ConfigError, match="preset=.mine."):
             importlib.reload(bench)
     finally:
-        monkeypatch.setattr(sys, "argv", ["bench.py"])
+        monkeypatch.setattr(sys, "argv", ["tools/bench.py"])
         importlib.reload(bench)
     assert bench.TOK_BATCH == (4, 16) and bench.LOSS == dict(ramp=True, teacher_forcing=False,
                                                                zero_frac=0.0)

@@ -1,4 +1,4 @@
-"""data.py: the frame store, Crafter collection (resume), MineRL/VPT/video conversion, bad input."""
+"""data.py, store.py, sources.py: the store, Crafter (resume), MineRL/VPT/video, bad input."""
 import json
 import os
 import shutil
@@ -11,7 +11,9 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import data  # noqa: E402
+import sources  # noqa: E402
 from common import ConfigError, configure  # noqa: E402
+from store import FrameStore  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -70,7 +72,7 @@ def crafter_store(tmp_path_factory):
     d = tmp_path_factory.mktemp("c") / "crafter"
     meta = build(*CRAFTER, f"--data_dir={d}", "--num_workers=2")
     assert nothing_left(str(d) + "_") and not os.path.exists(str(d) + ".partial")
-    return data.FrameStore(str(d)), meta
+    return FrameStore(str(d)), meta
 
 
 def check_store(s):
@@ -90,6 +92,7 @@ def check_store(s):
 
 def test_crafter_store(crafter_store):
     import demonstrator
+    import game
     s, meta = crafter_store
     check_store(s)
     N, ep = len(s), s.episodes
@@ -108,7 +111,7 @@ def test_crafter_store(crafter_store):
         assert s.policies[k] == int(demo)
         assert np.isclose(s.epsilons[k], rng.uniform(0.0, 0.5)) if demo else np.isnan(s.epsilons[k])
         # the defaults give the demonstrator's own data mix
-        policy, eps = demonstrator.sample_skill(3 + k)
+        policy, eps = game.sample_skill(3 + k)
         assert (s.policies[k] == int(policy == "demo")
                 and (policy == "random" or np.isclose(s.epsilons[k], eps)))
     c = meta["crafter"]
@@ -140,7 +143,7 @@ def test_store_before_the_agent_fields(crafter_store, tmp_path):
     shutil.copytree(os.path.dirname(crafter_store[0].frames.filename), old)
     for name in ("slips", "events", "deaths"):
         os.remove(old / f"{name}.npy")
-    s = data.FrameStore(str(old))
+    s = FrameStore(str(old))
     assert s.slips is None and len(s) == len(crafter_store[0])
     with pytest.raises(ConfigError,
                        match="predates slips/events/deaths .* rebuild it: python data.py"):
@@ -191,7 +194,7 @@ def test_split_and_fixed_windows(crafter_store):
     s, _ = crafter_store
     tr, va, al = s.episode_ids("train"), s.episode_ids("val"), s.episode_ids("all")
     assert len(va) >= 1 and len(np.intersect1d(tr, va)) == 0 and (np.union1d(tr, va) == al).all()
-    s2 = data.FrameStore(os.path.dirname(s.frames.filename))
+    s2 = FrameStore(os.path.dirname(s.frames.filename))
     assert (s2.episode_ids("val") == va).all()
     a, b = s.fixed_windows(4, 8, "val"), s2.fixed_windows(4, 8, "val")
     assert all((a[k] == b[k]).all() for k in a) and set(a["episode"].tolist()) <= set(va.tolist())
@@ -201,15 +204,15 @@ def test_split_and_fixed_windows(crafter_store):
 def test_crafter_resume_keeps_chunks(crafter_store, tmp_path, monkeypatch):
     """Kill mid-way (a failing episode), delete a chunk, rerun: finished chunks are reused as they
     are."""
-    import demonstrator
-    real, calls = demonstrator.run_episode, []
+    import game
+    real, calls = game.run_episode, []
 
     def flaky(*a):
         calls.append(a[0])
         if len(calls) > 3:
             raise RuntimeError("killed")
         return real(*a)
-    monkeypatch.setattr(demonstrator, "run_episode", flaky)
+    monkeypatch.setattr(game, "run_episode", flaky)
     d = str(tmp_path / "c")
     with pytest.raises(RuntimeError, match="killed"):
         build(*CRAFTER, f"--data_dir={d}", "--num_workers=1")
@@ -218,10 +221,10 @@ def test_crafter_resume_keeps_chunks(crafter_store, tmp_path, monkeypatch):
     assert chunks == ["ep_0000000.npz", "ep_0000001.npz", "ep_0000002.npz", "settings.json"]
     kept = {k: dict(np.load(os.path.join(d + ".partial", f"ep_000000{k}.npz"))) for k in (0, 2)}
     os.remove(os.path.join(d + ".partial", "ep_0000001.npz"))
-    monkeypatch.setattr(demonstrator, "run_episode", real)
+    monkeypatch.setattr(game, "run_episode", real)
     build(*CRAFTER, f"--data_dir={d}", "--num_workers=2")
     assert not os.path.exists(d + ".partial")
-    s, ref = data.FrameStore(d), crafter_store[0]
+    s, ref = FrameStore(d), crafter_store[0]
     check_store(s)
     for k, ch in kept.items():
         a, b = s.episodes[k]
@@ -237,7 +240,7 @@ def test_crafter_resume_keeps_chunks(crafter_store, tmp_path, monkeypatch):
 def test_deterministic_resume_identical(tmp_path, monkeypatch):
     """With a deterministic episode function, interrupted + resumed == uninterrupted, for 1 or 2
     workers."""
-    import demonstrator
+    import game
 
     def fake(seed, policy, eps, max_steps, size, view, agent):
         n = 5 + seed % 7
@@ -249,7 +252,7 @@ def test_deterministic_resume_identical(tmp_path, monkeypatch):
                 "rewards": np.append(rng.random(n), 0).astype(np.float32),
                 "slips": rng.random(n + 1) < 0.2, "events": rng.random((n + 1, 22)) < 0.1,
                 "died": bool(seed % 2)}
-    monkeypatch.setattr(demonstrator, "run_episode", fake)
+    monkeypatch.setattr(game, "run_episode", fake)
     args = ["--source=crafter", "--num_frames=100", "--image_size=8", "--seed=5"]
     build(*args, f"--data_dir={tmp_path}/ref", "--num_workers=2")
     calls = []
@@ -259,11 +262,11 @@ def test_deterministic_resume_identical(tmp_path, monkeypatch):
         if len(calls) == 6:
             raise KeyboardInterrupt
         return fake(*a)
-    monkeypatch.setattr(demonstrator, "run_episode", dies)
+    monkeypatch.setattr(game, "run_episode", dies)
     with pytest.raises(KeyboardInterrupt):
         build(*args, f"--data_dir={tmp_path}/re", "--num_workers=1")
     assert len(os.listdir(f"{tmp_path}/re.partial")) == 6  # 5 chunks + settings
-    monkeypatch.setattr(demonstrator, "run_episode", fake)
+    monkeypatch.setattr(game, "run_episode", fake)
     build(*args, f"--data_dir={tmp_path}/re", "--num_workers=1")
     for name in ["frames", "actions", "rewards", "episodes", "policies", "epsilons", "slips",
                  "events", "deaths"]:
@@ -301,7 +304,7 @@ def minerl_episode(d, n, extra, spelling="$", enums=None, drop=(), video_frames=
     t = np.arange(n)
     arr = {"reward": (t * 0.5).astype(np.float32),
            "camera": np.stack([np.linspace(-15, 15, n), -t * 0.3], 1)}
-    for j, b in enumerate(data._BUTTONS8):
+    for j, b in enumerate(sources._BUTTONS8):
         arr[b] = ((t >> (j % 3)) & 1).astype(np.int64)
     arr.update(enums or {})
     np.savez(os.path.join(d, "rendered.npz"),
@@ -319,10 +322,10 @@ def test_minerl(tmp_path):
     b = minerl_episode(src / "b_episode", 20, 0, "_", {"place": np.array(["none", "torch"] * 10),
                                                        "craft": np.array(["planks", "none"] * 10)})
     meta = build("--source=minerl", f"--src={src}", f"--data_dir={tmp_path}/m", "--image_size=32")
-    s = data.FrameStore(f"{tmp_path}/m")
+    s = FrameStore(f"{tmp_path}/m")
     check_store(s)
     names = [c["name"] for c in s.action_spec]
-    assert names == data._BUTTONS8 + ["camera", "place", "craft"]
+    assert names == sources._BUTTONS8 + ["camera", "place", "craft"]
     assert s.action_spec[9]["values"] == ["none", "dirt", "stone", "torch"]
     assert s.action_spec[10]["values"] == ["none", "planks"]
     assert ((s.episodes == [[0, 31], [31, 52]]).all() and meta["fps"] == 20
@@ -331,10 +334,10 @@ def test_minerl(tmp_path):
         n = hi - lo - 1
         # leading extra frames skipped
         assert (index_of(s.frames[lo:hi]) == np.arange(n + 1) + extra).all()
-        for j, k in enumerate(data._BUTTONS8):
+        for j, k in enumerate(sources._BUTTONS8):
             assert (s.actions[lo:hi - 1, j] == arr[k]).all()
         assert (s.actions[lo:hi - 1, 8]
-                == data.camera_to_class(arr["camera"][:, 0], arr["camera"][:, 1])).all()
+                == sources.camera_to_class(arr["camera"][:, 0], arr["camera"][:, 1])).all()
         assert ([s.action_spec[9]["values"][v] for v in s.actions[lo:hi - 1, 9]]
                 == arr["place"].tolist())
         assert np.allclose(s.rewards[lo:hi - 1], arr["reward"]) and s.rewards[hi - 1] == 0
@@ -343,11 +346,11 @@ def test_minerl(tmp_path):
 
 
 def test_camera_quantization():
-    assert data.camera_to_class(0, 0) == 60 and data.camera_to_class(-100, 100) == 10
-    c = data.camera_to_class(np.array([-10, -1, 0, 0.3, 5]), np.array([10, 2, 0, -0.3, -5]))
+    assert sources.camera_to_class(0, 0) == 60 and sources.camera_to_class(-100, 100) == 10
+    c = sources.camera_to_class(np.array([-10, -1, 0, 0.3, 5]), np.array([10, 2, 0, -0.3, -5]))
     assert c.min() >= 0 and c.max() < 121
-    p, y = data.class_to_camera(c)
-    assert (data.camera_to_class(p, y) == c).all() and np.isclose(p[0], -10) and y[2] == 0
+    p, y = sources.class_to_camera(c)
+    assert (sources.camera_to_class(p, y) == c).all() and np.isclose(p[0], -10) and y[2] == 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -481,7 +484,7 @@ def test_vpt(tmp_path):
     with open(tmp_path / "v" / "ep1.jsonl", "w") as f:
         f.writelines(json.dumps(s) + "\n" for s in vpt_steps(24))
     build("--source=vpt", f"--src={tmp_path}/v", f"--data_dir={tmp_path}/s", "--image_size=32")
-    s = data.FrameStore(f"{tmp_path}/s")
+    s = FrameStore(f"{tmp_path}/s")
     check_store(s)
     col = {c["name"]: i for i, c in enumerate(s.action_spec)}
     assert len(col) == 24 and col["camera"] == 8 and s.action_spec[8]["classes"] == 121
@@ -494,7 +497,7 @@ def test_vpt(tmp_path):
     assert (A[8:10, col["hotbar.3"]].tolist() == [1, 0] and A[9, col["hotbar.1"]] == 1
             and A[9, col["jump"]] == 1)
     # GUI open: camera 0
-    assert A[10, 8] == data.camera_to_class(-1.5, 3.0) and A[11, 8] == 60 and A[0, 8] == 60
+    assert A[10, 8] == sources.camera_to_class(-1.5, 3.0) and A[11, 8] == 60 and A[0, 8] == 60
     assert A[12, col["use"]] == 1 and (A[-1] == -1).all() and (A[:-1] >= 0).all()
 
 
@@ -509,7 +512,7 @@ def test_video(tmp_path):
     (tmp_path / "vid" / "notes.txt").write_text("not a video")
     meta = build("--source=video", f"--src={tmp_path}/vid", f"--data_dir={tmp_path}/s",
                  "--image_size=32")
-    s = data.FrameStore(f"{tmp_path}/s")
+    s = FrameStore(f"{tmp_path}/s")
     check_store(s)
     assert s.action_spec == [] and s.actions.shape == (len(s), 0) and meta["labeled_frac"] == 0.0
     assert meta["episode_names"] == ["a.mp4", "c.webm", os.path.join("sub", "b.gif")]
@@ -520,7 +523,7 @@ def test_video(tmp_path):
     meta["num_frames"] += 1  # a store whose parts disagree is refused
     json.dump(meta, open(f"{tmp_path}/s/meta.json", "w"))
     with pytest.raises(ConfigError, match="is inconsistent: meta.json counts"):
-        data.FrameStore(f"{tmp_path}/s")
+        FrameStore(f"{tmp_path}/s")
 
 
 def test_video_like_and_spec_mismatch(crafter_store, tmp_path):
@@ -529,16 +532,16 @@ def test_video_like_and_spec_mismatch(crafter_store, tmp_path):
     d = os.path.dirname(crafter_store[0].frames.filename)
     build("--source=video", f"--src={tmp_path}/vid", f"--data_dir={tmp_path}/s", "--image_size=32",
           f"--like={d}")
-    s = data.FrameStore(f"{tmp_path}/s")
+    s = FrameStore(f"{tmp_path}/s")
     assert (s.action_spec == crafter_store[0].action_spec and (s.actions == -1).all()
             and s.actions.shape == (12, 1))
     fails("different action spec", "--source=video", f"--src={tmp_path}/vid", f"--data_dir={d}",
           "--image_size=32")
-    assert not os.path.exists(d + ".partial") and len(data.FrameStore(d)) == len(crafter_store[0])
+    assert not os.path.exists(d + ".partial") and len(FrameStore(d)) == len(crafter_store[0])
     # the labeled store and the video as one store: episodes one after the other, each as it was
     meta = build("--source=stores", f"--src={d},{tmp_path}/s", f"--data_dir={tmp_path}/m",
                  "--image_size=32")
-    m, c = data.FrameStore(f"{tmp_path}/m"), crafter_store[0]
+    m, c = FrameStore(f"{tmp_path}/m"), crafter_store[0]
     check_store(m)
     assert (len(m) == len(c) + 12 and len(m.episodes) == len(c.episodes) + 1
             and (m.frames[len(c):] == s.frames).all())
@@ -558,10 +561,10 @@ def test_video_like_and_spec_mismatch(crafter_store, tmp_path):
 
 def test_bad_store_and_source(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
-        data.FrameStore(str(tmp_path / "nope"))
+        FrameStore(str(tmp_path / "nope"))
     os.makedirs(tmp_path / "x")
     with pytest.raises(ConfigError, match="is not a frame store"):
-        data.FrameStore(str(tmp_path / "x"))
+        FrameStore(str(tmp_path / "x"))
     fails("exists and is not a frame store", "--source=video", f"--src={tmp_path}",
           f"--data_dir={tmp_path}/x")
     fails("no videos", "--source=video", f"--src={tmp_path}/x", f"--data_dir={tmp_path}/y")

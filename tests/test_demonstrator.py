@@ -1,4 +1,5 @@
-"""The scripted demonstrator, episode collection, the Crafter score (pytest; ~30 s on 2 cores)."""
+"""The scripted demonstrator (demonstrator.py); game.py's episode collection, Crafter score and
+evaluation (pytest; ~30 s on 2 cores)."""
 import math
 import os
 import subprocess
@@ -9,6 +10,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import demonstrator as D  # noqa: E402
+import game as G  # noqa: E402
 from common import ConfigError  # noqa: E402
 
 SEEDS = [0, 1, 2, 3, 4, 5]
@@ -18,7 +20,7 @@ EARLY = ['collect_wood', 'place_table', 'make_wood_pickaxe']
 
 @pytest.fixture(scope='module')
 def episodes():
-    return {(policy, eps): [D.run_episode(s, policy, eps, STEPS) for s in SEEDS]
+    return {(policy, eps): [G.run_episode(s, policy, eps, STEPS) for s in SEEDS]
             for policy, eps in [('demo', 0.0), ('demo', 1.0), ('random', 1.0)]}
 
 
@@ -28,8 +30,8 @@ def _count(eps_list, name):
 
 def test_api_constants():
     assert len(D.ACTIONS) == 17 and D.ACTIONS[0] == 'noop' and D.ACTIONS[5] == 'do'
-    assert len(D.ACHIEVEMENTS) == 22 and set(D.KEY_ACHIEVEMENTS) <= set(D.ACHIEVEMENTS)
-    assert D.DEFAULT_EPISODE_LEN >= 500
+    assert len(D.ACHIEVEMENTS) == 22 and set(G.KEY_ACHIEVEMENTS) <= set(D.ACHIEVEMENTS)
+    assert G.DEFAULT_EPISODE_LEN >= 500
 
 
 def test_demonstrator_climbs_the_tech_tree_random_does_not(episodes):
@@ -56,15 +58,15 @@ def test_run_episode_format(episodes):
             # every achievement unlocked gives +1 reward once; health changes give +-0.1 per point
             assert abs(r.sum() - len(ep['achievements'])) < 0.1 * 9 * (T + 1)
             assert (np.abs(r - np.round(r)) > 1e-4).sum() <= T  # rewards are k + 0.1 j
-    ep = D.run_episode(9, 'demo', 0.0, 10, size=32)
+    ep = G.run_episode(9, 'demo', 0.0, 10, size=32)
     assert ep['frames'].shape == (11, 32, 32, 3) and len(ep['actions']) == 11
 
 
 def test_run_episode_is_deterministic():
-    a, b = (D.run_episode(7, 'demo', 0.3, 300) for _ in range(2))
+    a, b = (G.run_episode(7, 'demo', 0.3, 300) for _ in range(2))
     assert np.array_equal(a['actions'], b['actions']) and np.array_equal(a['frames'], b['frames'])
     assert np.array_equal(a['rewards'], b['rewards']) and a['achievements'] == b['achievements']
-    c = D.run_episode(8, 'demo', 0.3, 300)
+    c = G.run_episode(8, 'demo', 0.3, 300)
     assert not np.array_equal(a['frames'][1:50], c['frames'][1:50])
 
 
@@ -83,26 +85,26 @@ def test_epsilon_one_behaves_like_random(episodes):
 
 
 def test_skill_mix():
-    skills = [D.sample_skill(s) for s in range(400)]
-    assert skills == [D.sample_skill(s) for s in range(400)]
+    skills = [G.sample_skill(s) for s in range(400)]
+    assert skills == [G.sample_skill(s) for s in range(400)]
     rand = [e for p, e in skills if p == 'random']
     assert 0.12 < len(rand) / len(skills) < 0.28 and set(rand) == {1.0}
     demo = [e for p, e in skills if p == 'demo']
     assert 0 <= min(demo) and max(demo) <= 0.5 and 0.2 < np.mean(demo) < 0.3
     # data.py's flags
-    other = [D.sample_skill(s, random_frac=0.5, eps_min=0.1, eps_max=0.2) for s in range(400)]
+    other = [G.sample_skill(s, random_frac=0.5, eps_min=0.1, eps_max=0.2) for s in range(400)]
     assert 0.4 < np.mean([p == 'random' for p, _ in other]) < 0.6
     assert all(0.1 <= e <= 0.2 for p, e in other if p == 'demo')
 
 
 def test_crafter_score():
-    assert D.crafter_score([0] * 22) == 0
-    assert abs(D.crafter_score([100] * 22) - 100) < 1e-9
-    assert abs(D.crafter_score([100] + [0] * 21) - (101 ** (1 / 22) - 1)) < 1e-12
+    assert G.crafter_score([0] * 22) == 0
+    assert abs(G.crafter_score([100] * 22) - 100) < 1e-9
+    assert abs(G.crafter_score([100] + [0] * 21) - (101 ** (1 / 22) - 1)) < 1e-12
     rates = {name: (50.0 if i % 2 else 10.0) for i, name in enumerate(D.ACHIEVEMENTS)}
     hand = math.exp((11 * math.log(51) + 11 * math.log(11)) / 22) - 1
-    assert abs(D.crafter_score(rates) - hand) < 1e-9
-    assert D.crafter_score([0, 50]) < 50 / 2  # the geometric mean punishes a missing achievement
+    assert abs(G.crafter_score(rates) - hand) < 1e-9
+    assert G.crafter_score([0, 50]) < 50 / 2  # the geometric mean punishes a missing achievement
 
 
 def _frames_only(env):
@@ -113,7 +115,7 @@ def _frames_only(env):
 
 
 def test_evaluate_frames_only_policy():
-    r = D.evaluate(_frames_only, [3, 4, 5], 40, size=32)
+    r = G.evaluate(_frames_only, [3, 4, 5], 40, size=32)
     assert set(r) >= {'score', 'mean_return', 'mean_length', 'success_rates', 'episodes', 'seeds',
                       'max_steps'}
     assert r['episodes'] == 3 and r['seeds'] == [3, 4, 5] and r['max_steps'] == 40
@@ -122,14 +124,14 @@ def test_evaluate_frames_only_policy():
             and max(r['lengths']) <= 40)
     for v in r['success_rates'].values():
         assert 0 <= v <= 100 and min(abs(v - k * 100 / 3) for k in range(4)) < 1e-9
-    assert r['score'] == D.crafter_score(r['success_rates']) and 0 <= r['score'] <= 100
+    assert r['score'] == G.crafter_score(r['success_rates']) and 0 <= r['score'] <= 100
     # processes give the same numbers
-    assert r == D.evaluate(_frames_only, [3, 4, 5], 40, size=32, workers=2)
+    assert r == G.evaluate(_frames_only, [3, 4, 5], 40, size=32, workers=2)
 
 
 def test_evaluate_matches_run_episode(episodes):
     ep = episodes['demo', 0.0][2]
-    r = D.evaluate(D.demo_policy, [SEEDS[2]], STEPS)
+    r = G.evaluate(G.demo_policy, [SEEDS[2]], STEPS)
     assert {k for k, v in r['success_rates'].items() if v == 100} == ep['achievements']
     assert (abs(r['mean_return'] - ep['rewards'].sum()) < 1e-4
             and r['mean_length'] == len(ep['actions']) - 1)
@@ -137,16 +139,16 @@ def test_evaluate_matches_run_episode(episodes):
 
 def test_user_errors():
     with pytest.raises(ConfigError):
-        D.run_episode(0, 'human', 0.0, 10)
+        G.run_episode(0, 'human', 0.0, 10)
     with pytest.raises(ConfigError):
-        D.run_episode(0, 'demo', 1.5, 10)
+        G.run_episode(0, 'demo', 1.5, 10)
     with pytest.raises(ConfigError):
-        D.run_episode(0, 'demo', 0.0, 0)
+        G.run_episode(0, 'demo', 0.0, 0)
 
 
 def test_command_line():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    run = lambda *args: subprocess.run([sys.executable, 'demonstrator.py', *args], cwd=root,
+    run = lambda *args: subprocess.run([sys.executable, 'game.py', *args], cwd=root,
                                        capture_output=True, text=True, timeout=120)
     out = run('--episodes=2', '--max_steps=30', '--workers=1', '--fps_episodes=1')
     assert out.returncode == 0, out.stderr
@@ -174,7 +176,7 @@ def test_episodes_record_slips_events_and_deaths(episodes):
 def test_screen_only_demonstrator_sees_the_screen():
     """view=True: everything the player decides on lies in the 9x7 tiles on screen (what it
     remembers aside), and it still climbs the tech tree."""
-    env = D._make_env(0, 100, 64)
+    env = G._make_env(0, 100, 64)
     act = D.Demonstrator(env, 0.0, 0, view=True)
     env.reset()
     for _ in range(40):
@@ -185,7 +187,7 @@ def test_screen_only_demonstrator_sees_the_screen():
     for mask in [act.free, act.dig, act.passable, act.m('water'), act.m('tree', 'stone'),
                  *act.objs.values()]:
         assert not (mask & ~act.vis).any()
-    eps_list = [D.run_episode(s, 'demo', 0.0, STEPS, view=True) for s in SEEDS]
+    eps_list = [G.run_episode(s, 'demo', 0.0, STEPS, view=True) for s in SEEDS]
     assert (_count(eps_list, 'collect_wood') >= len(SEEDS) - 1
             and _count(eps_list, 'place_table') >= 3)
 
@@ -194,7 +196,7 @@ def test_screen_only_demonstrator_does_not_pace():
     """Heading for the rock it remembers at dusk, it takes a path on the screen (or gives up a way
     that is blocked) instead of stepping back and forth between two tiles (seed 2,000,008 paced
     for 40 steps from step 150 and died in the night)."""
-    env = D._make_env(2_000_008, 250, 64)
+    env = G._make_env(2_000_008, 250, 64)
     act = D.Demonstrator(env, 0.0, 2_000_008, view=True)
     obs, done, tiles = env.reset(), False, []
     while not done:

@@ -9,9 +9,9 @@ import torch
 
 from common import ConfigError
 from conftest import run_script
-from data import FrameStore
 from demonstrator import ACTIONS
 from play import CRAFTER_KEYMAP, Dream, contexts, keys_to_action, load, parse_keymap, run
+from store import FrameStore
 
 pygame = pytest.importorskip("pygame")
 CRAFTER = [{"name": "action", "classes": 17, "values": ACTIONS}]

@@ -1,8 +1,8 @@
 """results.md of a main-job folder (pipeline.sh writes it last): every stage's figures in one page.
 
-    python results.py --out_dir=out/cpu
+    python tools/results.py --out_dir=out/cpu
     # the label-efficiency table:
-    python results.py --label_runs=out/labels/f1.0,out/labels/f0.1,out/labels/f0.0
+    python tools/results.py --label_runs=out/labels/f1.0,out/labels/f0.1,out/labels/f0.0
 
 Reads tokenizer/, dynamics/, agent_bc/, agent_rl/ (their metrics.jsonl), eval.md and times.tsv under
 out_dir; names the device (its CPU or GPU model) and the commit (-dirty: with local changes). A
@@ -15,11 +15,14 @@ of the full-label gain, and what the unlabeled video adds to a run's labeled epi
 import json
 import os
 import platform
+import sys
 
 import numpy as np
 import torch
 
-import common
+# the repo's modules (this script is in tools/)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import common  # noqa: E402
 
 # ------------------------------------------------------------------------------------------- config
 out_dir = "out/cpu"

@@ -2,10 +2,10 @@
 (docs/experiments.md, "Speed"), at the trainers' own defaults (preset='default') or at the GPU
 recipe's sizes (preset='gpu').
 
-    python bench.py                      # everything; the last stdout line is one JSON object
-    python bench.py --what=tokenizer --compile=True
-    python bench.py --preset=default --compile=True  # as the trainers run (they compile by default)
-    python bench.py --what=gpu           # on a GPU machine, first (docs/gpu.md)
+    python tools/bench.py                # everything; the last stdout line is one JSON object
+    python tools/bench.py --what=tokenizer --compile=True
+    python tools/bench.py --preset=default --compile=True  # as the trainers run (they compile)
+    python tools/bench.py --what=gpu     # on a GPU machine, first (docs/gpu.md)
 
 Matched config: 64x64 RGB, patch 8, batch 4, 16 frames, width 256, depth 4 (tokenizer encoder,
 decoder, dynamics), 16 latents x 32, 4 heads of 64, one 17-way action, 2 threads, LPIPS off.
@@ -17,6 +17,7 @@ peak RSS is its own. Speed figures mean something only beside a peer's measured 
 the same machine.
 """
 import json
+import os
 import resource
 import shlex
 import statistics
@@ -27,7 +28,11 @@ import time
 import numpy as np
 import torch
 
-import common
+# the repo's folder (this script is in tools/): its modules, scripts and config files
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import common  # noqa: E402
+from model import linear_flops, matmul_peak_flops  # noqa: E402
 
 what = "all"  # 'all' | 'tokenizer' | 'dynamics' | 'agent' | 'gpu' (the GPU check: gpu_check)
 device = "auto"
@@ -68,8 +73,9 @@ if preset == "matched":  # the dynamics loss: flow matching + shortcut, diffusio
     IMAGINE = (batch_size, 8, horizon)  # (rollouts, context frames, horizon)
 elif preset in ("default", "gpu"):  # gpu: config/*_gpu.py over the trainers' defaults
     def _settings(script, stage):
-        gpu = common.script_defaults(f"config/{stage}_gpu.py") if preset == "gpu" else {}
-        return common.script_defaults(script) | gpu
+        gpu = (common.script_defaults(os.path.join(ROOT, f"config/{stage}_gpu.py"))
+               if preset == "gpu" else {})
+        return common.script_defaults(os.path.join(ROOT, script)) | gpu
     _t, _d = (_settings("train_tokenizer.py", "tokenizer"),
               _settings("train_dynamics.py", "dynamics"))
     _f, _i = _settings("train_agent.py", "finetune"), _settings("train_agent.py", "imagine")
@@ -93,7 +99,7 @@ if device.startswith("cuda") and preset == "gpu":  # as a 12 GB RTX 3060 with a 
 
 
 def peak_flops():
-    return peak_tflops * 1e12 or common.matmul_peak_flops(device, dtype)
+    return peak_tflops * 1e12 or matmul_peak_flops(device, dtype)
 
 
 def sync():
@@ -176,7 +182,7 @@ def bench_tokenizer():
         opt.zero_grad(set_to_none=True)
 
     s = median_time("tokenizer_step_s", step)
-    flops = 3 * common.linear_flops(model, B * T * (model.num_patches + model.num_latents))
+    flops = 3 * linear_flops(model, B * T * (model.num_patches + model.num_latents))
     out = dict(tokenizer_step_s=s, tokenizer_peak_rss_gb=peak_rss_gb(),
                tokenizer_params=sum(p.numel() for p in model.parameters()),
                tokenizer_mfu=flops / s / peak_flops())
@@ -232,7 +238,7 @@ def bench_dynamics():
             out[name] = 8 * n / median_time(name, lambda: gen(**kw))
     # forward + backward; teacher forcing: the clip twice
     passes = 3 * (2 if LOSS.get("teacher_forcing") else 1)
-    flops = passes * common.linear_flops(model, B * T * model.num_slots)
+    flops = passes * linear_flops(model, B * T * model.num_slots)
     out["dynamics_flow_mfu"] = flops / out["dynamics_flow_step_s"] / peak_flops()
     return out
 
@@ -345,7 +351,6 @@ def gpu_check():
     stage's steps at the GPU recipe's sizes (config/*_gpu.py) with the allocator capped at 11 GiB
     (fits a 12 GB card?), their host syncs and peak memory; the main job's tiny preset end to end on
     CUDA. One line per finding, the JSON last."""
-    import os
     import shutil
     import tempfile
     if not device.startswith("cuda"):
@@ -365,7 +370,7 @@ def gpu_check():
         out["compile"] = ("fails, train with --compile=False: "
                           f"{str(e).strip().splitlines()[0][:200]}")
     for dt in ("bfloat16", "float32"):
-        out[f"matmul_peak_tflops_{dt}"] = common.matmul_peak_flops(device, dt) / 1e12
+        out[f"matmul_peak_tflops_{dt}"] = matmul_peak_flops(device, dt) / 1e12
     for name in STAGES:
         cmd = [sys.executable, __file__, f"--what={name}", "--preset=gpu", f"--dtype={dtype}",
                f"--compile={compile}", f"--peak_tflops={out[f'matmul_peak_tflops_{dtype}']}"]
@@ -375,10 +380,10 @@ def gpu_check():
             out[f"{name}_error"] = str(e)
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "PRESET": "tiny", "OUT": f"{tmp}/out", "DATA": f"{tmp}/data"}
-        t0, here = time.time(), os.path.dirname(os.path.abspath(__file__))
+        t0 = time.time()
         try:
             r = subprocess.run(["bash", "pipeline.sh"], env=env, capture_output=True, text=True,
-                               timeout=420, cwd=here)
+                               timeout=420, cwd=ROOT)
             out["tiny_main_job"] = "ok" if r.returncode == 0 else \
                 f"exit {r.returncode}: {r.stderr.strip()[-300:]}"
         except subprocess.TimeoutExpired:

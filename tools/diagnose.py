@@ -13,12 +13,12 @@ features (a diagnosis only: the real agent never reads game internals), one MLP 
           64x64 frames show clearly
 and plays each MLP in real Crafter next to the demonstrator itself.
 
-    python diagnose.py --out=/tmp/d1.md
+    python tools/diagnose.py --out=/tmp/d1.md
 
 prints one table: held-out accuracy on the script's (non-slip) actions, the copy-the-previous-
 action baseline, the Crafter score, return, length, survival and key success rates.
 
-    python diagnose.py --probe=out/cpu/agent_bc/ckpt.pt
+    python tools/diagnose.py --probe=out/cpu/agent_bc/ckpt.pt
 
 D3: linear probes of an agent checkpoint's agent state h_t (the input of its heads) on the held-out
 episodes of its store, replayed from their seeds and actions for the truth: inventory counts,
@@ -26,19 +26,21 @@ health, food, drink, energy, daylight, a zombie next to the player, and the achi
 Ridge regression fit on half the episodes, scored on the other half: R^2 for counts, accuracy
 (against always guessing the majority) for yes/no.
 
-    python diagnose.py --agree=out/cpu/agent_bc/ckpt.pt --eval_episodes=50
+    python tools/diagnose.py --agree=out/cpu/agent_bc/ckpt.pt --eval_episodes=50
 
 D4: the agent plays real Crafter (frames in, actions out) while the screen-only demonstrator at
 epsilon 0 says what it would do in each state the agent reaches: agreement on the agent's own
 states (BC is trained on the demonstrator's), the two action mixes, and what the agent's and the
 demonstrator's own 'do' presses face.
 
-    python diagnose.py --latent_clone=out/cpu/agent_bc/ckpt.pt --steps=2000 --eval_episodes=400
+    python tools/diagnose.py --latent_clone=out/cpu/agent_bc/ckpt.pt --steps=2000 --eval_episodes=400
 
 D5: an MLP clones the demonstrator from the agent's own tokenizer latents of the last
 `clone_frames` frames and the previous action (the checkpoint's store; no world model, no memory),
 then plays real Crafter from the frames: what the world model and the agent tokens add.
 """
+import os
+import sys
 import time
 from functools import partial
 
@@ -48,12 +50,14 @@ import torch.nn.functional as F
 from crafter import objects as O
 from torch import nn
 
-from common import ConfigError, configure
-from demonstrator import (ACHIEVEMENTS, ACTIONS, Demonstrator, _make_env, demo_policy, evaluate,
-                          mix_policy, sample_skill)
+# the repo's modules (this script is in tools/)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import ConfigError, configure  # noqa: E402
+from demonstrator import ACHIEVEMENTS, ACTIONS, Demonstrator  # noqa: E402
+from game import _make_env, demo_policy, evaluate, mix_policy, sample_skill  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
-# config of the command (python diagnose.py --key=value)
+# config of the command (python tools/diagnose.py --key=value)
 seed0 = 0                 # clone the demonstrator's episodes of seeds seed0, ... (as the data's)
 train_episodes = 120      # seeds played ('random' episodes skipped); the last 10% held out
 eval_seed = 2_000_000     # play seeds eval_seed, ...: no run uses them (data 0+, agent 1_000_000+)
@@ -300,7 +304,7 @@ def agent_states(ckpt_path):
     episode of each row, whether the policy's argmax is the stored action (N,) (-1: a slip)):
     windows of the checkpoint's length over the held-out episodes."""
     from agent import agent_pass, build, data_targets, load_agent
-    from data import FrameStore
+    from store import FrameStore
     from tokenizer import cached_latents, load_tokenizer, tokenizer_path
     from common import autocast_ctx, resolve_dtype
     ckpt = load_agent(ckpt_path)
@@ -460,8 +464,8 @@ def latent_clone_row():
     """D5: clone the store's non-slip demonstrator actions from latents, play; prints the row."""
     from agent import load_agent
     from common import autocast_ctx, resolve_dtype
-    from data import FrameStore
-    from demonstrator import evaluate_lockstep
+    from game import evaluate_lockstep
+    from store import FrameStore
     from tokenizer import cached_latents, load_tokenizer, tokenizer_path
     torch.set_num_threads(threads)
     torch.manual_seed(0)
