@@ -14,8 +14,7 @@ lr = 3e-4  # at 1e-3 without a value warm-up the policy's entropy collapsed in 3
 warmup_iters = 20
 value_warmup = 0  # the value head starts at the data's returns-to-go (finetune): no warm-up needed
 beta = 1.0  # §A.3 says 0.3: on seeds 3,000,000.. RL - BC per seed was +0.07 return (p = 0.98) at
-#   0.3 and +0.31 (p = 0.009) at 1.0, on one BC (docs/experiments.md); chosen on those seeds, so
-#   confirm it on others
+#   0.3 and +0.31 (p = 0.009) at 1.0, on one BC; on 9,000,000.. +0.04 and +0.07 (both p > 0.9; docs)
 max_iters = 180
 eval_interval = 60
 log_interval = 10
