@@ -86,8 +86,8 @@ class Demonstrator:
         # (entry tile, direction) of the night's pocket; exploration goal
         self.shelter, self.roam = None, None
         self.resting = False  # hurt: resting until health is back
-        # view: where it heads; where it last saw water, cows, stone
-        self.heading, self.seen = (0, 1), {}
+        # view: where it last saw water, cows, stone
+        self.seen = {}
 
     def __call__(self, obs=None):
         self.t += 1
@@ -378,21 +378,21 @@ class Demonstrator:
             name = None
         # (mining its way out of a shelter)
         open_ = [d for d, n in self._around() if self.passable[n]]
-        self.heading = self.facing
+        heading = self.facing
         if name and self.vis[self.seen[name]]:  # on screen: a path on the screen, if there is one
             goal = np.zeros_like(self.free)
             goal[self.seen[name]] = True
-            if a := self._go(_grow(goal) & self.passable, 'wander', 24):
+            if a := self._reach(goal, 'do', 'wander', 12):
                 return a
         elif name:  # off screen: straight toward it, until that way is blocked (then forget it)
             d = np.subtract(self.seen[name], self.pos)
             d = (int(np.sign(d[0])), 0) if abs(d[0]) >= abs(d[1]) else (0, int(np.sign(d[1])))
             if d in open_:
-                self.heading = d
+                heading = d
             else:
                 del self.seen[name]
-        if self.heading not in open_:
-            back = (-self.heading[0], -self.heading[1])
+        if heading not in open_:
+            back = (-heading[0], -heading[1])
             turns = [d for d in open_ if d != back] or open_
             if not turns:
                 return 'noop'
@@ -400,9 +400,9 @@ class Demonstrator:
             room = {d: self.free[max(0, x + 4 * d[0] - 4):x + 4 * d[0] + 5,
                                  max(0, y + 3 * d[1] - 3):y + 3 * d[1] + 4].sum()
                     for d in turns}  # open tiles on that side of the screen
-            self.heading = max(turns, key=lambda d: (room[d], d))
-        ahead = _add(self.pos, self.heading)
-        return 'do' if self.dig[ahead] and self.facing == self.heading else _MOVES[self.heading]
+            heading = max(turns, key=lambda d: (room[d], d))
+        ahead = _add(self.pos, heading)
+        return 'do' if self.dig[ahead] and self.facing == heading else _MOVES[heading]
 
     # ---- moving around ---------------------------------------------------------------------------
     def _reach(self, target, action, key, r=64):
