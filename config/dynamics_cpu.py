@@ -1,4 +1,4 @@
-# time: dynamics   ~25 min (latent cache ~3 min, then 8000 compiled steps of 0.12-0.15 s on a 2-core AMX Xeon)
+# time: dynamics   ~27 min (latent cache ~3 min, then 8000 compiled steps of 0.12-0.15 s on a 2-core AMX Xeon)
 # The dynamics model (§D) on 2 CPU cores, after config/tokenizer_cpu.py:
 #   python train_dynamics.py config/dynamics_cpu.py
 # In one run of 8000 steps: +2.1 to +2.3 dB over the floor, shuffle ratio 2.1 (four runs;

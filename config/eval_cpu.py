@@ -1,4 +1,4 @@
-# time: eval       ~15 min (BC and RL on 400 seeds, 6-7 min each; random, demonstrator, data mix on 50; argmax rows on 25)
+# time: eval       ~20 min (BC and RL on 400 seeds, 9 min each; random, demonstrator, data mix on 50; argmax rows on 25)
 # Real Crafter (§E), after config/imagine_cpu.py:
 #   python eval_agent.py config/eval_cpu.py --bc_ckpt=out/cpu/agent_bc/ckpt.pt \
 #     --rl_ckpt=out/cpu/agent_rl/ckpt.pt

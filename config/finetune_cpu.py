@@ -1,4 +1,4 @@
-# time: finetune   ~20 min (6000 steps of ~0.18 s)
+# time: finetune   ~22 min (6000 steps of ~0.2 s)
 # Phase 2 of the agent (§A.1) on 2 CPU cores, after config/dynamics_cpu.py:
 #   python train_agent.py config/finetune_cpu.py
 # Agent tokens with BC and reward heads on the dynamics checkpoint, the dynamics loss going on.
