@@ -324,33 +324,39 @@ def reward(agent, h, memory):
 
 
 @torch.no_grad()
-def imagine(dyn, agent, z_ctx, a_ctx, horizon, K=4, task=0, generator=None, m_ctx=None):
+def imagine(dyn, agent, z_ctx, a_ctx, horizon, K=4, task=0, generator=None, m_ctx=None,
+            actions=None):
     """§A.2 rollout from real contexts: z_ctx (B, C, L, Dz) latents, a_ctx (B, C, ncomp) their data
     actions, m_ctx (B, C, K) their episode memory (events only). From the last context frame s_0,
-    each step samples a_t from the policy (offset 0), denoises s_{t+1} in K steps from the KV-cached
+    each step samples a_t from the policy (offset 0) (or takes actions[:, t], (B, H, C) given: an
+    open-loop dream of a known action sequence), denoises s_{t+1} in K steps from the KV-cached
     past, appends it and reads the agent tokens: h (B, H + 1, n, D) of s_0..s_H, actions (B, H, C),
     rewards (B, H) of the transitions t -> t + 1 (the reward head's offset 0 at s_{t+1}, plus each
     event paid once: sum_k p_k(s_{t+1}) (1 - m_k)), cont (B, H) p(s_{t+1} is not terminal), z
-    (B, H, L, Dz). The memory m goes on from the context's with the events the agent detects."""
+    (B, H, L, Dz), unlocks (B, H, K) (events detected, p > 0.5, not yet in the memory). The memory
+    m goes on from the context's with the events the agent detects."""
     B, C = z_ctx.shape[:2]
     m = torch.zeros(B, C, agent.num_events, device=z_ctx.device) if m_ctx is None else m_ctx.float()
     cache = KVCache()
     hs = [append_frames(dyn, z_ctx, prev_actions(a_ctx), cache,
                         agent=agent.slots(B, C, task, m))[:, -1:]]
     m = torch.maximum(m[:, -1:], (agent.events(hs[0]) > 0.5).float())  # (B, 1, K): memory of s_1
-    acts, zs, rewards = [], [], []
-    for _ in range(horizon):
-        a = sample_actions(agent.policy_logits(hs[-1][:, 0], offset=0),
-                           generator=generator)[:, None]  # (B, 1, C)
+    acts, zs, rewards, unlocks = [], [], [], []
+    for t in range(horizon):
+        a = (actions[:, t:t + 1] if actions is not None else sample_actions(
+            agent.policy_logits(hs[-1][:, 0], offset=0), generator=generator)[:, None])  # (B, 1, C)
         slots = agent.slots(B, 1, task, m)
         z = next_frame(dyn, cache, a, K, agent=slots)
         hs.append(append_frames(dyn, z, a, cache, agent=slots))
         rewards.append(reward(agent, hs[-1], m))  # (B, 1)
-        m = torch.maximum(m, (agent.events(hs[-1]) > 0.5).float())
+        seen = (agent.events(hs[-1]) > 0.5).float()  # (B, 1, K)
+        unlocks.append(seen * (1 - m))
+        m = torch.maximum(m, seen)
         acts.append(a), zs.append(z)
     h = torch.cat(hs, 1)
     return {"h": h, "actions": torch.cat(acts, 1), "rewards": torch.cat(rewards, 1),
-            "cont": agent.continues(h[:, 1:]), "z": torch.cat(zs, 1)}
+            "cont": agent.continues(h[:, 1:]), "z": torch.cat(zs, 1),
+            "unlocks": torch.cat(unlocks, 1)}
 
 
 def imagination_losses(agent, prior, roll, alpha=0.5, beta=0.3, train_policy=True):

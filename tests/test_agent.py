@@ -233,6 +233,9 @@ def test_imagination_rollout():
     assert roll["h"].shape == (3, 6, 1, 64) and roll["actions"].shape == (3, 5, 2)
     assert roll["rewards"].shape == (3, 5) and roll["z"].shape == (3, 5, 8, 8)
     assert (roll["actions"][..., 0] < 3).all() and (roll["actions"][..., 1] < 2).all()
+    given = torch.stack([torch.randint(0, 3, (3, 5)), torch.randint(0, 2, (3, 5))], -1)
+    dreamed = imagine(m, ag, z, a.clamp(min=0), horizon=5, K=2, actions=given)  # open loop
+    assert torch.equal(dreamed["actions"], given) and dreamed["z"].shape == (3, 5, 8, 8)
     m.requires_grad_(False)
     loss, info = imagination_losses(ag, prior, roll)
     loss.backward()
@@ -295,10 +298,12 @@ def test_imagined_events_pay_once_and_death_weighs():
     roll = imagine(m, ag, z, a.clamp(min=0), horizon=4, K=2)
     r = roll["rewards"]  # the reward head is zero at init: the events alone
     assert r[:, 0].tolist() == pytest.approx([0.99, 0.99], abs=1e-3) and r[:, 1:].abs().max() < 1e-3
+    assert roll["unlocks"][:, 0].tolist() == [[1, 0]] * 2 and roll["unlocks"][:, 1:].sum() == 0
     calls.clear()
     roll2 = imagine(m, ag, z, a.clamp(min=0), horizon=2, K=2,
                     m_ctx=torch.tensor([1.0, 0.0]).expand(2, 3, 2))
     assert roll2["rewards"].abs().max() < 1e-3  # the episode had it before the rollout began
+    assert roll2["unlocks"].sum() == 0
     # p = 0.4 < 0.5: never remembered, so paid its probability at every step
     ag.events = lambda h: head(h) * 0.4
     r = imagine(m, ag, z, a.clamp(min=0), horizon=3, K=2)["rewards"]

@@ -398,6 +398,29 @@ def test_d5_clones_from_latents(agent_run, capsys):
     assert 0 <= acc <= 100 and 0 <= copy <= 100 and 0 <= score <= 100 and 1 <= length <= 15
 
 
+def test_d6_dreams_from_the_agents_own_states(agent_run, capsys):
+    """tools/diagnose.py --dream: the real return after each start is the agent's own episode's
+    (replayed here: the same seed plays the same episode), and both dreams give a finite return and
+    PSNR at every step."""
+    from agent import load_policy
+    from game import run_episode
+    ckpt = str(agent_run[0] / "agent_bc/ckpt.pt")
+    res = run_script("tools/diagnose.py", f"--dream={ckpt}", "--eval_episodes=2",
+                     "--max_steps=15", "--eval_seed=5", "--horizon=3", "--every=3",
+                     "--threads=2")["result"]
+    assert "| 2 | " in capsys.readouterr().out and len(res["starts"]) >= 2
+    assert res["dream"].shape == res["open"].shape == res["psnr"].shape == (len(res["starts"]), 3)
+    assert np.isfinite(res["dream"]).all() and np.isfinite(res["psnr"]).all()
+    policy = load_policy(ckpt)
+    for seed in (5, 6):
+        e = run_episode(seed, "agent", 0.0, 15, size=32, agent=policy)
+        starts, T = [s for sd, s in res["starts"] if sd == seed], len(e["actions"]) - 1
+        # 8 frames of context first; 3 real steps after (or a death)
+        assert starts == [s for s in range(7, T, 3) if s + 3 <= T or e["died"]] and starts
+        for s, r in zip(starts, res["real"][[sd == seed for sd, _ in res["starts"]]]):
+            assert r.tolist() == pytest.approx(e["rewards"][s:s + 3].tolist())
+
+
 def test_lockstep_evaluation_equals_one_at_a_time():
     """A batched policy in lockstep plays the same episodes as one episode at a time (fixed action
     sequences)."""

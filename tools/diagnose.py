@@ -1,5 +1,6 @@
 """Diagnostics of the agent: D1, the ceiling of imitation from the view; D3, what its agent state
-knows; D4, how far its own states are from the data's; D5, what the world model adds to a clone.
+knows; D4, how far its own states are from the data's; D5, what the world model adds to a clone;
+D6, how far its dream follows the game.
 
 The behavior-cloning agent sees 64x64 frames (Crafter's 9x7 local view and the inventory) and
 clones a demonstrator that reads the whole game state. Could even a perfect-perception policy that
@@ -38,6 +39,12 @@ demonstrator's own 'do' presses face.
 D5: an MLP clones the demonstrator from the agent's own tokenizer latents of the last
 `clone_frames` frames and the previous action (the checkpoint's store; no world model, no memory),
 then plays real Crafter from the frames: what the world model and the agent tokens add.
+
+    python tools/diagnose.py --dream=out/cpu/agent_rl/ckpt.pt --eval_episodes=80 --every=24
+
+D6: the agent plays real Crafter; from its own states the world model dreams `horizon` steps, the
+policy acting (as in imagination RL) and open loop on the actions it took: how many steps of the
+dream's return follow the game's (correlation over the starts), the frames' PSNR, the unlocks.
 """
 import os
 import sys
@@ -54,7 +61,8 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from common import ConfigError, configure  # noqa: E402
 from demonstrator import ACHIEVEMENTS, ACTIONS, Demonstrator  # noqa: E402
-from game import _make_env, demo_policy, evaluate, mix_policy, sample_skill  # noqa: E402
+from game import (_make_env, demo_policy, evaluate, mix_policy, run_episode,  # noqa: E402
+                  sample_skill)
 
 # ---------------------------------------------------------------------------------------------
 # config of the command (python tools/diagnose.py --key=value)
@@ -72,6 +80,9 @@ probe = ""                # an agent checkpoint: D3 (its linear probes) instead 
 agree = ""                # an agent checkpoint: D4 (the demonstrator labels its states) instead
 latent_clone = ""         # an agent checkpoint: D5 (a clone on its tokenizer's latents) instead
 clone_frames = 1          # D5: the frames whose latents the clone reads (the current one first)
+dream = ""                # an agent checkpoint: D6 (where its dream and the real game part) instead
+horizon = 32              # D6: steps dreamed from each start (imagination RL's horizon)
+every = 24                # D6: a start every `every` steps of each episode
 threads = 1               # torch threads
 # ---------------------------------------------------------------------------------------------
 
@@ -499,6 +510,91 @@ def latent_clone_row():
           f"{steps} MLP steps, seeds {eval_seed}..\n{table}")
     return r
 
+# ---- D6: where the dream and the game part ---------------------------------------------------
+def _dream_batch(models, starts, out):
+    """Dream each start (z_ctx, a_ctx, m_ctx, a_fut, z_fut) twice, the policy acting and open loop
+    on a_fut; append to out's lists."""
+    from agent import imagine, twohot_mean
+    tok, dyn, agent, ctx = models
+    z_ctx, a_ctx, m_ctx, a_fut, z_fut = (torch.stack(x) for x in zip(*starts))
+    with ctx:
+        for name, acts in (('dream', None), ('open', a_fut)):
+            roll = imagine(dyn, agent, z_ctx, a_ctx, horizon, m_ctx=m_ctx, actions=acts)
+            alive = torch.cumprod(F.pad(roll['cont'][:, :-1].float(), (1, 0), value=1.0), 1)
+            head = twohot_mean(agent.reward_logits(roll['h'][:, 1:])[..., 0, :], agent.bins)
+            out.setdefault(name, []).append((alive * roll['rewards']).float().numpy())
+            unl = alive[..., None] * roll['unlocks']  # (B, H, K)
+            out.setdefault(name + '_unl', []).append(unl.float().numpy())
+            out.setdefault(name + '_head', []).append((alive * head).float().numpy())
+        x_dream, x_real = (tok.decode(z).float().clamp(0, 1) for z in (roll['z'], z_fut))
+    mse = ((x_dream - x_real) ** 2).mean((-1, -2, -3)).clamp(min=1e-10)  # (B, H)
+    out.setdefault('psnr', []).append((-10 * torch.log10(mse)).numpy())
+
+
+@torch.no_grad()
+def dream_vs_game():
+    """D6: the agent plays real Crafter; from its states every `every` steps (8 real frames of
+    context, the episode memory) the world model dreams `horizon` steps twice: the policy acting in
+    the dream, as imagination RL does, and open loop on the actions it really took. Prints the real
+    return over the first k steps beside each dream's (weighted by its continuation, as in RL): the
+    means and their correlation over the starts; the open-loop frames' PSNR at step k against the
+    real ones; the unlocks per achievement. Returns the arrays (starts as (seed, frame))."""
+    from agent import data_targets, load_policy
+    from common import autocast_ctx, resolve_dtype
+    torch.set_num_threads(threads), torch.manual_seed(0)
+    pol = load_policy(dream)
+    models = (pol.tok, pol.dyn, pol.agent, autocast_ctx('cpu', resolve_dtype('cpu', 'auto')))
+    C, H = 8, horizon
+    out = {k: [] for k in ('real', 'real_unl', 'valid', 'starts')}  # (and _dream_batch's)
+    pending = []
+    for seed in range(eval_seed, eval_seed + eval_episodes):
+        e = run_episode(seed, 'agent', 0.0, max_steps, size=pol.image_size, agent=pol)
+        T = len(e['actions']) - 1  # transitions; frame t + 1 follows action t
+        with models[3]:
+            z = pol.tok.encode(torch.from_numpy(e['frames'])[:, None])[:, 0].float()  # (T+1, L, Dz)
+        mem = data_targets(e['rewards'], e['events'].astype(np.int8), np.array([[0, T + 1]]),
+                           np.array([int(e['died'])]))['memory']
+        seen = np.maximum.accumulate(e['events'], 0)  # (T + 1, K) the real unlocks: first times
+        unl = e['events'] & ~np.concatenate([np.zeros((1, seen.shape[1]), bool), seen[:-1]])
+        pad = lambda x: np.concatenate([x, np.zeros((H,) + x.shape[1:], x.dtype)])
+        r, unl, act = pad(e['rewards']), pad(unl), pad(np.maximum(e['actions'], 0))
+        for s in [s for s in range(C - 1, T, every) if s + H <= T or e['died']]:
+            ctx_ids, fut = np.arange(s - C + 1, s + 1), np.minimum(np.arange(s + 1, s + H + 1), T)
+            pending.append((z[ctx_ids], torch.from_numpy(e['actions'][ctx_ids])[:, None],
+                            torch.from_numpy(mem[ctx_ids]),
+                            torch.from_numpy(act[s:s + H])[:, None], z[fut]))
+            out['real'].append(r[s:s + H]), out['real_unl'].append(unl[s:s + H])
+            out['valid'].append(np.arange(s, s + H) < T), out['starts'].append((seed, s))
+            if len(pending) == 32:
+                _dream_batch(models, pending, out)
+                pending = []
+    if pending:
+        _dream_batch(models, pending, out)
+    res = {k: np.concatenate(v) if k.startswith(('dream', 'open', 'psnr')) else np.array(v)
+           for k, v in out.items()}  # (S, H): per start, by step
+    print(f"D6 on {dream}: {len(res['real'])} starts, {eval_episodes} episodes (seeds "
+          f"{eval_seed}..)\n| first k steps | real return | dream, policy acts | corr | "
+          "dream, real actions | corr | PSNR (real actions) |\n|---|---|---|---|---|---|---|")
+    corr = lambda x, y: np.corrcoef(x, y)[0, 1] if x.std() * y.std() > 0 else float('nan')
+    for k in [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= H]:
+        g = {n: res[n][:, :k].sum(1) for n in ('real', 'dream', 'open')}
+        v = res['valid'][:, k - 1]
+        print(f"| {k} | {g['real'].mean():.3f} | {g['dream'].mean():.3f} | "
+              f"{corr(g['dream'], g['real']):.2f} | {g['open'].mean():.3f} | "
+              f"{corr(g['open'], g['real']):.2f} | {res['psnr'][v, k - 1].mean():.2f} |")
+    per100 = {k: res[k + '_unl'].sum((0, 1)) * 100 / len(res['real']) for k in ('real', 'dream',
+                                                                                'open')}
+    print("unlocks per 100 starts (real / dream, policy acts / dream, real actions): " + ", ".join(
+        f"{ACHIEVEMENTS[j]} {per100['real'][j]:.1f} / {per100['dream'][j]:.1f} / "
+        f"{per100['open'][j]:.1f}" for j in np.argsort(-per100['real'] - per100['dream'])[:10]))
+    u = {n: res[n + '_unl'].sum((1, 2)).mean() for n in ('real', 'dream', 'open')}
+    print(f"reward over {H} steps: real {res['real'].sum(1).mean():.3f} (unlocks {u['real']:.3f})"
+          + "".join(f"; {n} {res[n].sum(1).mean():.3f} (unlocks p > 0.5 {u[n]:.3f}, reward head "
+                    f"{res[n + '_head'].sum(1).mean():.3f})" for n in ('dream', 'open')))
+    return res
+
+
 if __name__ == '__main__':
     configure(globals())
-    probes() if probe else agreement() if agree else latent_clone_row() if latent_clone else main()
+    result = (probes() if probe else agreement() if agree else latent_clone_row() if latent_clone
+              else dream_vs_game() if dream else main())
