@@ -164,8 +164,9 @@ def test_label_study_job(agent_run, tmp_path):
             and rows["f0.5_alone"][3] == "no")
     # as drawn: all or none labeled
     assert [rows[n][2] for n in ("f1.0", "f0.5_lb0.5", "f0.0")] == ["0%", "50%", "0%"]
-    # the test preset: one episode, no gain
-    assert "no error bars" in stdout and "tie in rollout PSNR" in stdout
+    # the test preset: one episode; its runs tie, or nearly (exactly on some CPUs: then it warns)
+    assert "no error bars" in stdout
+    assert "tie in rollout PSNR" not in stdout or rows["f1.0"][4] == rows["f0.0"][4]
     assert all(np.isfinite(float(r[4])) and np.isfinite(float(r[10].strip(" |\n")))
                for r in rows.values())
     video = next(ln for ln in open(tmp_path / "study.md")
