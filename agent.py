@@ -359,6 +359,12 @@ def imagine(dyn, agent, z_ctx, a_ctx, horizon, K=4, task=0, generator=None, m_ct
             "unlocks": torch.cat(unlocks, 1)}
 
 
+def alive_weights(cont):
+    """DreamerV3's weights of imagined states: cont (B, H) p(s_{t+1} not terminal) -> (B, H)
+    p(alive at s_t) = prod_{j < t} c_j."""
+    return torch.cumprod(F.pad(cont[:, :-1], (1, 0), value=1.0), 1)
+
+
 def imagination_losses(agent, prior, roll, alpha=0.5, beta=0.3, train_policy=True):
     """Value loss (two-hot against the lambda-returns) and PMPO on one rollout; only the policy and
     value heads get gradients. prior: the frozen behavioral prior (a copy of the phase-2 policy
@@ -369,8 +375,7 @@ def imagination_losses(agent, prior, roll, alpha=0.5, beta=0.3, train_policy=Tru
     v_logits = agent.value_logits(h)  # (B, H + 1, nbins)
     v = twohot_mean(v_logits, agent.bins).detach()
     R = lambda_returns(roll["rewards"], v, cont)  # (B, H)
-    # (B, H) p(alive at s_t): DreamerV3's weights
-    w = torch.cumprod(F.pad(cont[:, :-1], (1, 0), value=1.0), 1)
+    w = alive_weights(cont)  # (B, H)
     value_loss = (w * twohot_loss(v_logits[:, :-1], R, agent.bins)).mean()
     adv = R - v[:, :-1]  # §A.3 A = R - v, its sign only
     logits = agent.policy_logits(h[:, :-1], offset=0)

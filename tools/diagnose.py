@@ -514,13 +514,13 @@ def latent_clone_row():
 def _dream_batch(models, starts, out):
     """Dream each start (z_ctx, a_ctx, m_ctx, a_fut, z_fut) twice, the policy acting and open loop
     on a_fut; append to out's lists."""
-    from agent import imagine, twohot_mean
+    from agent import alive_weights, imagine, twohot_mean
     tok, dyn, agent, ctx = models
     z_ctx, a_ctx, m_ctx, a_fut, z_fut = (torch.stack(x) for x in zip(*starts))
     with ctx:
         for name, acts in (('dream', None), ('open', a_fut)):
             roll = imagine(dyn, agent, z_ctx, a_ctx, horizon, m_ctx=m_ctx, actions=acts)
-            alive = torch.cumprod(F.pad(roll['cont'][:, :-1].float(), (1, 0), value=1.0), 1)
+            alive = alive_weights(roll['cont'].float())  # (B, H) as RL weighs them
             head = twohot_mean(agent.reward_logits(roll['h'][:, 1:])[..., 0, :], agent.bins)
             out.setdefault(name, []).append((alive * roll['rewards']).float().numpy())
             unl = alive[..., None] * roll['unlocks']  # (B, H, K)
