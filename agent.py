@@ -325,7 +325,7 @@ def reward(agent, h, memory):
 
 @torch.no_grad()
 def imagine(dyn, agent, z_ctx, a_ctx, horizon, K=4, task=0, generator=None, m_ctx=None,
-            actions=None):
+            actions=None, world_window=None):
     """§A.2 rollout from real contexts: z_ctx (B, C, L, Dz) latents, a_ctx (B, C, ncomp) their data
     actions, m_ctx (B, C, K) their episode memory (events only). From the last context frame s_0,
     each step samples a_t from the policy (offset 0) (or takes actions[:, t], (B, H, C) given: an
@@ -334,20 +334,24 @@ def imagine(dyn, agent, z_ctx, a_ctx, horizon, K=4, task=0, generator=None, m_ct
     rewards (B, H) of the transitions t -> t + 1 (the reward head's offset 0 at s_{t+1}, plus each
     event paid once: sum_k p_k(s_{t+1}) (1 - m_k)), cont (B, H) p(s_{t+1} is not terminal), z
     (B, H, L, Dz), unlocks (B, H, K) (events detected, p > 0.5, not yet in the memory). The memory
-    m goes on from the context's with the events the agent detects."""
+    m goes on from the context's with the events the agent detects. Two pasts of one model: the
+    world model dreams from the last world_window frames (the clips it was trained on; None: the
+    transformer's time_window), the agent tokens read the dream through the transformer's
+    time_window (the window they were finetuned on), as they read the real game in play."""
     B, C = z_ctx.shape[:2]
     m = torch.zeros(B, C, agent.num_events, device=z_ctx.device) if m_ctx is None else m_ctx.float()
-    cache = KVCache()
-    hs = [append_frames(dyn, z_ctx, prev_actions(a_ctx), cache,
+    world, past = KVCache(world_window), KVCache()  # the two pasts
+    append_frames(dyn, z_ctx, prev_actions(a_ctx), world)
+    hs = [append_frames(dyn, z_ctx, prev_actions(a_ctx), past,
                         agent=agent.slots(B, C, task, m))[:, -1:]]
     m = torch.maximum(m[:, -1:], (agent.events(hs[0]) > 0.5).float())  # (B, 1, K): memory of s_1
     acts, zs, rewards, unlocks = [], [], [], []
     for t in range(horizon):
         a = (actions[:, t:t + 1] if actions is not None else sample_actions(
             agent.policy_logits(hs[-1][:, 0], offset=0), generator=generator)[:, None])  # (B, 1, C)
-        slots = agent.slots(B, 1, task, m)
-        z = next_frame(dyn, cache, a, K, agent=slots)
-        hs.append(append_frames(dyn, z, a, cache, agent=slots))
+        z = next_frame(dyn, world, a, K)
+        append_frames(dyn, z, a, world)
+        hs.append(append_frames(dyn, z, a, past, agent=agent.slots(B, 1, task, m)))
         rewards.append(reward(agent, hs[-1], m))  # (B, 1)
         seen = (agent.events(hs[-1]) > 0.5).float()  # (B, 1, K)
         unlocks.append(seen * (1 - m))

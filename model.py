@@ -160,13 +160,14 @@ class Transformer(nn.Module):
         frames twice (training only, no cache): first as context, then as targets that each read the
         context before them (twin_time_mask)."""
         n = x.shape[1] // 2 if twin else x.shape[1]
+        window = self.time_window if cache is None or cache.window is None else cache.window
         if cache is not None:
-            cache.begin(n, self.time_window - 1 if self.time_window else self.max_frames,
-                        self.max_frames, self.time_window, x.device)
-        elif not self.time_window and n > self.max_frames:
+            cache.begin(n, window - 1 if window else self.max_frames, self.max_frames, window,
+                        x.device)
+        elif not window and n > self.max_frames:
             raise ValueError(f"context of {n} frames is longer than the {self.max_frames} frames "
                              f"this model was built for")
-        time = self.time_layout(x.shape[1], twin, cache, x.device)
+        time = self.time_layout(x.shape[1], twin, cache, window, x.device)
         masks = (space_mask if isinstance(space_mask, (list, tuple))
                  else [space_mask] * len(self.blocks))
         for i, (block, mask) in enumerate(zip(self.blocks, masks)):
@@ -178,24 +179,24 @@ class Transformer(nn.Module):
             cache.advance(time[0])
         return self.norm(x)
 
-    def time_layout(self, T, twin, cache, device):
+    def time_layout(self, T, twin, cache, window, device):
         """The time layers' (pos (T,), mask, is_causal) for T new frames: RoPE positions
-        (absolute frame indices) and the mask (T, n_keys) over [the cache's slots, the new frames];
-        None with is_causal where plain causal will do."""
+        (absolute frame indices) and the mask (T, n_keys) over [the cache's slots, the new frames],
+        reading the last `window` frames (0: all); None with is_causal where causal will do."""
         new = torch.arange(T, device=device)
         if twin:  # context frames, then the same frames as targets: positions 0..T/2-1 twice
             return new % (T // 2), twin_time_mask(T // 2, device), False
         pos = new if cache is None else cache.next + new  # (T,)
         if cache is None or not cache.kv:  # nothing cached yet
-            if not self.time_window or self.time_window >= T:
+            if not window or window >= T:
                 return pos, None, T > 1
             keys = pos
         else:
             # empty slots hold EMPTY: in the future of every query, never read
             keys = torch.cat((cache.pos, pos))
         mask = keys[None] <= pos[:, None]  # (T, n_keys)
-        if self.time_window:
-            mask &= pos[:, None] - keys[None] < self.time_window
+        if window:
+            mask &= pos[:, None] - keys[None] < window
         return pos, mask, False
 
 
@@ -217,12 +218,15 @@ class KVCache:
     (EMPTY where none). Every pass over a frame then has the same shapes, whatever its index, so a
     compiled step compiles once. `next` is the index of the next frame (a tensor, so that compiled
     code does not specialize on it), `length` the same as an int. `frozen` caches are read but not
-    extended (the K sampling steps of one frame, §D.2)."""
+    extended (the K sampling steps of one frame, §D.2). window: the time window of the passes
+    through this cache (None: the transformer's time_window), so one model can read two pasts of
+    different lengths (imagination: the world model's and the agent's)."""
     EMPTY = 2 ** 40
 
-    def __init__(self):
+    def __init__(self, window=None):
         self.kv, self.size, self.pos, self.next, self.length, self.frozen = (
             {}, 0, None, None, 0, False)
+        self.window = window
 
     @torch.compiler.disable
     def begin(self, n, size, max_frames, window, device):
@@ -265,7 +269,7 @@ class KVCache:
 
     def fork(self):
         """A read-only view of this cache: passes through it see the past but append nothing."""
-        view = KVCache()
+        view = KVCache(self.window)
         view.kv, view.size, view.pos, view.next, view.length = (self.kv, self.size, self.pos,
                                                                  self.next, self.length)
         view.frozen = True

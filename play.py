@@ -102,11 +102,13 @@ def keys_to_action(tapped, held, keys, spec):
 class Dream:
     """The world model as a game. reset(frames, actions) starts from real frames, step(action)
     dreams the next one (K denoising steps from the KV-cached past, then the frame joins the past),
-    and decodes it to self.frame."""
+    and decodes it to self.frame. As in imagination (agent.imagine), the world model reads the last
+    world_window frames (None: the transformer's time_window), an agent its own window."""
 
-    def __init__(self, tok, dyn, agent, K, ctx, device, seed=0):
+    def __init__(self, tok, dyn, agent, K, ctx, device, seed=0, world_window=None):
         self.tok, self.dyn, self.agent, self.K, self.ctx, self.device = (
             tok, dyn, agent, K, ctx, device)
+        self.world_window = world_window
         self.gen = torch.Generator(device).manual_seed(seed)
         self.actions, self.resets = [], 0  # every action played, and the number of contexts started
 
@@ -114,7 +116,8 @@ class Dream:
     def reset(self, frames, actions):
         """frames uint8 (C, H, W, 3), actions (C, ncomp) as in the data (action t led from frame t;
         -1 unknown): the last frame is shown, and the next one follows the first action played."""
-        self.cache, self.dec_cache, self.resets = KVCache(), KVCache(), self.resets + 1
+        self.cache, self.past, self.dec_cache = KVCache(self.world_window), KVCache(), KVCache()
+        self.resets += 1
         self.memory = (None if self.agent is None
                        else torch.zeros(1, 1, self.agent.num_events, device=self.device))
         a = torch.as_tensor(np.asarray(actions, np.int64),
@@ -131,25 +134,22 @@ class Dream:
                             device=self.device).view(1, 1, -1)  # (1, 1, ncomp)
         noise = torch.randn(1, 1, *self.dyn.latent_shape, generator=self.gen, device=self.device)
         with self.ctx:
-            z = next_frame(self.dyn, self.cache, a, self.K, noise, self._slots(1))
+            z = next_frame(self.dyn, self.cache, a, self.K, noise)
             self._show(z, a)
         self.actions.append(np.asarray(action).tolist())
         return self.frame
-
-    def _slots(self, T):
-        return (None if self.agent is None
-                else self.agent.slots(1, T, 0, self.memory.expand(1, T, -1)))
 
     def _show(self, z, a_in):
         """Frames z (1, T, L, Dz) join the past after actions a_in (1, T, ncomp); the last is
         decoded and, with an agent, its predicted reward (of the transition into it), value and
         policy logits are kept, and its episode memory takes the events it sees."""
         eps = torch.randn(z.shape, generator=self.gen, device=self.device)
-        h = append_frames(self.dyn, z, a_in, self.cache, eps, self._slots(z.shape[1]))
+        append_frames(self.dyn, z, a_in, self.cache, eps)
         x = self.tok.decode(z, cache=self.dec_cache)[0, -1].float().clamp(0, 1)
         self.frame = (x * 255).round().to(torch.uint8).cpu().numpy()
         if self.agent is not None:
-            h = h[:, -1:]  # (1, 1, n, D)
+            slots = self.agent.slots(1, z.shape[1], 0, self.memory.expand(1, z.shape[1], -1))
+            h = append_frames(self.dyn, z, a_in, self.past, eps, slots)[:, -1:]  # (1, 1, n, D)
             self.reward = reward(self.agent, h, self.memory).item()
             self.memory = torch.maximum(self.memory, (self.agent.events(h) > 0.5).float())
             h = h[:, 0]
@@ -294,7 +294,8 @@ if __name__ == "__main__":
         print("compiling the per-frame step (torch.compile: ~30 s on a CPU)", flush=True)
         dyn = torch.compile(dyn, dynamic=False)
     ctx = common.autocast_ctx(device, common.resolve_dtype(device, dtype))
-    dream = Dream(tok, dyn, agent, sampling_steps, ctx, device, seed)
+    dream = Dream(tok, dyn, agent, sampling_steps, ctx, device, seed,
+                  ck.get("dynamics_config", {}).get("seq_len"))  # an agent's world window
     new_context = contexts(start, store, tok.image_size, context_frames, seed)
     dream.reset(*new_context())
     names = action_names(spec)

@@ -34,11 +34,11 @@ import common
 from agent import (Agent, agent_pass, bc_loss, bc_targets, build, cont_loss, data_targets,
                    event_loss, imagination_losses, imagine, into, load_agent, reward, reward_loss,
                    value_loss_data)
-from dynamics import (Dynamics, ShortcutLoss, append_frames, check_action_spec, next_frame,
-                      prev_actions)
+from dynamics import (Dynamics, ShortcutLoss, append_frames, check_action_spec, generate,
+                      next_frame, prev_actions)
 from model import KVCache, matmul_peak_flops
 from store import FrameStore
-from tokenizer import cached_latents, load_tokenizer, tokenizer_path
+from tokenizer import cached_latents, load_tokenizer, psnr, to_float, tokenizer_path
 
 # ------------------------------------------------------------------------------------------- config
 phase = "finetune"  # 'finetune' (phase 2) | 'imagine' (phase 3)
@@ -201,7 +201,7 @@ models, criterion = models.to(device), criterion.to(device)
 common.broadcast_from_rank0(models, ddp)  # the new agent parts were drawn from per-rank seeds
 dyn, agent = models["dynamics"], models["agent"]
 if phase == "imagine":
-    dyn.transformer.time_window = window  # imagination reads the agent's finetuning window, sliding
+    dyn.transformer.time_window = window  # the agent reads the dream through its finetuning window
 if phase == "finetune":
     optimizer = common.make_optimizer(models, lr, weight_decay, (beta1, beta2), device, muon,
                                       dtype=dtype)
@@ -297,6 +297,22 @@ def dreamed_events(b, g, ctx_len=8):
 
 
 @torch.no_grad()
+def rollout_psnr(g):
+    """The world model's held-out rollouts as its dynamics run measured them (§E): context_frames
+    of latents, eval_frames generated from the data's actions, decoded -> (PSNR, the copy floor's
+    PSNR) in dB. Finetuning must not make it forget what it learned."""
+    C, F = dyn_config["context_frames"], dyn_config["eval_frames"]
+    w = store.fixed_windows(min(64, dyn_config["eval_windows"]), C + F, "val", seed)
+    z = torch.from_numpy(latents[w["start"][:, None] + np.arange(C + F)].astype(np.float32))
+    z, a = z.to(device), torch.from_numpy(w["actions"]).to(device)
+    x = to_float(torch.from_numpy(w["frames"][:, C:]).to(device))  # (N, F, H, W, 3)
+    with ctx:
+        y = tok.decode(torch.cat((z[:, C - 1:C], generate(dyn, z[:, :C], a, F, sampling_steps, g)),
+                                 1)).float()  # (N, 1 + F, H, W, 3): the last context frame first
+    return psnr(y[:, 1:], x).mean().item(), psnr(y[:, :1].expand_as(x), x).mean().item()
+
+
+@torch.no_grad()
 def evaluate_finetune():
     """Held-out BC accuracy (offset 0) on the demonstrator's own choices (slips left out) beside
     copying the previous action (§P); the reward head's precision and recall of unlock events
@@ -332,8 +348,10 @@ def evaluate_finetune():
         counts["event"] += precision_recall((agent.events(h[:, 1:]) > 0.5) & (ev >= 0), ev == 1)
         counts["death"] += precision_recall((agent.continues(h) < 0.5) & (b["terminal"] >= 0),
                                             b["terminal"] == 1)
+    rollout, floor = rollout_psnr(g)
     models.train()
     out = {"val_bc_acc": hit / max(1, n), "val_copy_acc": copy_hit / max(1, n),
+           "val_rollout_psnr": rollout, "val_floor_psnr": floor,
            "val_bc_loss": float(np.mean(bc_losses)) if bc_losses else None}
     for name, c in counts.items():
         out.update(pr_metrics(name, c))
@@ -351,13 +369,17 @@ def save(it):
 
 
 def finetune_step():
-    # windows ending at a death, then any
+    # the world model goes on learning on the clips it was trained on (on the agent's short windows
+    # alone it forgets all but the last frame: docs/experiments.md)
+    clips = batch(store.sample(dyn_config["batch_size"], dyn_config["seq_len"], "train", rng,
+                               (rank, world)))
+    # the agent's windows: ending at a death, then any
     n = 0 if died is None else rng.binomial(batch_size, death_frac)
     parts = [(n, died, 1), (batch_size - n, None, 0)]
     b = batch(store.sample_parts(parts, seq_len, "train", rng, (rank, world)), memory_noise)
     z1, actions, k = b["z"], b["actions"], b["keep"]
     with ctx:
-        dyn_loss, _ = criterion(dyn_step, z1 / dyn.latent_std, actions,
+        dyn_loss, _ = criterion(dyn_step, clips["z"] / dyn.latent_std, clips["actions"],
                                 dyn_config["bootstrap_frac"])
         h = agent_pass(dyn_step, agent, z1, actions, memory=b["memory"])
         bc, acc = bc_loss(agent, h, bc_targets(actions, b["slip"], k, b["labels"]))
@@ -375,7 +397,7 @@ def imagine_step():
                            context_first))
     with ctx:
         roll = imagine(dyn_step, agent, b["z"], b["actions"], horizon, sampling_steps,
-                       m_ctx=b["memory"])
+                       m_ctx=b["memory"], world_window=dyn_config["seq_len"])
     return imagination_losses(agent, models["prior"], roll, alpha, beta,
                               train_policy=it >= value_warmup)
 
@@ -403,7 +425,8 @@ while True:
         m = evaluate_finetune() if phase == "finetune" else {}
         if m:
             print(f"iter {it}: val_bc_acc {m['val_bc_acc']:.3f} (copy {m['val_copy_acc']:.3f}); "
-                  "precision / recall: "
+                  f"world model's rollout {m['val_rollout_psnr']:.2f} dB (copy "
+                  f"{m['val_floor_psnr']:.2f}); precision / recall: "
                   + ", ".join(f"{k} {m[k + '_precision']:.2f} / {m[k + '_recall']:.2f} "
                               f"({m[k + '_events']})"
                               for k in ("reward", "event", "dream", "death")))

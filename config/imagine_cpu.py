@@ -5,10 +5,10 @@
 phase = "imagine"
 init_ckpt = "out/cpu/agent_bc/ckpt.pt"  # from config/finetune_cpu.py
 out_dir = "out/cpu/agent_rl"
-imagine_batch = 32  # a rollout is 32 x (4 denoising + 1 append) small forward passes: on a CPU the
-#   cost is per pass
+imagine_batch = 32  # a rollout is 32 x (4 denoising + 2 appends: world, agent) small passes: on a
+#   CPU the cost is per pass
 context_frames = 8
-horizon = 32  # the dynamics model reads a sliding window (the finetuning one): any horizon fits
+horizon = 32  # the world model and the agent each read a sliding window: any horizon fits
 lr = 3e-4  # at 1e-3 without a value warm-up the policy's entropy collapsed in 30 steps
 #   (docs/experiments.md)
 warmup_iters = 20

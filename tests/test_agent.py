@@ -250,6 +250,27 @@ def test_imagination_rollout():
     assert ag.policy[-1].weight.grad is None and ag.value[-1].weight.grad.abs().sum() > 0
 
 
+def test_imagination_two_pasts():
+    """The world model dreams from its own window (world_window), the agent tokens read the dream
+    through the transformer's (their finetuning window): the dreamed frames of given actions do
+    not depend on the agent's window, and do depend on the world's."""
+    m, ag = tiny(), tiny_agent()
+    z, _, _, a = inputs(B=2, T=6)
+    given = torch.stack([torch.randint(0, 3, (2, 4)), torch.randint(0, 2, (2, 4))], -1)
+
+    def dream(agent_window, world_window):
+        m.transformer.time_window = agent_window
+        torch.manual_seed(0)
+        return imagine(m, ag, z, a.clamp(min=0), horizon=4, K=2, actions=given,
+                       world_window=world_window)
+
+    base = dream(2, 8)
+    other_agent, other_world = dream(3, 8), dream(2, 2)
+    assert torch.equal(base["z"], other_agent["z"])  # the agent's window leaves the dream alone
+    assert not torch.allclose(base["h"], other_agent["h"])  # and is what its tokens read
+    assert (base["z"] - other_world["z"]).abs().max() > 1e-3  # the world's window is the dream's
+
+
 # ---------------------------------------------------------------------------- events, death, memory
 
 def test_data_targets_by_hand():

@@ -123,7 +123,7 @@ def test_main_job(agent_run, tmp_path):
     # results.md: every figure there and finite, hardware and commit named, a wall time per stage
     text = open(tmp / "results.md").read()
     figures = ["tokenizer val PSNR", "tokenizer val SSIM", "rollout PSNR", "floor", "ceiling",
-               "shuffle ratio", "BC accuracy", "imagined reward's unlocks",
+               "shuffle ratio", "after the agent's finetuning", "BC accuracy", "imagined reward's unlocks",
                "event head, real frames", "imagined return", "| random |", "| demo eps=0 |",
                "| data mix |", "| BC |", "| RL |", "| total |"]
     figures += [f"| {s} |" for s in ("data", "tokenizer", "dynamics", "video", "finetune",
@@ -208,6 +208,26 @@ def test_eval_reuses_bc_rows(agent_run, tmp_path, capsys):
     assert "the file changed since" in fails(*args, f"--bc_ckpt={bc2}", f"--bc_eval={stale}",
                                              f"--out={tmp_path / 'x.json'}")
     assert not os.path.exists(tmp_path / "x.json")
+
+
+def test_finetuning_keeps_the_world_models_clips(agent_run, tmp_path, monkeypatch):
+    """Phase 2's dynamics loss trains on the dynamics run's clips (its batch_size x seq_len), not on
+    the agent's short windows: on those alone the world model forgets all but the last frame."""
+    from dynamics import ShortcutLoss
+    out, _, ft, _, _ = agent_run
+    shapes, forward = [], ShortcutLoss.forward
+
+    def spy(self, model, z1, *args, **kwargs):
+        shapes.append(tuple(z1.shape[:2]))
+        return forward(self, model, z1, *args, **kwargs)
+    monkeypatch.setattr(ShortcutLoss, "forward", spy)
+    run_script(*ft, f"--out_dir={tmp_path}", "--max_iters=2", "--eval_interval=100",
+               "--batch_size=3", "--seq_len=2")  # the agent's windows
+    dyn = torch.load(out / "dynamics/ckpt.pt", weights_only=False)["config"]
+    assert shapes == [(dyn["batch_size"], dyn["seq_len"])] * 2 and dyn["seq_len"] > 2
+    # the world model's held-out rollouts, measured after finetuning as its own run measured them
+    m = [m for m in metrics(tmp_path) if "val_rollout_psnr" in m][-1]
+    assert 5 < m["val_rollout_psnr"] < 60 and 5 < m["val_floor_psnr"] < 60
 
 
 @pytest.mark.parametrize("phase", ["finetune", "imagine"])

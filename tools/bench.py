@@ -264,6 +264,8 @@ def bench_agent():
     opt = common.make_optimizer(models, 1e-3, 0.05, (0.9, 0.95), device, muon=True, dtype=dtype)
     z1 = torch.rand(B, T, DYN["num_latents"], DYN["latent_dim"], device=device) * 2 - 1
     actions = torch.randint(0, 17, (B, T, 1), device=device)
+    clips = torch.rand(*DYN_BATCH, DYN["num_latents"], DYN["latent_dim"], device=device) * 2 - 1
+    clip_actions = torch.randint(0, 17, (*DYN_BATCH, 1), device=device)  # the world model's loss
     rewards = (torch.rand(B, T, device=device) < 0.05).float()
     keep = torch.ones(B, dtype=torch.bool, device=device)
     events = (torch.rand(B, T, 22, device=device) < 0.01).to(torch.int8)
@@ -274,7 +276,7 @@ def bench_agent():
 
     def finetune_step():
         with ctx:
-            loss = criterion(fwd, z1, actions, 0.25)[0]
+            loss = criterion(fwd, clips, clip_actions, 0.25)[0]
             h = agent_pass(fwd, ag, z1, actions, memory=memory)
             loss = loss + bc_loss(ag, h, actions)[0] + reward_loss(ag, h, rewards) + \
                 event_loss(ag, h, events) + cont_loss(ag, h, terminal) + \
@@ -292,7 +294,7 @@ def bench_agent():
 
     def imagine_step():
         with ctx:
-            roll = imagine(dyn, ag, zc, ac, horizon, 4)
+            roll = imagine(dyn, ag, zc, ac, horizon, 4, world_window=DYN_BATCH[1])
         imagination_losses(ag, prior, roll)[0].backward()
         heads.step()
         heads.zero_grad(set_to_none=True)

@@ -512,14 +512,14 @@ def latent_clone_row():
 
 # ---- D6: where the dream and the game part ---------------------------------------------------
 def _dream_batch(models, starts, out):
-    """Dream each start (z_ctx, a_ctx, m_ctx, a_fut, z_fut) twice, the policy acting and open loop
-    on a_fut; append to out's lists."""
+    """Dream each start (z_ctx, a_ctx, m_ctx, a_fut, z_fut, world window) twice into out."""
     from agent import alive_weights, imagine, twohot_mean
-    tok, dyn, agent, ctx = models
+    tok, dyn, agent, ctx, window = models
     z_ctx, a_ctx, m_ctx, a_fut, z_fut = (torch.stack(x) for x in zip(*starts))
-    with ctx:
+    with ctx:  # the policy acting, then open loop on a_fut
         for name, acts in (('dream', None), ('open', a_fut)):
-            roll = imagine(dyn, agent, z_ctx, a_ctx, horizon, m_ctx=m_ctx, actions=acts)
+            roll = imagine(dyn, agent, z_ctx, a_ctx, horizon, m_ctx=m_ctx, actions=acts,
+                           world_window=window)
             alive = alive_weights(roll['cont'].float())  # (B, H) as RL weighs them
             head = twohot_mean(agent.reward_logits(roll['h'][:, 1:])[..., 0, :], agent.bins)
             out.setdefault(name, []).append((alive * roll['rewards']).float().numpy())
@@ -539,14 +539,14 @@ def dream_vs_game():
     return over the first k steps beside each dream's (weighted by its continuation, as in RL): the
     means and their correlation over the starts; the open-loop frames' PSNR at step k against the
     real ones; the unlocks per achievement. Returns the arrays (starts as (seed, frame))."""
-    from agent import data_targets, load_policy
+    from agent import data_targets, load_agent, load_policy
     from common import autocast_ctx, resolve_dtype
     torch.set_num_threads(threads), torch.manual_seed(0)
     pol = load_policy(dream)
-    models = (pol.tok, pol.dyn, pol.agent, autocast_ctx('cpu', resolve_dtype('cpu', 'auto')))
-    C, H = 8, horizon
+    models = (pol.tok, pol.dyn, pol.agent, autocast_ctx('cpu', resolve_dtype('cpu', 'auto')),
+              load_agent(dream)["dynamics_config"]["seq_len"])  # the world model's window (RL's)
+    C, H, pending = 8, horizon, []
     out = {k: [] for k in ('real', 'real_unl', 'valid', 'starts')}  # (and _dream_batch's)
-    pending = []
     for seed in range(eval_seed, eval_seed + eval_episodes):
         e = run_episode(seed, 'agent', 0.0, max_steps, size=pol.image_size, agent=pol)
         T = len(e['actions']) - 1  # transitions; frame t + 1 follows action t

@@ -218,6 +218,9 @@ def main():
                if "rollout_ssim" in dyn else []),
              f"| shuffle ratio (true actions vs shuffled: above 1 means actions are used) | "
              f"{dyn['shuffle_ratio']:.3f} |",
+             *([f"| rollout PSNR after the agent's finetuning (floor) | "
+                f"{bc['val_rollout_psnr']:.2f} dB ({bc['val_floor_psnr']:.2f}) |"]
+               if "val_rollout_psnr" in bc else []),
              f"| BC accuracy on held-out episodes (copy-the-last-action baseline) | {bc_acc:.3f} "
              f"({bc['val_copy_acc']:.3f}) |",
              *[f"| {what}: precision / recall ({bc[k + '_events']} held-out events) | "
