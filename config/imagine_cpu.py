@@ -1,4 +1,4 @@
-# time: imagine    ~7 min (180 steps of 32 rollouts of 32, ~2.2 s)
+# time: imagine    ~8 min (180 steps of 32 rollouts of 32, ~2.6 s: one pass per frame more)
 # Phase 3 of the agent (§A.2, §A.3) on 2 CPU cores, after config/finetune_cpu.py:
 #   python train_agent.py config/imagine_cpu.py
 # RL in imagination: transformer frozen, policy and value heads trained by PMPO and lambda-returns.
