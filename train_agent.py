@@ -303,8 +303,7 @@ def rollout_psnr(g):
     PSNR) in dB. Finetuning must not make it forget what it learned."""
     C, F = dyn_config["context_frames"], dyn_config["eval_frames"]
     w = store.fixed_windows(min(64, dyn_config["eval_windows"]), C + F, "val", seed)
-    z = torch.from_numpy(latents[w["start"][:, None] + np.arange(C + F)].astype(np.float32))
-    z, a = z.to(device), torch.from_numpy(w["actions"]).to(device)
+    z, a = (batch(w)[k] for k in ("z", "actions"))
     x = to_float(torch.from_numpy(w["frames"][:, C:]).to(device))  # (N, F, H, W, 3)
     with ctx:
         y = tok.decode(torch.cat((z[:, C - 1:C], generate(dyn, z[:, :C], a, F, sampling_steps, g)),

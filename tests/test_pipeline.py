@@ -123,8 +123,8 @@ def test_main_job(agent_run, tmp_path):
     # results.md: every figure there and finite, hardware and commit named, a wall time per stage
     text = open(tmp / "results.md").read()
     figures = ["tokenizer val PSNR", "tokenizer val SSIM", "rollout PSNR", "floor", "ceiling",
-               "shuffle ratio", "after the agent's finetuning", "BC accuracy", "imagined reward's unlocks",
-               "event head, real frames", "imagined return", "| random |", "| demo eps=0 |",
+               "shuffle ratio", "after the agent's finetuning", "BC accuracy",
+               "imagined reward's unlocks", "event head, real frames", "imagined return", "| random |", "| demo eps=0 |",
                "| data mix |", "| BC |", "| RL |", "| total |"]
     figures += [f"| {s} |" for s in ("data", "tokenizer", "dynamics", "video", "finetune",
                                       "imagine", "eval")]
