@@ -433,11 +433,13 @@ class Policy:
     dynamics model's KV caches (a sliding time window, so any episode length costs the same per
     frame); the agent tokens' output goes to the policy head (offset 0), sampled at `temperature`
     (0: argmax). The episode memory goes on from the agent's own event head. Batched: act() takes
-    one frame (H, W, 3) or N frames (N, H, W, 3)."""
+    one frame (H, W, 3) or N frames (N, H, W, 3). world_window: the frames its world model dreams
+    from (imagine), for tools that dream from the policy's states."""
 
-    def __init__(self, tok, dyn, agent, temperature=1.0, task=0, device="cpu", dtype="float32"):
+    def __init__(self, tok, dyn, agent, temperature=1.0, task=0, device="cpu", dtype="float32",
+                 world_window=None):
         self.tok, self.dyn, self.agent, self.task, self.device = tok, dyn, agent, task, device
-        self.temperature = temperature
+        self.temperature, self.world_window = temperature, world_window
         self.ctx = autocast_ctx(device, dtype)
         self.image_size = tok.image_size  # the frames it takes: (image_size, image_size, 3)
         self.reset()
@@ -497,4 +499,5 @@ def load_policy(path, device="cpu", temperature=1.0, time_window=0, dtype="auto"
     models["dynamics"].transformer.time_window = time_window or ckpt["window"]
     tok, _ = load_tokenizer(tokenizer_path(ckpt, path, tokenizer_ckpt), device)
     return Policy(tok, models["dynamics"], models["agent"], temperature, device=device,
-                  dtype=resolve_dtype(device, dtype))
+                  dtype=resolve_dtype(device, dtype),
+                  world_window=ckpt["dynamics_config"]["seq_len"])

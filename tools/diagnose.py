@@ -539,12 +539,12 @@ def dream_vs_game():
     return over the first k steps beside each dream's (weighted by its continuation, as in RL): the
     means and their correlation over the starts; the open-loop frames' PSNR at step k against the
     real ones; the unlocks per achievement. Returns the arrays (starts as (seed, frame))."""
-    from agent import data_targets, load_agent, load_policy
+    from agent import data_targets, load_policy
     from common import autocast_ctx, resolve_dtype
     torch.set_num_threads(threads), torch.manual_seed(0)
     pol = load_policy(dream)
     models = (pol.tok, pol.dyn, pol.agent, autocast_ctx('cpu', resolve_dtype('cpu', 'auto')),
-              load_agent(dream)["dynamics_config"]["seq_len"])  # the world model's window (RL's)
+              pol.world_window)  # the world model's window, as in RL
     C, H, pending = 8, horizon, []
     out = {k: [] for k in ('real', 'real_unl', 'valid', 'starts')}  # (and _dream_batch's)
     for seed in range(eval_seed, eval_seed + eval_episodes):
