@@ -37,12 +37,13 @@ else
   echo "nanodreamer label study: preset $PRESET, data $DATA, runs in $OUT/labels:" \
     "f1.0 $LABEL_RUNS -> $LABEL_STUDY.md"
 fi
-times=$(for s in $stages; do grep -h "^# time:" "$CONFIG/${s}_$PRESET.py"; done)
-echo "$times" | sed "s/^# time:/  /"
-[ "$runs" = 0 ] || echo "   and $runs more dynamics runs"
-# each line: "# time: STAGE ~N min|s"
-echo "$times" | awk -v runs="$runs" '{n = substr($4, 2) * ($3 == "dynamics" ? 1 + runs : 1)
-  t += ($5 ~ /^s/) ? n / 60 : n} END {printf "   total      ~%.0f min (%.1f h)\n", t, t / 60}'
+# the plan: each stage's expected minutes, the '_minutes = N' its config file begins with (the
+# scripts ignore names that start with '_')
+for s in $stages; do
+  echo "$s $(sed -n 's/^_minutes = \([0-9.]*\).*/\1/p' "$CONFIG/${s}_$PRESET.py")"
+done | awk -v runs="$runs" '{n = $2 * ($1 == "dynamics" ? 1 + runs : 1); t += n
+  printf "  %-10s ~%s min%s\n", $1, $2, ($1 == "dynamics" && runs ? " (and " runs " more runs)" : "")}
+  END {printf "  total      ~%.0f min (%.1f h)\n", t, t / 60}'
 
 # resume a stage that has a checkpoint
 init() { [ -f "$1/ckpt.pt" ] && echo resume || echo new; }

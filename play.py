@@ -47,11 +47,10 @@ keymap = ""  # 'key:action,...' with pygame key names and the action spec's valu
 max_steps = 0  # quit after this many frames (0: at Esc)
 seed = 0
 device = "auto"
-dtype = "float32"  # at batch 1 fp32 beat bf16 autocast on an AMX Xeon (20 vs 15 frames/s), but on
-                   # an AVX-512 BF16 CPU without AMX 'bfloat16' is faster (28 vs 22; docs, Speed);
-                   # 'auto': bf16 where there is
+dtype = "float32"  # at batch 1 fp32 is the faster on an AMX Xeon, 'bfloat16' on AVX-512 BF16 CPUs
+                   # without AMX (docs, Speed); 'auto': bf16 where there is
 compile = True  # the dynamics model's per-frame passes compiled (fixed shapes: ~30 s at start, then
-                # ~1.5x the frames/s on a CPU; docs, Speed)
+                # more frames/s on a CPU; docs, Speed)
 threads = 0
 # --------------------------------------------------------------------------------------------------
 CRAFTER_KEYMAP = ("a:move_left,d:move_right,w:move_up,s:move_down,space:do,tab:sleep,r:place_stone,"

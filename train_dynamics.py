@@ -35,8 +35,8 @@ init_from = "new"  # 'new' (a run from scratch) | 'resume' (from out_dir/ckpt.pt
 eval_only = False  # with init_from='resume': evaluate the checkpoint (e.g. on more eval_windows)
                    # and stop
 eval_interval = 500
-eval_windows = 256  # held-out windows of context_frames + eval_frames: the gap to the floor varies
-                    # ~0.5 dB between sets of 32 (docs/experiments.md)
+eval_windows = 256  # held-out windows of context_frames + eval_frames: fewer give a noisy gap to
+                    # the floor (docs/experiments.md)
 context_frames = 8  # C real frames given to the model
 eval_frames = 8  # F frames it generates
 sampling_steps = 4  # sampling steps per frame
@@ -54,8 +54,7 @@ single_frame_frac = 0.0  # share of steps made of single frames (T=1), to sharpe
 action_label_frac = 1.0  # share of training episodes whose actions are kept; the others train as
                          # unlabeled video
 labeled_batch_frac = 0.5  # share of each batch's windows drawn from the labeled episodes where only
-                          # some are labeled (0: uniform over all; 10% of labels reach 59% of the
-                          # full-label gain at 0.5, 36% at 0: docs)
+                          # some are labeled (0: uniform over all; 0.5 gains far more: docs)
 unlabeled_video = True  # the unlabeled episodes train too, as video; False: the labeled ones alone
                         # (§E's ablation)
 latent_norm = True  # divide latents by their std (measured at the start) so that they match the

@@ -1,12 +1,10 @@
-# time: dynamics   ~27 min (latent cache ~3 min, then 8000 compiled steps of 0.12-0.15 s on a 2-core AMX Xeon)
+_minutes = 27  # pipeline.sh's plan: latent cache ~3 min, 8000 steps of ~0.14 s (AMX Xeon)
 # The dynamics model (§D) on 2 CPU cores, after config/tokenizer_cpu.py:
 #   python train_dynamics.py config/dynamics_cpu.py
-# In one run of 8000 steps: +2.1 to +2.3 dB over the floor, shuffle ratio 2.1 (four runs;
-# docs/experiments.md).
 data_dir = "data/crafter"
 tokenizer_ckpt = "out/cpu/tokenizer/ckpt.pt"  # from config/tokenizer_cpu.py
 out_dir = "out/cpu/dynamics"
-eval_interval = 4000  # an eval of 256 windows takes ~2 minutes here
+eval_interval = 4000  # an eval of 256 windows takes minutes on a CPU
 context_frames = 8
 eval_frames = 8
 log_interval = 100
@@ -18,7 +16,7 @@ long_every = 4
 dim = 256
 depth = 4
 time_every = 2  # two of the four layers attend over time (with 4, only the last one does)
-muon = True  # with time_every = 2: 21.0 vs 19.5 dB after 5 minutes (docs)
+muon = True  # learns faster than AdamW in the same minutes (docs)
 lr = 2e-3
 warmup_iters = 50
 max_iters = 8000
@@ -29,5 +27,5 @@ zero_frac = 0.75  # most targets at tau = 0, predicted from the past alone (docs
 single_frame_frac = 0.0
 ramp = False  # w = 1, not §D's 0.9 tau + 0.1 (docs)
 bootstrap_frac = 0.25
-compile = True  # ~1.4x faster steps on CPU after ~2 minutes of compiling
+compile = True  # faster steps after ~2 minutes of compiling
 threads = 2

@@ -1,4 +1,4 @@
-# time: dynamics   ~70 min (cache ~2 min, 24000 steps of ~0.16 s at 40% MFU; estimated)
+_minutes = 70  # pipeline.sh's plan: 24000 steps of ~0.16 s at 40% MFU (estimated)
 # The dynamics model (§D) for one RTX 3060 (docs/gpu.md; ESTIMATED): config/dynamics_cpu.py's
 # recipe at 14.2M parameters (width 384, depth 8) instead of 3.2M, clips of 32 frames (every 4th
 # step 64), 512 frames a step instead of 64, 24000 steps instead of 8000: ~1.6 TFLOP a step, ~80x

@@ -1,4 +1,4 @@
-# time: dynamics   ~65 min (latent cache ~2 min, then 15000 steps of ~0.24 s at 40% MFU; estimated)
+_minutes = 65  # pipeline.sh's plan: 15000 steps of ~0.24 s at 40% MFU (estimated)
 # config/dynamics_gpu.py on the 128x128 tokenizer (docs/gpu.md; ESTIMATED): 4 latents of 16 a
 # spatial token, so 16 tokens a frame (22 with registers, tau and action; 14 at 64x64): 1.5x the
 # step, 15000 steps instead of 24000.

@@ -1,4 +1,4 @@
-# time: dynamics   ~4 min (latent cache ~1 min, 600 steps of a half-width model)
+_minutes = 4  # pipeline.sh's plan: latent cache ~1 min, 600 steps of a half-width model
 # The recipe of config/dynamics_cpu.py at half the width and a tenth of the steps.
 data_dir = "data/crafter_tiny"
 tokenizer_ckpt = "out/tiny/tokenizer/ckpt.pt"

@@ -1,4 +1,4 @@
-# time: eval       ~10 min (400 seeds each: Crafter on the CPU sets the pace; estimated)
+_minutes = 10  # pipeline.sh's plan: Crafter on the CPU sets the pace (estimated)
 # Real Crafter (§E) after config/imagine_gpu.py, as config/eval_cpu.py (the same seeds: the rows
 # compare).
 episodes = 400

@@ -1,4 +1,4 @@
-# time: eval       ~2 min (every policy on 10 seeds of at most 300 steps, no argmax rows)
+_minutes = 2  # pipeline.sh's plan: every policy on 10 seeds of at most 300 steps
 episodes = 10
 max_steps = 300
 argmax = False

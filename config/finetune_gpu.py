@@ -1,4 +1,4 @@
-# time: finetune   ~20 min (5000 steps of ~0.22 s at 40% MFU, ~2 min compiling; estimated)
+_minutes = 20  # pipeline.sh's plan: 5000 steps of ~0.22 s at 40% MFU (estimated)
 # Phase 2 of the agent (§A.1) for one RTX 3060 (docs/gpu.md; ESTIMATED), after
 # config/dynamics_gpu.py: config/finetune_cpu.py with 8x the frames a step and 5000 steps; peak ~3.5
 # GB.

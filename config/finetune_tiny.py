@@ -1,4 +1,4 @@
-# time: finetune   ~3 min (400 steps)
+_minutes = 3  # pipeline.sh's plan: 400 steps
 phase = "finetune"
 init_ckpt = "out/tiny/dynamics/ckpt.pt"
 out_dir = "out/tiny/agent_bc"

@@ -1,4 +1,4 @@
-# time: imagine    ~12 min (600 steps of ~1 s, ~1.5 min compiling; estimated)
+_minutes = 12  # pipeline.sh's plan: 600 steps of ~1 s (estimated)
 # Phase 3 (§A.2, §A.3) for one RTX 3060 (docs/gpu.md; ESTIMATED), after config/finetune_gpu.py:
 # config/imagine_cpu.py with 4x the rollouts and 3.3x the steps: 2.5M imagined transitions against
 # 184k.

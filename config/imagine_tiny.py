@@ -1,4 +1,4 @@
-# time: imagine    ~1 min (40 steps of 16 rollouts of 8)
+_minutes = 1  # pipeline.sh's plan: 40 steps of 16 rollouts of 8
 phase = "imagine"
 init_ckpt = "out/tiny/agent_bc/ckpt.pt"
 out_dir = "out/tiny/agent_rl"

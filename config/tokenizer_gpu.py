@@ -1,4 +1,4 @@
-# time: tokenizer  ~25 min (12000 steps of ~0.10 s at 40% MFU of an RTX 3060; estimated)
+_minutes = 25  # pipeline.sh's plan: 12000 steps of ~0.10 s at 40% MFU (estimated)
 # The tokenizer (§T) for one 12 GB RTX 3060 (docs/gpu.md; ESTIMATED): config/tokenizer_cpu.py's
 # recipe (single frames, no MAE, Muon) at 14.4M parameters (width 384) and 2x the batch: ~1.0 TFLOP
 # a step, peak ~2 GB.

@@ -1,4 +1,4 @@
-# time: tokenizer  ~2 min (600 steps, a half-width tokenizer)
+_minutes = 2  # pipeline.sh's plan: 600 steps of a half-width tokenizer
 out_dir = "out/tiny/tokenizer"
 batch_size = 32
 seq_len = 1  # single frames learn fastest (as config/tokenizer_cpu.py)

@@ -111,7 +111,7 @@ def write_test_preset(folder, **changes):
     for stage, keys in TEST_PRESET.items():
         system = {} if stage == "data" else dict(
             threads=2, **({} if stage in ("finetune", "imagine", "eval") else dict(compile=False)))
-        text = f"# time: {stage} ~30 s: a few seconds\n"  # (the plan sums these)
+        text = "_minutes = 0.5  # a few seconds (the plan sums these)\n"
         text += "".join(f"{k} = {v!r}\n"
                         for k, v in {**keys, **system, **changes.get(stage, {})}.items())
         (folder / "config" / f"{stage}_test.py").write_text(text)

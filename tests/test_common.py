@@ -2,6 +2,7 @@
 import copy
 import math
 import os
+import re
 import time
 
 import pytest
@@ -424,8 +425,8 @@ def test_a_cuda_machine_as_far_as_a_cpu_allows(monkeypatch, tmp_path):
 
 def test_every_config_file_names_its_scripts_keys(monkeypatch):
     """Each config/<stage>_<preset>.py assigns only keys its script has, with values of their types
-    (the GPU recipe cannot be run here: this is what checks it), and starts with the '# time:' line
-    pipeline.sh sums."""
+    (the GPU recipe cannot be run here: this is what checks it), and starts with the
+    '_minutes = N' pipeline.sh sums."""
     import glob
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     # (a config file may build on another: exec(open("config/...").read()), as scripts run)
@@ -441,7 +442,7 @@ def test_every_config_file_names_its_scripts_keys(monkeypatch):
         stage = os.path.basename(f).rsplit("_", 1)[0]
         defaults = common.script_defaults(os.path.join(root, scripts[stage]))
         text = open(f).read()
-        assert text.startswith(f"# time: {stage} "), f
+        assert re.match(r"_minutes = \d+(\.\d+)?  # ", text), f
         keys = {}
         exec(compile(text, f, "exec"), keys)
         for k, v in keys.items():

@@ -88,7 +88,7 @@ def test_main_job(agent_run, tmp_path):
     # every stage's training curves, beside results.md
     assert iio.imread(tmp / "curves.png").shape == (360, 1200, 3)
     # the plan, first
-    assert "main job: preset test" in stdout and "tokenizer ~30 s: a few seconds" in stdout
+    assert "main job: preset test" in stdout and "tokenizer  ~0.5 min" in stdout
     assert "total      ~3 min (0.1 h)" in stdout  # six stages of ~30 s
     bc = [m for m in metrics(tmp / "agent_bc") if "val_bc_acc" in m]  # (the eval appends scores)
     rl = metrics(tmp / "agent_rl")
