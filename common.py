@@ -8,14 +8,19 @@ Every value is type-checked against the script's default, and an unknown key sto
 one line naming the closest valid keys.
 """
 import ast
+import contextlib
 import difflib
 import json
 import math
 import os
 import re
+import shutil
+import subprocess
 import sys
+import time
 
 import torch
+import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 
@@ -166,8 +171,6 @@ def cuda_has_bf16():
 
 def nvidia_gpus():
     """NVIDIA GPUs `nvidia-smi -L` lists, whether or not torch can use them; [] without a driver."""
-    import shutil
-    import subprocess
     if not shutil.which("nvidia-smi"):
         return []
     try:
@@ -215,7 +218,6 @@ def resolve_dtype(device, dtype):
 
 def autocast_ctx(device, dtype):
     """bf16 autocast where asked for and supported; fp32 otherwise (fp16 is unusable on CPU)."""
-    import contextlib
     if dtype == "float32":
         return contextlib.nullcontext()
     if dtype != "bfloat16":
@@ -244,7 +246,6 @@ def setup_ddp(device):
     """DDP via torchrun: (ddp, rank, local_rank, world_size, device). Single process otherwise."""
     if int(os.environ.get("RANK", -1)) == -1:
         return False, 0, 0, 1, device
-    import torch.distributed as dist
     rank, local_rank, world = (int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]),
                                int(os.environ["WORLD_SIZE"]))
     if device.startswith("cuda"):  # the device first: NCCL's communicator then binds to it
@@ -304,7 +305,6 @@ def fresh_run(ckpt_path, init_from):
 def git_commit():
     """The code's commit (git describe; -dirty with local changes), or 'unknown' outside a git
     checkout."""
-    import subprocess
     try:
         return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
                               text=True, cwd=os.path.dirname(os.path.abspath(__file__)),
@@ -472,7 +472,6 @@ def progress_clock(max_iters, start_it, t_start, max_minutes=0.0):
     """progress(it) -> 'iter 120/2000 (6%, eta 14m)': where a run is and when it ends. The pace
     counts from the first call on (the first log line), so compiling and the first steps do not
     inflate the eta; t_start (earlier than now in a resumed run) counts against max_minutes."""
-    import time
     first, created = None, time.time()  # (time, iter) of the first call; when the clock was made
 
     def progress(it):
@@ -491,8 +490,6 @@ def ticker(what, total, every=None):
     """tick(n, note=''): prints 'what: n/total (p%, eta Xm) note' at most every `every` seconds (2
     on a terminal, 30 in a log) and at n == total: progress for the long loops that are not training
     steps."""
-    import sys
-    import time
     every = every if every is not None else 2 if sys.stdout.isatty() else 30
     t0, last = time.time(), [time.time()]
 
@@ -534,7 +531,6 @@ def ddp_finish(params, ddp):
     line; an error if not), then leave the process group."""
     if not ddp:
         return
-    import torch.distributed as dist
     flat = torch.cat([p.detach().float().flatten() for p in params])
     ref = flat.clone()
     _final_works.append(dist.broadcast(ref, 0, async_op=True))

@@ -23,11 +23,11 @@ ACTIONS = list(C.actions)            # the 17 action names; index = action id
 ACHIEVEMENTS = list(C.achievements)  # the 22 achievement names
 
 _A = {name: i for i, name in enumerate(ACTIONS)}
-_MOVES = {(-1, 0): 'move_left', (1, 0): 'move_right', (0, -1): 'move_up', (0, 1): 'move_down'}
+_MOVES = {(-1, 0): "move_left", (1, 0): "move_right", (0, -1): "move_up", (0, 1): "move_down"}
 _DIRS = {name: d for d, name in _MOVES.items()}
-_TOOLS = ['wood_pickaxe', 'wood_sword', 'stone_pickaxe', 'stone_sword', 'iron_pickaxe',
-          'iron_sword']
-_SOURCE = {'wood': 'tree', 'stone': 'stone', 'coal': 'coal', 'iron': 'iron', 'diamond': 'diamond'}
+_TOOLS = ["wood_pickaxe", "wood_sword", "stone_pickaxe", "stone_sword", "iron_pickaxe",
+          "iron_sword"]
+_SOURCE = {"wood": "tree", "stone": "stone", "coal": "coal", "iron": "iron", "diamond": "diamond"}
 
 
 def _add(p, d, k=1):
@@ -77,7 +77,7 @@ class Demonstrator:
         # random runs start with this probability per step: a fraction epsilon is random
         hold = (1 + self.HOLD) / 2
         self.start = epsilon / (hold - (hold - 1) * epsilon) if scripted else 1.0
-        self.slips = ([i for i, a in enumerate(ACTIONS) if a != 'sleep'] if scripted
+        self.slips = ([i for i, a in enumerate(ACTIONS) if a != "sleep"] if scripted
                       else list(range(len(ACTIONS))))
         self.rng = np.random.default_rng([seed, 1])
         self.t, self.held, self.hold = 0, 0, 0  # step, sticky random action, steps it is still held
@@ -102,8 +102,8 @@ class Demonstrator:
             self.hold -= 1
             move = _DIRS.get(ACTIONS[self.held])
             if (self.scripted and move
-                    and self.env._world[_add(self.env._player.pos, move)][0] == 'lava'):
-                return _A['noop']
+                    and self.env._world[_add(self.env._player.pos, move)][0] == "lava"):
+                return _A["noop"]
             return self.held
         return _A[self._policy()]
 
@@ -125,22 +125,22 @@ class Demonstrator:
             (x, y), self.vis[:] = self.pos, False
             self.vis[max(0, x - 4):x + 5, max(0, y - 3):y + 4] = True
         self.nobj = w._obj_map == 0
-        self.free = self.m('grass', 'sand', 'path') & self.nobj  # where one can walk
-        dig = self.m('tree', 'stone') if self.inv['wood_pickaxe'] else self.m('tree')
+        self.free = self.m("grass", "sand", "path") & self.nobj  # where one can walk
+        dig = self.m("tree", "stone") if self.inv["wood_pickaxe"] else self.m("tree")
         self.dig = dig & self.nobj  # what we mine through when it is in the way
         self.objs = collections.defaultdict(lambda: np.zeros_like(self.free))
         for o in w.objects:
             if self.vis[tuple(o.pos)]:
                 # plants in objs[Plant], ripe ones also in objs['ripe']
                 self.objs[type(o)][tuple(o.pos)] = True
-                self.objs['ripe'][tuple(o.pos)] = isinstance(o, O.Plant) and o.ripe
-        for name, mask in [('water', self.m('water')), ('cow', self.objs[O.Cow]),
-                           ('stone', self.m('stone'))]:
+                self.objs["ripe"][tuple(o.pos)] = isinstance(o, O.Plant) and o.ripe
+        for name, mask in [("water", self.m("water")), ("cow", self.objs[O.Cow]),
+                           ("stone", self.m("stone"))]:
             if self.view and mask.any():  # a person remembers where the water was
                 self.seen[name] = tuple(int(v) for v in np.argwhere(mask)[0])
         self.passable = self.free | self.dig
         # weak: keep 3 tiles away from skeletons
-        if self.inv['health'] <= 6 or not self.inv['wood_sword']:
+        if self.inv["health"] <= 6 or not self.inv["wood_sword"]:
             self.passable &= ~_grow(_grow(self.objs[O.Skeleton]))
 
     def m(self, *names):
@@ -166,14 +166,14 @@ class Demonstrator:
         self._see()
         inv, done, objs = self.inv, self.done, self.objs
         if self.env._player.sleeping:
-            return 'noop'
+            return "noop"
         zombies, cows, skeletons = objs[O.Zombie], objs[O.Cow], objs[O.Skeleton]
         # 1. A zombie or skeleton next to us: face it and hit it. Hurt, with one a few steps away:
         # step away from it.
         foes = zombies | skeletons
-        if a := self._reach(foes, 'do', 'foe', 1):
+        if a := self._reach(foes, "do", "foe", 1):
             return a
-        if (inv['health'] <= 4 and self._within(foes, 3) and self.shelter is None
+        if (inv["health"] <= 4 and self._within(foes, 3) and self.shelter is None
                 and not self._enclosed()):
             near = np.argwhere(foes[max(0, self.pos[0] - 3):self.pos[0] + 4,
                                     max(0, self.pos[1] - 3):self.pos[1] + 4])
@@ -184,28 +184,28 @@ class Demonstrator:
         # 2. Sealed in at night, hurt, or with a zombie about: stay in (sleep if not fully rested)
         # unless starving.
         dark = self.env._world.daylight < 0.35
-        self.resting = inv['health'] <= 4 or (self.resting and inv['health'] < 7)
+        self.resting = inv["health"] <= 4 or (self.resting and inv["health"] < 7)
         if ((dark or self.resting or self._within(zombies, 5))
-                and min(inv['drink'], inv['food']) > 2 and self._enclosed()):
-            return 'sleep' if inv['energy'] < 9 else 'noop'
+                and min(inv["drink"], inv["food"]) > 2 and self._enclosed()):
+            return "sleep" if inv["energy"] < 9 else "noop"
         # 3. Needs: drink at water, eat a cow (at night, when zombies roam the grass, or hurt: only
         # when urgent).
         low = 2 if dark or self.resting else 4
         # at the water: drink up
-        if inv['drink'] < 9 and (a := self._reach(self.m('water'), 'do', 'drink', 1)):
+        if inv["drink"] < 9 and (a := self._reach(self.m("water"), "do", "drink", 1)):
             return a
-        if inv['drink'] <= low and (a := self._reach(self.m('water'), 'do', 'drink')):
+        if inv["drink"] <= low and (a := self._reach(self.m("water"), "do", "drink")):
             return a
-        if inv['food'] <= low and (a := self._reach(cows, 'do', 'food')):
+        if inv["food"] <= low and (a := self._reach(cows, "do", "food")):
             return a
         # none in sight: look for it before anything else
-        if self.view and min(inv['food'], inv['drink']) <= 3:
+        if self.view and min(inv["food"], inv["drink"]) <= 3:
             return self._wander()
         # 4. Tired at night (or exhausted) or hurt: sleep or rest, sealed in the rock if we can.
-        if self.resting or inv['energy'] <= 3 or (inv['energy'] <= 6 and dark):
+        if self.resting or inv["energy"] <= 3 or (inv["energy"] <= 6 and dark):
             if a := self._sleep(foes):
                 return a
-            if self.view and self.inv['wood_pickaxe'] and 'stone' in self.seen:
+            if self.view and self.inv["wood_pickaxe"] and "stone" in self.seen:
                 return self._wander()  # to the rock it saw last, for a pocket to sleep in
         else:
             self.shelter = None
@@ -213,56 +213,56 @@ class Demonstrator:
         near = self.env._world.nearby(np.array(self.pos), 1)[0]
         for tool in _TOOLS:
             info = C.make[tool]
-            if not inv[tool] and all(s in near for s in info['nearby']) and \
-                    all(inv[k] >= v for k, v in info['uses'].items()):
-                return 'make_' + tool
+            if not inv[tool] and all(s in near for s in info["nearby"]) and \
+                    all(inv[k] >= v for k, v in info["uses"].items()):
+                return "make_" + tool
         # 6. Opportunities a few steps away: drink, eat, fight, eat a ripe plant, mine.
         # The screen-only player (view) cannot see which achievements it has: it goes by the screen
         # and inventory.
-        pick, stone_pick, iron_pick = inv['wood_pickaxe'], inv['stone_pickaxe'], inv['iron_pickaxe']
+        pick, stone_pick, iron_pick = inv["wood_pickaxe"], inv["stone_pickaxe"], inv["iron_pickaxe"]
         # not unlocked yet, as far as it knows
         new = {k: not self.view and not v for k, v in done.items()}
-        close = [(inv['drink'] <= 6 or new['collect_drink'], self.m('water'), 5),
-                 (inv['food'] <= (7 if self.view else 6) or new['eat_cow'], cows, 8),
-                 ((self.view or new['defeat_zombie']) and inv['health'] >= 6, zombies, 5),
-                 ((self.view or new['defeat_skeleton']) and inv['health'] >= 7
-                  and inv['wood_sword'], skeletons, 4),
-                 (True, objs['ripe'], 10),
-                 (pick and inv['stone'] < (5 if self.view else 9), self.m('stone'), 1),
-                 (pick and inv['coal'] < 3, self.m('coal'), 5),
-                 (stone_pick and inv['iron'] < 3, self.m('iron'), 6),
-                 (iron_pick, self.m('diamond'), 8)]
+        close = [(inv["drink"] <= 6 or new["collect_drink"], self.m("water"), 5),
+                 (inv["food"] <= (7 if self.view else 6) or new["eat_cow"], cows, 8),
+                 ((self.view or new["defeat_zombie"]) and inv["health"] >= 6, zombies, 5),
+                 ((self.view or new["defeat_skeleton"]) and inv["health"] >= 7
+                  and inv["wood_sword"], skeletons, 4),
+                 (True, objs["ripe"], 10),
+                 (pick and inv["stone"] < (5 if self.view else 9), self.m("stone"), 1),
+                 (pick and inv["coal"] < 3, self.m("coal"), 5),
+                 (stone_pick and inv["iron"] < 3, self.m("iron"), 6),
+                 (iron_pick, self.m("diamond"), 8)]
         for i, (want, target, r) in enumerate(close):
-            if want and (a := self._reach(target, 'do', f'close{i}', r)):
+            if want and (a := self._reach(target, "do", f"close{i}", r)):
                 return a
         # 7. The tech tree: tools in order, then a furnace and a placed stone.
         for tool in _TOOLS:
             if not inv[tool] and (a := self._craft(tool)):
                 return a
-        furnace = stone_pick and not self.m('furnace').any() if self.view else new['place_furnace']
-        if furnace and (a := self._craft('furnace')):
+        furnace = stone_pick and not self.m("furnace").any() if self.view else new["place_furnace"]
+        if furnace and (a := self._craft("furnace")):
             return a
-        if (self.view and inv['stone'] >= 7
-                and (a := self._reach(self.m('water'), 'place_stone', 'bridge', 4))):
+        if (self.view and inv["stone"] >= 7
+                and (a := self._reach(self.m("water"), "place_stone", "bridge", 4))):
             return a  # (into water: a stone placed on land would be mined again on the way)
-        if new['place_stone'] and inv['stone'] and (a := self._place('stone')):
+        if new["place_stone"] and inv["stone"] and (a := self._place("stone")):
             return a
         # 8. Far achievements: coal, iron, diamond, a drink, a cow; then a sapling from the grass
         # and plant it.
-        far = [(pick and (inv['coal'] < 3 if self.view else new['collect_coal']), self.m('coal')),
-               (stone_pick and (inv['iron'] < 3 if self.view else new['collect_iron']),
-                self.m('iron')),
-               (iron_pick and (self.view or new['collect_diamond']), self.m('diamond')),
-               (new['collect_drink'] or inv['drink'] <= 5, self.m('water')),
-               (new['eat_cow'] or inv['food'] <= 5, cows)]
+        far = [(pick and (inv["coal"] < 3 if self.view else new["collect_coal"]), self.m("coal")),
+               (stone_pick and (inv["iron"] < 3 if self.view else new["collect_iron"]),
+                self.m("iron")),
+               (iron_pick and (self.view or new["collect_diamond"]), self.m("diamond")),
+               (new["collect_drink"] or inv["drink"] <= 5, self.m("water")),
+               (new["eat_cow"] or inv["food"] <= 5, cows)]
         for i, (want, target) in enumerate(far):
-            if want and (a := self._reach(target, 'do', f'far{i}')):
+            if want and (a := self._reach(target, "do", f"far{i}")):
                 return a
-        if inv['sapling'] and (a := self._place('plant')):
+        if inv["sapling"] and (a := self._place("plant")):
             return a
-        sapling = (not inv['sapling'] and not objs[O.Plant].any() if self.view
-                   else new['collect_sapling'])
-        if sapling and (a := self._face_open(self.m('grass') & self.nobj, 'do', 'sapling')):
+        sapling = (not inv["sapling"] and not objs[O.Plant].any() if self.view
+                   else new["collect_sapling"])
+        if sapling and (a := self._face_open(self.m("grass") & self.nobj, "do", "sapling")):
             return a
         # 9. Nothing to do: wander.
         return self._wander() if self.view else self._explore()
@@ -271,43 +271,43 @@ class Demonstrator:
         """Work toward `tool` (or the furnace): gather what it uses, plus the cost of a station it
         needs that is not within 10 tiles; then build that station, or walk next to the stations
         (rule 4 then makes the tool)."""
-        info = C.make.get(tool, {'uses': {}, 'nearby': ['table', tool]})
-        missing = [s for s in info['nearby'] if not self._within(self.m(s), 10)][:1]
-        need = collections.Counter(info['uses'])
+        info = C.make.get(tool, {"uses": {}, "nearby": ["table", tool]})
+        missing = [s for s in info["nearby"] if not self._within(self.m(s), 10)][:1]
+        need = collections.Counter(info["uses"])
         for s in missing:
-            need.update(C.place[s]['uses'])
+            need.update(C.place[s]["uses"])
         # a new table: bring wood for the tools still to make, as a human would
-        if missing == ['table']:
-            need['wood'] = min(9, max(need['wood'], 2 + sum(not self.inv[t] for t in _TOOLS)))
+        if missing == ["table"]:
+            need["wood"] = min(9, max(need["wood"], 2 + sum(not self.inv[t] for t in _TOOLS)))
         for item, n in need.items():
             if self.inv[item] < n:
-                req = C.collect[_SOURCE[item]]['require'] if item in _SOURCE else {'never': 1}
+                req = C.collect[_SOURCE[item]]["require"] if item in _SOURCE else {"never": 1}
                 if any(self.inv.get(k, 0) < v for k, v in req.items()):
                     return None
-                return self._reach(self.m(_SOURCE[item]), 'do', item)
+                return self._reach(self.m(_SOURCE[item]), "do", item)
         if missing:
             return self._place(missing[0])
         stand = self.passable.copy()
-        for s in info['nearby']:
+        for s in info["nearby"]:
             stand &= _grow(self.m(s), box=True)
         return self._go(stand, tool, 30)
 
     def _place(self, name):
         """Place `name` where it can go (a furnace next to a table, so both are in reach)."""
-        where = self.m(*C.place[name]['where']) & self.nobj
-        stand = _grow(self.m('table'), box=True) if name == 'furnace' else None
-        return self._face_open(where, 'place_' + name, name, stand)
+        where = self.m(*C.place[name]["where"]) & self.nobj
+        stand = _grow(self.m("table"), box=True) if name == "furnace" else None
+        return self._face_open(where, "place_" + name, name, stand)
 
     def _sleep(self, foes):
         """Sleep in a 2-tile pocket: from its entry tile walk in two tiles (mining stone), step back
         one and seal the entry with stone. Without a pickaxe or a pocket within reach, sleep in the
         open unless a foe is near."""
         if self._enclosed():
-            return 'sleep' if self.inv['energy'] < 9 else 'noop'
-        walk = self.m('grass', 'sand', 'path')
-        if self.shelter is None and self.inv['wood_pickaxe']:
-            wall = ~walk & ~self.m('lava') & self.vis
-            mine = self.m('stone') | self.free
+            return "sleep" if self.inv["energy"] < 9 else "noop"
+        walk = self.m("grass", "sand", "path")
+        if self.shelter is None and self.inv["wood_pickaxe"]:
+            wall = ~walk & ~self.m("lava") & self.vis
+            mine = self.m("stone") | self.free
             goal = np.zeros_like(walk)
             for d in _MOVES:  # entry m with m+d, m+2d minable and walls around them
                 e = (d[1], d[0])
@@ -319,30 +319,30 @@ class Demonstrator:
                     break
                 goal |= ok & self.free
             else:
-                if a := self._go(goal, 'shelter', 30):
+                if a := self._go(goal, "shelter", 30):
                     return a
         if self.shelter is None:
             exposed = (self._within(foes, 6)
-                       or self.view and self.env._world.daylight < 0.5 and self.inv['energy'])
+                       or self.view and self.env._world.daylight < 0.5 and self.inv["energy"])
             # (view: no sleep in the open at night)
-            return None if exposed or self.inv['energy'] == 9 else 'sleep'
+            return None if exposed or self.inv["energy"] == 9 else "sleep"
         m, d = self.shelter
         back, s1, s2 = (-d[0], -d[1]), _add(m, d), _add(m, d, 2)
         if self.pos == s2:
             return _MOVES[back]
         if self.pos == s1 and self.facing == back:
-            return ('place_stone' if self.inv['stone'] else 'sleep' if self.inv['energy'] < 9
-                    else 'noop')
+            return ("place_stone" if self.inv["stone"] else "sleep" if self.inv["energy"] < 9
+                    else "noop")
         if self.pos not in (m, s1):  # knocked out of the plan
             self.shelter = None
             return None
         ahead = s1 if self.pos == m else s2
-        return 'do' if self.m('stone')[ahead] and self.facing == d else _MOVES[d]
+        return "do" if self.m("stone")[ahead] and self.facing == d else _MOVES[d]
 
     def _enclosed(self):
         """The walkable region around us is tiny and closed, so no zombie can get next to us
         (off-screen tiles count as walkable)."""
-        walk = self.m('grass', 'sand', 'path') | ~self.vis
+        walk = self.m("grass", "sand", "path") | ~self.vis
         region = np.zeros_like(walk)
         region[self.pos] = True
         for _ in range(4):
@@ -355,23 +355,23 @@ class Demonstrator:
     def _explore(self):
         """Walk to a random walkable spot within 12 tiles; a new one on arrival or when it cannot be
         reached."""
-        if self.roam is None or self.pos == self.roam or self.failed.get('roam', 0) > self.t:
+        if self.roam is None or self.pos == self.roam or self.failed.get("roam", 0) > self.t:
             x, y = self.pos
             x0, y0 = max(0, x - 12), max(0, y - 12)
             cand = np.argwhere(self.free[x0:x + 13, y0:y + 13]) + (x0, y0)
             self.roam = tuple(cand[self.rng.integers(len(cand))]) if len(cand) else self.pos
-            self.failed.pop('roam', None)
+            self.failed.pop("roam", None)
         goal = np.zeros_like(self.free)
         goal[self.roam] = True
-        return self._go(goal, 'roam', 40) or 'noop'
+        return self._go(goal, "roam", 40) or "noop"
 
     def _wander(self):
         """Screen-only exploration: walk the way it faces, and when that is blocked turn toward the
         side with more open ground on screen (so that what it does follows from what it sees); when
         thirsty, hungry or tired with a pickaxe, head for the water, cow or stone it remembers."""
-        inv, night = self.inv, self.env._world.daylight < 0.5 or self.inv['energy'] <= 6
-        need = [inv['drink'] <= 4 and 'water', inv['food'] <= 4 and 'cow',
-                night and inv['wood_pickaxe'] and 'stone']
+        inv, night = self.inv, self.env._world.daylight < 0.5 or self.inv["energy"] <= 6
+        need = [inv["drink"] <= 4 and "water", inv["food"] <= 4 and "cow",
+                night and inv["wood_pickaxe"] and "stone"]
         name = next((n for n in need if n in self.seen), None)
         if name and np.abs(np.subtract(self.seen[name], self.pos)).sum() <= 1:
             del self.seen[name]  # there, and nothing to be had: forget it
@@ -382,7 +382,7 @@ class Demonstrator:
         if name and self.vis[self.seen[name]]:  # on screen: a path on the screen, if there is one
             goal = np.zeros_like(self.free)
             goal[self.seen[name]] = True
-            if a := self._reach(goal, 'do', 'wander', 12):
+            if a := self._reach(goal, "do", "wander", 12):
                 return a
         elif name:  # off screen: straight toward it, until that way is blocked (then forget it)
             d = np.subtract(self.seen[name], self.pos)
@@ -395,14 +395,14 @@ class Demonstrator:
             back = (-heading[0], -heading[1])
             turns = [d for d in open_ if d != back] or open_
             if not turns:
-                return 'noop'
+                return "noop"
             x, y = self.pos
             room = {d: self.free[max(0, x + 4 * d[0] - 4):x + 4 * d[0] + 5,
                                  max(0, y + 3 * d[1] - 3):y + 3 * d[1] + 4].sum()
                     for d in turns}  # open tiles on that side of the screen
             heading = max(turns, key=lambda d: (room[d], d))
         ahead = _add(self.pos, heading)
-        return 'do' if self.dig[ahead] and self.facing == heading else _MOVES[heading]
+        return "do" if self.dig[ahead] and self.facing == heading else _MOVES[heading]
 
     # ---- moving around ---------------------------------------------------------------------------
     def _reach(self, target, action, key, r=64):
@@ -450,7 +450,7 @@ class Demonstrator:
                 return None
         d = (p[0][0] - self.pos[0], p[0][1] - self.pos[1])
         if self.dig[p[0]]:  # a tree or stone in the way: face it and mine it
-            return 'do' if d == self.facing else _MOVES[d]
+            return "do" if d == self.facing else _MOVES[d]
         p.pop(0)
         return _MOVES[d]
 

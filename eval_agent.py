@@ -30,7 +30,7 @@ import common
 from agent import load_agent, load_policy
 from demonstrator import ACTIONS
 from dynamics import write_video
-from game import (KEY_ACHIEVEMENTS, _make_env, demo_policy, evaluate, evaluate_lockstep, mix_policy,
+from game import (KEY_ACHIEVEMENTS, demo_policy, evaluate, evaluate_lockstep, make_env, mix_policy,
                   random_policy)
 
 # ------------------------------------------------------------------------------------------- config
@@ -239,7 +239,7 @@ print(f"wrote {out} and {os.path.splitext(out)[0]}.md")
 if agents:  # one agent episode, sampled actions, as the table plays it
     name, path = list(agents.items())[-1]
     policy = load_policy(path, device, temperature, time_window, tokenizer_ckpt=tokenizer_ckpt)
-    env = _make_env(seeds[0], max_steps, policy.image_size)
+    env = make_env(seeds[0], max_steps, policy.image_size)
     frames, done = [env.reset()], False
     while not done:
         obs, _, done, _ = env.step(policy.act(frames[-1]))

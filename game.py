@@ -24,10 +24,10 @@ from demonstrator import ACHIEVEMENTS, Demonstrator
 # tools by ~40-450 and wakes from its first night's sleep at ~230; mixed-skill episodes often die
 # before 1000 anyway; and more resets give more world diversity per frame than long survival would.
 DEFAULT_EPISODE_LEN = 1000
-KEY_ACHIEVEMENTS = ['collect_wood', 'place_table', 'make_wood_pickaxe', 'make_wood_sword',
-                    'collect_stone', 'place_stone', 'make_stone_pickaxe', 'place_furnace',
-                    'collect_coal', 'collect_iron', 'make_iron_pickaxe', 'collect_drink', 'eat_cow',
-                    'wake_up', 'defeat_zombie', 'eat_plant']
+KEY_ACHIEVEMENTS = ["collect_wood", "place_table", "make_wood_pickaxe", "make_wood_sword",
+                    "collect_stone", "place_stone", "make_stone_pickaxe", "place_furnace",
+                    "collect_coal", "collect_iron", "make_iron_pickaxe", "collect_drink", "eat_cow",
+                    "wake_up", "defeat_zombie", "eat_plant"]
 
 # --------------------------------------------------------------------------------------------------
 # config of the command (python game.py --key=value)
@@ -52,7 +52,8 @@ class _Env(crafter.Env):
         super()._balance_chunk(chunk, sorted(objs, key=lambda o: (int(o.pos[0]), int(o.pos[1]))))
 
 
-def _make_env(seed, max_steps, size):
+def make_env(seed, max_steps, size):
+    """Crafter seeded, at most max_steps steps an episode, frames of size x size pixels."""
     return _Env(area=(64, 64), size=(size, size), length=max_steps, seed=seed)
 
 
@@ -62,8 +63,8 @@ def sample_skill(seed, random_frac=0.2, eps_min=0.0, eps_max=0.5):
     epsilon ~ U(eps_min, eps_max)."""
     rng = np.random.default_rng([seed, 2])
     if rng.random() < random_frac:
-        return 'random', 1.0
-    return 'demo', float(rng.uniform(eps_min, eps_max))
+        return "random", 1.0
+    return "demo", float(rng.uniform(eps_min, eps_max))
 
 
 def run_episode(seed, policy, epsilon, max_steps, size=64, view=False, agent=None):
@@ -78,15 +79,15 @@ def run_episode(seed, policy, epsilon, max_steps, size=64, view=False, agent=Non
     was a random slip), events bool (T+1, 22) (achievement k happened on transition t, each time, in
     ACHIEVEMENTS order), died (the episode ended in death, not at max_steps), achievements (set of
     names unlocked)."""
-    if policy not in ('random', 'demo', 'agent') or (policy == 'agent') != (agent is not None):
+    if policy not in ("random", "demo", "agent") or (policy == "agent") != (agent is not None):
         raise ConfigError(f"policy={policy!r}: use 'random', 'demo', or 'agent' with an agent")
     if max_steps < 1:
         raise ConfigError(f"max_steps={max_steps} must be >= 1")
-    env = _make_env(seed, max_steps, size)
-    act = Demonstrator(env, 0.0 if agent else epsilon, seed, scripted=policy != 'random', view=view)
+    env = make_env(seed, max_steps, size)
+    act = Demonstrator(env, 0.0 if agent else epsilon, seed, scripted=policy != "random", view=view)
     frames, actions, labels, rewards, slips = [env.reset()], [], [], [], []
     counts, done, info = ([np.zeros(len(ACHIEVEMENTS), np.int64)], False,
-                          {'achievements': {}, 'discount': 1.0})
+                          {"achievements": {}, "discount": 1.0})
     if agent:
         agent.reset(seed)
     while not done:
@@ -97,15 +98,15 @@ def run_episode(seed, policy, epsilon, max_steps, size=64, view=False, agent=Non
         obs, reward, done, info = env.step(actions[-1])
         frames.append(obs)
         rewards.append(reward)
-        counts.append(np.array([info['achievements'][k] for k in ACHIEVEMENTS]))
+        counts.append(np.array([info["achievements"][k] for k in ACHIEVEMENTS]))
     events = np.diff(np.stack(counts), axis=0) > 0  # (T, 22)
-    return {'frames': np.stack(frames).astype(np.uint8),
-            'actions': np.array(actions + [-1], np.int64),
-            'labels': np.array(labels + [-1], np.int64),
-            'rewards': np.array(rewards + [0.0], np.float32), 'slips': np.array(slips + [False]),
-            'events': np.concatenate([events, np.zeros((1, 22), bool)]),
-            'died': info['discount'] == 0,
-            'achievements': {k for k, v in info['achievements'].items() if v > 0}}
+    return {"frames": np.stack(frames).astype(np.uint8),
+            "actions": np.array(actions + [-1], np.int64),
+            "labels": np.array(labels + [-1], np.int64),
+            "rewards": np.array(rewards + [0.0], np.float32), "slips": np.array(slips + [False]),
+            "events": np.concatenate([events, np.zeros((1, 22), bool)]),
+            "died": info["discount"] == 0,
+            "achievements": {k for k, v in info["achievements"].items() if v > 0}}
 
 
 def crafter_score(success_rates_percent):
@@ -120,13 +121,13 @@ _JOB = None  # (make_policy, max_steps, size) of the running evaluate(); forked 
 
 def _play(seed):
     make_policy, steps, size_ = _JOB
-    env = _make_env(seed, steps, size_)
+    env = make_env(seed, steps, size_)
     act = make_policy(env)
-    obs, done, ret, length, info = env.reset(), False, 0.0, 0, {'achievements': {}}
+    obs, done, ret, length, info = env.reset(), False, 0.0, 0, {"achievements": {}}
     while not done:
         obs, reward, done, info = env.step(int(act(obs)))
         ret, length = ret + reward, length + 1
-    return ret, length, {k for k, v in info['achievements'].items() if v > 0}
+    return ret, length, {k for k, v in info["achievements"].items() if v > 0}
 
 
 def _check_eval(seeds, max_steps):
@@ -138,11 +139,11 @@ def _check_eval(seeds, max_steps):
 def _summary(results, seeds, max_steps):
     """Per-episode (return, length, achievements) -> the evaluation dict (see evaluate)."""
     rates = {name: 100.0 * np.mean([name in r[2] for r in results]) for name in ACHIEVEMENTS}
-    return {'score': crafter_score(rates), 'mean_return': float(np.mean([r[0] for r in results])),
-            'mean_length': float(np.mean([r[1] for r in results])), 'success_rates': rates,
-            'episodes': len(seeds), 'seeds': seeds, 'max_steps': max_steps,
-            'returns': [float(r[0]) for r in results], 'lengths': [int(r[1]) for r in results],
-            'unlocks': [len(r[2]) for r in results]}
+    return {"score": crafter_score(rates), "mean_return": float(np.mean([r[0] for r in results])),
+            "mean_length": float(np.mean([r[1] for r in results])), "success_rates": rates,
+            "episodes": len(seeds), "seeds": seeds, "max_steps": max_steps,
+            "returns": [float(r[0]) for r in results], "lengths": [int(r[1]) for r in results],
+            "unlocks": [len(r[2]) for r in results]}
 
 
 def evaluate(make_policy, seeds, max_steps, size=64, workers=1):
@@ -156,8 +157,8 @@ def evaluate(make_policy, seeds, max_steps, size=64, workers=1):
     seeds = list(seeds)
     _check_eval(seeds, max_steps)
     _JOB = (make_policy, max_steps, size)
-    if workers > 1 and 'fork' in mp.get_all_start_methods():
-        with mp.get_context('fork').Pool(min(workers, len(seeds))) as pool:
+    if workers > 1 and "fork" in mp.get_all_start_methods():
+        with mp.get_context("fork").Pool(min(workers, len(seeds))) as pool:
             results = pool.map(_play, seeds, chunksize=1)
     else:
         results = [_play(s) for s in seeds]
@@ -187,10 +188,10 @@ def evaluate_lockstep(policy, seeds, max_steps, size=64, on_step=None, chunk=0):
 def _lockstep(policy, seeds, max_steps, size, on_step, step0, later):
     """One lockstep batch of episodes (evaluate_lockstep): [(return, length, achievements)] per
     seed; on_step sees steps from step0 on, and `later` more episodes left."""
-    envs = [_make_env(s, max_steps, size) for s in seeds]
+    envs = [make_env(s, max_steps, size) for s in seeds]
     obs = np.stack([env.reset() for env in envs])
     ret, length, done = np.zeros(len(envs)), np.zeros(len(envs), int), np.zeros(len(envs), bool)
-    infos = [{'achievements': {}} for _ in envs]
+    infos = [{"achievements": {}} for _ in envs]
     policy.reset()
     alive = np.arange(len(envs))  # the policy's batch: the episodes still running
     # it can drop ended episodes (else it is fed their last frames to the end)
@@ -207,7 +208,7 @@ def _lockstep(policy, seeds, max_steps, size, on_step, step0, later):
             alive = alive[~done[alive]]
         if on_step:
             on_step(step0 + int(length.max()), later + int((~done).sum()))
-    return [(ret[i], length[i], {k for k, v in infos[i]['achievements'].items() if v > 0})
+    return [(ret[i], length[i], {k for k, v in infos[i]["achievements"].items() if v > 0})
             for i in range(len(envs))]
 
 
@@ -221,28 +222,28 @@ def demo_policy(env, epsilon=0.0, view=False):
 
 def mix_policy(env, view=False):
     policy, epsilon = sample_skill(env._seed)
-    return Demonstrator(env, epsilon, env._seed, scripted=policy == 'demo', view=view)
+    return Demonstrator(env, epsilon, env._seed, scripted=policy == "demo", view=view)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     configure(globals())
     if episodes < 1 or max_steps < 1 or workers < 1:
         raise ConfigError("episodes, max_steps and workers must be >= 1")
     seeds = list(range(seed, seed + episodes))
-    short = {n: n.replace('collect_', '').replace('make_', '').replace('place_', 'pl.')
-             .replace('_pickaxe', '_pick').replace('defeat_', 'kill_') for n in KEY_ACHIEVEMENTS}
+    short = {n: n.replace("collect_", "").replace("make_", "").replace("place_", "pl.")
+             .replace("_pickaxe", "_pick").replace("defeat_", "kill_") for n in KEY_ACHIEVEMENTS}
     print(f"{episodes} episodes per row, seeds {seed}..{seed + episodes - 1}, "
           f"max_steps {max_steps}, size {size}")
-    head = f"{'policy':<12}{'score%':>7}{'return':>7}{'length':>7}" + ''.join(
+    head = f"{'policy':<12}{'score%':>7}{'return':>7}{'length':>7}" + "".join(
         f"{short[n]:>{len(short[n]) + 1}}" for n in KEY_ACHIEVEMENTS)
     print(head)
-    rows = [('random', random_policy), ('demo eps=0', functools.partial(demo_policy, view=view)),
-            ('data mix', functools.partial(mix_policy, view=view))]
+    rows = [("random", random_policy), ("demo eps=0", functools.partial(demo_policy, view=view)),
+            ("data mix", functools.partial(mix_policy, view=view))]
     for name, make in rows:
         t0 = time.time()
         r = evaluate(make, seeds, max_steps, size, workers)
         print(f"{name:<12}{r['score']:>7.1f}{r['mean_return']:>7.2f}{r['mean_length']:>7.0f}" +
-              ''.join(f"{r['success_rates'][n]:>{len(short[n]) + 1}.0f}"
+              "".join(f"{r['success_rates'][n]:>{len(short[n]) + 1}.0f}"
                       for n in KEY_ACHIEVEMENTS) + f"   ({time.time() - t0:.0f}s)", flush=True)
     # frames/s of collection on one core; crafter alone: the same episodes replayed from their
     # actions (deterministic)
@@ -250,12 +251,12 @@ if __name__ == '__main__':
     frames = 0
     for s in range(seed, seed + fps_episodes):
         t0 = time.time()
-        ep = run_episode(s, 'demo', 0.0, max_steps, size, view)
+        ep = run_episode(s, "demo", 0.0, max_steps, size, view)
         t1 = time.time()
-        env = _make_env(s, max_steps, size)
+        env = make_env(s, max_steps, size)
         env.reset()
-        for a in ep['actions'][:-1]:
+        for a in ep["actions"][:-1]:
             env.step(a)
-        t_run, t_env, frames = t_run + t1 - t0, t_env + time.time() - t1, frames + len(ep['frames'])
+        t_run, t_env, frames = t_run + t1 - t0, t_env + time.time() - t1, frames + len(ep["frames"])
     print(f"run_episode demo: {frames / t_run:.0f} frames/s on one core; crafter alone, same "
           f"episodes: {frames / t_env:.0f} frames/s ({fps_episodes} episodes)")

@@ -254,8 +254,8 @@ def contexts(start, store, image_size, C, seed):
     the next seed's real Crafter reset (one frame, no action)."""
     n = iter(range(seed, seed + 10 ** 9))
     if start == "crafter":
-        from game import _make_env
-        return lambda: (_make_env(next(n), 10, image_size).reset()[None], np.full((1, 1), -1))
+        from game import make_env
+        return lambda: (make_env(next(n), 10, image_size).reset()[None], np.full((1, 1), -1))
     return lambda: (lambda w: (w["frames"][0], w["actions"][0]))(
         store.fixed_windows(1, C, "val", next(n)))
 

@@ -362,7 +362,7 @@ def test_dagger_store_labels_the_agents_states(agent_run, tmp_path):
     in every state); the store mixes with another through --source=stores, labels kept; finetuning
     reads them."""
     from demonstrator import Demonstrator
-    from game import _make_env
+    from game import make_env
     ckpt, d = agent_run[0] / "agent_bc/ckpt.pt", tmp_path / "dagger"
     run_script("data.py", f"--data_dir={d}", f"--agent={ckpt}", "--num_frames=20",
                "--episode_len=12", "--image_size=32", "--seed=5", "--num_workers=1")
@@ -370,7 +370,7 @@ def test_dagger_store_labels_the_agents_states(agent_run, tmp_path):
     assert (st.policies == 2).all() and len(st.episodes) >= 2 and (st.slips == 0).all()
     for (a, b), name in zip(st.episodes, st.meta["episode_names"]):
         seed = int(name.removeprefix("seed"))
-        env = _make_env(seed, 12, 32)
+        env = make_env(seed, 12, 32)
         obs, demo = env.reset(), Demonstrator(env, 0.0, seed, view=True)
         for t in range(a, b - 1):
             assert np.array_equal(obs, st.frames[t]) and demo(obs) == st.labels[t, 0]

@@ -61,7 +61,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from common import ConfigError, configure  # noqa: E402
 from demonstrator import ACHIEVEMENTS, ACTIONS, Demonstrator  # noqa: E402
-from game import (_make_env, demo_policy, evaluate, mix_policy, run_episode,  # noqa: E402
+from game import (demo_policy, evaluate, make_env, mix_policy, run_episode,  # noqa: E402
                   sample_skill)
 
 # ---------------------------------------------------------------------------------------------
@@ -87,13 +87,13 @@ threads = 1               # torch threads
 # ---------------------------------------------------------------------------------------------
 
 _W = 10  # the stored rectangle: 21x21 tiles around the player, cropped per variant
-_HALF = {'view': (4, 3), 'done': (4, 3), 'wide': (10, 10), 'icons': (4, 3)}  # half-sizes of a view
+_HALF = {"view": (4, 3), "done": (4, 3), "wide": (10, 10), "icons": (4, 3)}  # half-sizes of a view
 _OUTSIDE = 13  # material code of off-map tiles: crafter's ids are 0 (None) and 1..12 (materials)
 _OBJ = {O.Zombie: 1, O.Skeleton: 2, O.Cow: 3, O.Arrow: 6, O.Player: 7}  # 4, 5: plant unripe, ripe
 _FACING = [(-1, 0), (1, 0), (0, -1), (0, 1)]
 _BASE = 16 + 1 + 4 + 1 + len(ACTIONS)  # inventory, daylight, facing, sleeping, previous action
-_SHOWN = ['collect_wood', 'place_table', 'make_wood_pickaxe', 'collect_stone', 'place_stone',
-          'defeat_zombie', 'wake_up', 'collect_drink', 'eat_cow']
+_SHOWN = ["collect_wood", "place_table", "make_wood_pickaxe", "collect_stone", "place_stone",
+          "defeat_zombie", "wake_up", "collect_drink", "eat_cow"]
 
 
 # ---- features from game internals -----------------------------------------------------------
@@ -134,8 +134,8 @@ def _encode(grid, scal, variant):
     g = grid[:, :, _W - rx:_W + rx + 1, _W - ry:_W + ry + 1].long()
     mat = F.one_hot(g[:, 0], _OUTSIDE + 1).flatten(1)
     obj = F.one_hot(g[:, 1], 8)[..., 1:].flatten(1)  # code 0 (no object) has no column
-    scal = scal if variant == 'done' else scal[:, :_BASE]
-    if variant == 'icons':  # which items it holds, not how many (but health): digits are ~3 pixels
+    scal = scal if variant == "done" else scal[:, :_BASE]
+    if variant == "icons":  # which items it holds, not how many (but health): digits are ~3 pixels
         scal = torch.cat([scal[:, :1], (scal[:, 1:16] > 0).float(), scal[:, 16:]], 1)
     return torch.cat([mat.float(), obj.float(), scal], 1)
 
@@ -153,9 +153,9 @@ def collect():
     rows, n_ep = [], 0
     for seed in range(seed0, seed0 + train_episodes):
         policy, epsilon = sample_skill(seed)
-        if policy == 'random':
+        if policy == "random":
             continue
-        env = _make_env(seed, max_steps, 64)
+        env = make_env(seed, max_steps, 64)
         act = Demonstrator(env, epsilon, seed, view=view)
         obs, done, prev = env.reset(), False, -1
         while not done:
@@ -167,9 +167,9 @@ def collect():
     if n_ep < 2:
         raise ConfigError(f"{n_ep} demonstrator episodes in {train_episodes} seeds: need 2+")
     grid, scal, a, prev, slip, ep = zip(*rows)
-    return {'grid': torch.from_numpy(np.stack(grid)), 'scal': torch.from_numpy(np.stack(scal)),
-            'act': torch.tensor(a), 'prev': torch.tensor(prev), 'slip': np.array(slip),
-            'ep': np.array(ep)}
+    return {"grid": torch.from_numpy(np.stack(grid)), "scal": torch.from_numpy(np.stack(scal)),
+            "act": torch.tensor(a), "prev": torch.tensor(prev), "slip": np.array(slip),
+            "ep": np.array(ep)}
 
 
 def fit(inputs, act, tr, va, hidden, weight_decay, name):
@@ -198,12 +198,12 @@ def fit(inputs, act, tr, va, hidden, weight_decay, name):
 def train(d, variant):
     """An MLP cloning the non-slip actions of the first 90% of episodes; returns it, its held-out
     accuracy and the copy-the-previous-action accuracy on the held-out non-slip steps."""
-    n_ep = d['ep'].max() + 1
-    held = d['ep'] >= n_ep - max(1, round(0.1 * n_ep))
-    tr, va = np.flatnonzero(~d['slip'] & ~held), np.flatnonzero(~d['slip'] & held)
-    net, acc = fit(lambda b: _encode(d['grid'][b], d['scal'][b], variant), d['act'], tr, va, 256,
+    n_ep = d["ep"].max() + 1
+    held = d["ep"] >= n_ep - max(1, round(0.1 * n_ep))
+    tr, va = np.flatnonzero(~d["slip"] & ~held), np.flatnonzero(~d["slip"] & held)
+    net, acc = fit(lambda b: _encode(d["grid"][b], d["scal"][b], variant), d["act"], tr, va, 256,
                    0.01, variant)  # 0.01: AdamW's default
-    copy = (d['act'][va] == d['prev'][va]).float().mean().item()
+    copy = (d["act"][va] == d["prev"][va]).float().mean().item()
     return net, acc, 100.0 * copy
 
 
@@ -225,19 +225,19 @@ class MLPPolicy:
 
 # ---- the table ------------------------------------------------------------------------------
 def _row(name, r, acc=None, copy=None):
-    alive = 100.0 * np.mean([n >= min(300, max_steps) for n in r['lengths']])
-    cells = ['-' if acc is None else f"{acc:.1f}", '-' if copy is None else f"{copy:.1f}",
+    alive = 100.0 * np.mean([n >= min(300, max_steps) for n in r["lengths"]])
+    cells = ["-" if acc is None else f"{acc:.1f}", "-" if copy is None else f"{copy:.1f}",
              f"{r['score']:.1f}", f"{r['mean_return']:.2f}", f"{r['mean_length']:.0f}",
              f"{alive:.0f}"]
     return [name] + cells + [f"{r['success_rates'][a]:.0f}" for a in _SHOWN]
 
 
 def _markdown(rows):
-    head = ['policy', 'acc%', 'copy%', 'score%', 'return', 'length', 'alive300%'] + \
-        [a.replace('collect_', '').replace('make_', '').replace('defeat_', 'kill_')
+    head = ["policy", "acc%", "copy%", "score%", "return", "length", "alive300%"] + \
+        [a.replace("collect_", "").replace("make_", "").replace("defeat_", "kill_")
          for a in _SHOWN]
-    lines = [head, ['---'] * len(head)] + rows
-    return '\n'.join('| ' + ' | '.join(cells) + ' |' for cells in lines)
+    lines = [head, ["---"] * len(head)] + rows
+    return '\n'.join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
 def _play(name, make):
@@ -251,7 +251,7 @@ def _play(name, make):
 
 def main():
     """Collect, clone per variant, play all; print the table, write it to `out`, return it."""
-    names = [v for v in variants.split(',') if v]
+    names = [v for v in variants.split(",") if v]
     if not names or any(v not in _HALF for v in names):
         raise ConfigError(f"variants={variants!r}: a comma list of {', '.join(_HALF)}")
     if train_episodes < 1 or eval_episodes < 1 or max_steps < 1 or steps < 1:
@@ -265,13 +265,13 @@ def main():
     rows = []
     if baselines:
         demo = partial(demo_policy, epsilon=0.25, view=view)
-        rows = [_row('demo eps .25', _play('demo eps .25', demo)),
-                _row('data mix', _play('data mix', partial(mix_policy, view=view)))]
+        rows = [_row("demo eps .25", _play("demo eps .25", demo)),
+                _row("data mix", _play("data mix", partial(mix_policy, view=view)))]
     for v in names:
         t0 = time.time()
         net, acc, copy = train(d, v)
         print(f"{v}: held-out acc {acc:.1f}%, copy {copy:.1f}% ({time.time() - t0:.0f}s)")
-        modes = [(True, f'{v} (sampled)'), (False, f'{v} (argmax)')] if v == 'view' \
+        modes = [(True, f"{v} (sampled)"), (False, f"{v} (argmax)")] if v == "view" \
             else [(True, v)]
         for sample, name in modes:
             r = _play(name, lambda env, v=v, s=sample, n=net: MLPPolicy(env, n, v, s))
@@ -279,21 +279,21 @@ def main():
     table = _markdown(rows)
     print(table)
     if out:
-        with open(out, 'w') as f:
+        with open(out, "w") as f:
             f.write(table + '\n')
     return table
 
 
 # ---- D3: linear probes of the agent state ---------------------------------------------------
-_INV = ['health', 'food', 'drink', 'energy', 'wood', 'stone', 'sapling', 'wood_pickaxe']
+_INV = ["health", "food", "drink", "energy", "wood", "stone", "sapling", "wood_pickaxe"]
 
 
 def replay(store, e):
     """The truth along stored Crafter episode e, replayed from its seed and actions: (n, 10 + 22)
     float32: the _INV counts, daylight, a zombie next to the player, the achievements done. Checks
     that the replay shows the stored frames."""
-    (a, b), seed = store.episodes[e], int(store.meta['episode_names'][e].removeprefix('seed'))
-    env = _make_env(seed, store.meta['crafter']['episode_len'], store.image_size)
+    (a, b), seed = store.episodes[e], int(store.meta["episode_names"][e].removeprefix("seed"))
+    env = make_env(seed, store.meta["crafter"]["episode_len"], store.image_size)
     obs, rows = env.reset(), []
     for t in range(a, b):
         if not np.array_equal(obs, store.frames[t]):
@@ -319,28 +319,28 @@ def agent_states(ckpt_path):
     from tokenizer import cached_latents, load_tokenizer, tokenizer_path
     from common import autocast_ctx, resolve_dtype
     ckpt = load_agent(ckpt_path)
-    store = FrameStore(ckpt['data_dir'])
+    store = FrameStore(ckpt["data_dir"])
     store.agent_fields()
     models = build(ckpt).eval()
     tok_path = tokenizer_path(ckpt, ckpt_path)
-    tok, _ = load_tokenizer(tok_path, 'cpu')
-    ctx = autocast_ctx('cpu', resolve_dtype('cpu', 'auto'))
-    z_all = cached_latents(tok, tok_path, store, ckpt['data_dir'], 'cpu', ctx)
-    memory = data_targets(store.rewards, store.events, store.episodes, store.deaths)['memory']
-    T, hs, ys, eps, hits = ckpt['window'], [], [], [], []
-    for e in store.episode_ids('val'):
+    tok, _ = load_tokenizer(tok_path, "cpu")
+    ctx = autocast_ctx("cpu", resolve_dtype("cpu", "auto"))
+    z_all = cached_latents(tok, tok_path, store, ckpt["data_dir"], "cpu", ctx)
+    memory = data_targets(store.rewards, store.events, store.episodes, store.deaths)["memory"]
+    T, hs, ys, eps, hits = ckpt["window"], [], [], [], []
+    for e in store.episode_ids("val"):
         truth, (a, b) = replay(store, e), store.episodes[e]
         for s in range(a, b - T + 1, T):
             idx = np.arange(s, s + T)
             z = torch.from_numpy(z_all[idx].astype(np.float32))[None]
             act = torch.from_numpy(store.actions[idx].astype(np.int64))[None]
             with ctx:
-                h = agent_pass(models['dynamics'], models['agent'], z, act,
+                h = agent_pass(models["dynamics"], models["agent"], z, act,
                                memory=torch.from_numpy(memory[idx])[None])
             hs.append(h[0, 4:].flatten(1).float().numpy())
             ys.append(truth[idx[4:] - a])
             eps += [e] * (T - 4)
-            best = models['agent'].policy_logits(h[0, 4:], offset=0)[0].argmax(-1).numpy()
+            best = models["agent"].policy_logits(h[0, 4:], offset=0)[0].argmax(-1).numpy()
             hits.append(np.where(store.slips[idx[4:]] == 1, -1, best == store.actions[idx[4:], 0]))
     return np.concatenate(hs), np.concatenate(ys), np.array(eps), np.concatenate(hits)
 
@@ -348,7 +348,7 @@ def agent_states(ckpt_path):
 def probes():
     """D3: ridge probes fit on half of the held-out episodes, scored on the other half."""
     X, Y, ep, hits = agent_states(probe)
-    for name, where in (('a zombie next to the player', Y[:, 9] == 1), ('none', Y[:, 9] == 0)):
+    for name, where in (("a zombie next to the player", Y[:, 9] == 1), ("none", Y[:, 9] == 0)):
         h = hits[where & (hits >= 0)]
         print(f"BC accuracy on the demonstrator's own choices, {name}: {h.mean():.3f} "
               f"({len(h)} frames)")
@@ -357,20 +357,20 @@ def probes():
     Xs = np.c_[(X - mu) / sd, np.ones(len(X))]
     W = np.linalg.solve(Xs[fit].T @ Xs[fit] + 10.0 * np.eye(Xs.shape[1]), Xs[fit].T @ Y[fit])
     pred, rows = Xs[~fit] @ W, []
-    for j, name in enumerate(_INV + ['daylight', 'zombie_adjacent'] + ACHIEVEMENTS):
+    for j, name in enumerate(_INV + ["daylight", "zombie_adjacent"] + ACHIEVEMENTS):
         y, p = Y[~fit, j], pred[:, j]
-        if name in _INV or name == 'daylight':
+        if name in _INV or name == "daylight":
             r2 = 1 - ((y - p) ** 2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-9)
-            rows.append([name, 'R^2', f"{r2:.2f}", '0.00'])
+            rows.append([name, "R^2", f"{r2:.2f}", "0.00"])
         else:
             base = max(y.mean(), 1 - y.mean())
-            rows.append([name, 'accuracy', f"{((p > 0.5) == (y > 0.5)).mean():.2f}", f"{base:.2f}"])
-    lines = [['target', 'score', 'probe', 'baseline'], ['---'] * 4] + rows
-    table = '\n'.join('| ' + ' | '.join(r) + ' |' for r in lines)
+            rows.append([name, "accuracy", f"{((p > 0.5) == (y > 0.5)).mean():.2f}", f"{base:.2f}"])
+    lines = [["target", "score", "probe", "baseline"], ["---"] * 4] + rows
+    table = '\n'.join("| " + " | ".join(r) + " |" for r in lines)
     print(f"D3 on {probe}: {fit.sum()} frames to fit, {(~fit).sum()} to score "
           f"({len(np.unique(ep))} held-out episodes)\n{table}")
     if out:
-        with open(out, 'w') as f:
+        with open(out, "w") as f:
             f.write(table + '\n')
     return table
 
@@ -379,7 +379,7 @@ def probes():
 def _facing(env):
     """What the player faces: a material name or an object's class name."""
     mat, obj = env._world[tuple(env._player.pos + env._player.facing)]
-    return type(obj).__name__ if obj is not None else mat or 'the map edge'
+    return type(obj).__name__ if obj is not None else mat or "the map edge"
 
 
 def agreement():
@@ -418,24 +418,24 @@ def agreement():
     faced = np.array([row[4] for row in rows])
     print(f"D4 on {agree}: {eval_episodes} episodes (seeds {eval_seed}..), "
           f"score {r['score']:.2f}%, {len(rows)} steps")
-    for name, m in (('all steps', t > 0), ('steps 1-50', t <= 50), ('steps 51+', t > 50)):
+    for name, m in (("all steps", t > 0), ("steps 1-50", t <= 50), ("steps 51+", t > 50)):
         if m.any():
             agree_m, argmax_m = np.mean(a[m] == label[m]), np.mean(best[m] == label[m])
             print(f"  {name}: agreement with the demonstrator's label {agree_m:.3f} "
                   f"(argmax {argmax_m:.3f}, {m.sum()} steps)")
     shares = [np.bincount(x, minlength=len(ACTIONS)) / len(x) for x in (label, a)]
     top = np.argsort(-shares[0])[:7]
-    print('  action: labels / agent: ' +
-          ', '.join(f"{ACTIONS[i]} {shares[0][i]:.2f} / {shares[1][i]:.2f}" for i in top))
-    for name, where in (('agent', faced[a == _DO]),
-                        ('demonstrator, its own episodes', np.array(demo_do))):
+    print("  action: labels / agent: " +
+          ", ".join(f"{ACTIONS[i]} {shares[0][i]:.2f} / {shares[1][i]:.2f}" for i in top))
+    for name, where in (("agent", faced[a == _DO]),
+                        ("demonstrator, its own episodes", np.array(demo_do))):
         kinds, n = np.unique(where, return_counts=True)
         most = sorted(zip(n, kinds))[::-1][:6]
-        print(f"  'do' of the {name} faces: " + ', '.join(f"{k} {c / n.sum():.2f}"
+        print(f"  'do' of the {name} faces: " + ", ".join(f"{k} {c / n.sum():.2f}"
                                                             for c, k in most))
 
 
-_DO = ACTIONS.index('do')
+_DO = ACTIONS.index("do")
 
 
 # ---- D5: a memoryless clone on the tokenizer's latents ---------------------------------------
@@ -481,11 +481,11 @@ def latent_clone_row():
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     ckpt = load_agent(latent_clone)
-    store, tok_path = FrameStore(ckpt['data_dir']), tokenizer_path(ckpt, latent_clone)
+    store, tok_path = FrameStore(ckpt["data_dir"]), tokenizer_path(ckpt, latent_clone)
     store.agent_fields()
-    tok, _ = load_tokenizer(tok_path, 'cpu')
-    ctx = autocast_ctx('cpu', resolve_dtype('cpu', 'auto'))
-    z = cached_latents(tok, tok_path, store, ckpt['data_dir'], 'cpu', ctx)
+    tok, _ = load_tokenizer(tok_path, "cpu")
+    ctx = autocast_ctx("cpu", resolve_dtype("cpu", "auto"))
+    z = cached_latents(tok, tok_path, store, ckpt["data_dir"], "cpu", ctx)
     z = torch.from_numpy(np.asarray(z, np.float32)).flatten(1)  # (N, L * Dz)
     scale = z.std()
     z, a = z / scale, torch.from_numpy(store.actions[:, 0].astype(np.int64))
@@ -498,14 +498,14 @@ def latent_clone_row():
         hist = [z[torch.maximum(i - j, start[i])] for j in range(clone_frames)]
         return _latent_input(hist, prev[i])
     ok = (store.policies[ep] == 1) & (store.slips == 0) & (store.actions[:, 0] >= 0)
-    held = np.isin(ep, store.episode_ids('val'))
+    held = np.isin(ep, store.episode_ids("val"))
     tr, va = np.flatnonzero(ok & ~held), np.flatnonzero(ok & held)
-    net, acc = fit(inputs, a, tr, va, 512, 0.05, 'latent clone')
+    net, acc = fit(inputs, a, tr, va, 512, 0.05, "latent clone")
     copy = 100.0 * (prev[va] == a[va]).float().mean().item()
     seeds = range(eval_seed, eval_seed + eval_episodes)
     r = evaluate_lockstep(LatentPolicy(tok, net, scale, ctx), seeds, max_steps,
                           store.image_size, chunk=50)
-    table = _markdown([_row(f'latent clone, {clone_frames} frame(s)', r, acc, copy)])
+    table = _markdown([_row(f"latent clone, {clone_frames} frame(s)", r, acc, copy)])
     print(f"D5 on {latent_clone}: {len(tr)} training frames of {len(store.episodes)} episodes, "
           f"{steps} MLP steps, seeds {eval_seed}..\n{table}")
     return r
@@ -517,18 +517,18 @@ def _dream_batch(models, starts, out):
     tok, dyn, agent, ctx, window = models
     z_ctx, a_ctx, m_ctx, a_fut, z_fut = (torch.stack(x) for x in zip(*starts))
     with ctx:  # the policy acting, then open loop on a_fut
-        for name, acts in (('dream', None), ('open', a_fut)):
+        for name, acts in (("dream", None), ("open", a_fut)):
             roll = imagine(dyn, agent, z_ctx, a_ctx, horizon, m_ctx=m_ctx, actions=acts,
                            world_window=window)
-            alive = alive_weights(roll['cont'].float())  # (B, H) as RL weighs them
-            head = twohot_mean(agent.reward_logits(roll['h'][:, 1:])[..., 0, :], agent.bins)
-            out.setdefault(name, []).append((alive * roll['rewards']).float().numpy())
-            unl = alive[..., None] * roll['unlocks']  # (B, H, K)
-            out.setdefault(name + '_unl', []).append(unl.float().numpy())
-            out.setdefault(name + '_head', []).append((alive * head).float().numpy())
-        x_dream, x_real = (tok.decode(z).float().clamp(0, 1) for z in (roll['z'], z_fut))
+            alive = alive_weights(roll["cont"].float())  # (B, H) as RL weighs them
+            head = twohot_mean(agent.reward_logits(roll["h"][:, 1:])[..., 0, :], agent.bins)
+            out.setdefault(name, []).append((alive * roll["rewards"]).float().numpy())
+            unl = alive[..., None] * roll["unlocks"]  # (B, H, K)
+            out.setdefault(name + "_unl", []).append(unl.float().numpy())
+            out.setdefault(name + "_head", []).append((alive * head).float().numpy())
+        x_dream, x_real = (tok.decode(z).float().clamp(0, 1) for z in (roll["z"], z_fut))
     mse = ((x_dream - x_real) ** 2).mean((-1, -2, -3)).clamp(min=1e-10)  # (B, H)
-    out.setdefault('psnr', []).append((-10 * torch.log10(mse)).numpy())
+    out.setdefault("psnr", []).append((-10 * torch.log10(mse)).numpy())
 
 
 @torch.no_grad()
@@ -543,58 +543,58 @@ def dream_vs_game():
     from common import autocast_ctx, resolve_dtype
     torch.set_num_threads(threads), torch.manual_seed(0)
     pol = load_policy(dream)
-    models = (pol.tok, pol.dyn, pol.agent, autocast_ctx('cpu', resolve_dtype('cpu', 'auto')),
+    models = (pol.tok, pol.dyn, pol.agent, autocast_ctx("cpu", resolve_dtype("cpu", "auto")),
               pol.world_window)  # the world model's window, as in RL
     C, H, pending = 8, horizon, []
-    out = {k: [] for k in ('real', 'real_unl', 'valid', 'starts')}  # (and _dream_batch's)
+    out = {k: [] for k in ("real", "real_unl", "valid", "starts")}  # (and _dream_batch's)
     for seed in range(eval_seed, eval_seed + eval_episodes):
-        e = run_episode(seed, 'agent', 0.0, max_steps, size=pol.image_size, agent=pol)
-        T = len(e['actions']) - 1  # transitions; frame t + 1 follows action t
+        e = run_episode(seed, "agent", 0.0, max_steps, size=pol.image_size, agent=pol)
+        T = len(e["actions"]) - 1  # transitions; frame t + 1 follows action t
         with models[3]:
-            z = pol.tok.encode(torch.from_numpy(e['frames'])[:, None])[:, 0].float()  # (T+1, L, Dz)
-        mem = data_targets(e['rewards'], e['events'].astype(np.int8), np.array([[0, T + 1]]),
-                           np.array([int(e['died'])]))['memory']
-        seen = np.maximum.accumulate(e['events'], 0)  # (T + 1, K) the real unlocks: first times
-        unl = e['events'] & ~np.concatenate([np.zeros((1, seen.shape[1]), bool), seen[:-1]])
+            z = pol.tok.encode(torch.from_numpy(e["frames"])[:, None])[:, 0].float()  # (T+1, L, Dz)
+        mem = data_targets(e["rewards"], e["events"].astype(np.int8), np.array([[0, T + 1]]),
+                           np.array([int(e["died"])]))["memory"]
+        seen = np.maximum.accumulate(e["events"], 0)  # (T + 1, K) the real unlocks: first times
+        unl = e["events"] & ~np.concatenate([np.zeros((1, seen.shape[1]), bool), seen[:-1]])
         pad = lambda x: np.concatenate([x, np.zeros((H,) + x.shape[1:], x.dtype)])
-        r, unl, act = pad(e['rewards']), pad(unl), pad(np.maximum(e['actions'], 0))
-        for s in [s for s in range(C - 1, T, every) if s + H <= T or e['died']]:
+        r, unl, act = pad(e["rewards"]), pad(unl), pad(np.maximum(e["actions"], 0))
+        for s in [s for s in range(C - 1, T, every) if s + H <= T or e["died"]]:
             ctx_ids, fut = np.arange(s - C + 1, s + 1), np.minimum(np.arange(s + 1, s + H + 1), T)
-            pending.append((z[ctx_ids], torch.from_numpy(e['actions'][ctx_ids])[:, None],
+            pending.append((z[ctx_ids], torch.from_numpy(e["actions"][ctx_ids])[:, None],
                             torch.from_numpy(mem[ctx_ids]),
                             torch.from_numpy(act[s:s + H])[:, None], z[fut]))
-            out['real'].append(r[s:s + H]), out['real_unl'].append(unl[s:s + H])
-            out['valid'].append(np.arange(s, s + H) < T), out['starts'].append((seed, s))
+            out["real"].append(r[s:s + H]), out["real_unl"].append(unl[s:s + H])
+            out["valid"].append(np.arange(s, s + H) < T), out["starts"].append((seed, s))
             if len(pending) == 32:
                 _dream_batch(models, pending, out)
                 pending = []
     if pending:
         _dream_batch(models, pending, out)
-    res = {k: np.concatenate(v) if k.startswith(('dream', 'open', 'psnr')) else np.array(v)
+    res = {k: np.concatenate(v) if k.startswith(("dream", "open", "psnr")) else np.array(v)
            for k, v in out.items()}  # (S, H): per start, by step
     print(f"D6 on {dream}: {len(res['real'])} starts, {eval_episodes} episodes (seeds "
           f"{eval_seed}..)\n| first k steps | real return | dream, policy acts | corr | "
           "dream, real actions | corr | PSNR (real actions) |\n|---|---|---|---|---|---|---|")
-    corr = lambda x, y: np.corrcoef(x, y)[0, 1] if x.std() * y.std() > 0 else float('nan')
+    corr = lambda x, y: np.corrcoef(x, y)[0, 1] if x.std() * y.std() > 0 else float("nan")
     for k in [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= H]:
-        g = {n: res[n][:, :k].sum(1) for n in ('real', 'dream', 'open')}
-        v = res['valid'][:, k - 1]
+        g = {n: res[n][:, :k].sum(1) for n in ("real", "dream", "open")}
+        v = res["valid"][:, k - 1]
         print(f"| {k} | {g['real'].mean():.3f} | {g['dream'].mean():.3f} | "
               f"{corr(g['dream'], g['real']):.2f} | {g['open'].mean():.3f} | "
               f"{corr(g['open'], g['real']):.2f} | {res['psnr'][v, k - 1].mean():.2f} |")
-    per100 = {k: res[k + '_unl'].sum((0, 1)) * 100 / len(res['real']) for k in ('real', 'dream',
-                                                                                'open')}
+    per100 = {k: res[k + "_unl"].sum((0, 1)) * 100 / len(res["real"]) for k in ("real", "dream",
+                                                                                "open")}
     print("unlocks per 100 starts (real / dream, policy acts / dream, real actions): " + ", ".join(
         f"{ACHIEVEMENTS[j]} {per100['real'][j]:.1f} / {per100['dream'][j]:.1f} / "
-        f"{per100['open'][j]:.1f}" for j in np.argsort(-per100['real'] - per100['dream'])[:10]))
-    u = {n: res[n + '_unl'].sum((1, 2)).mean() for n in ('real', 'dream', 'open')}
+        f"{per100['open'][j]:.1f}" for j in np.argsort(-per100["real"] - per100["dream"])[:10]))
+    u = {n: res[n + "_unl"].sum((1, 2)).mean() for n in ("real", "dream", "open")}
     print(f"reward over {H} steps: real {res['real'].sum(1).mean():.3f} (unlocks {u['real']:.3f})"
           + "".join(f"; {n} {res[n].sum(1).mean():.3f} (unlocks p > 0.5 {u[n]:.3f}, reward head "
-                    f"{res[n + '_head'].sum(1).mean():.3f})" for n in ('dream', 'open')))
+                    f"{res[n + '_head'].sum(1).mean():.3f})" for n in ("dream", "open")))
     return res
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     configure(globals())
     result = (probes() if probe else agreement() if agree else latent_clone_row() if latent_clone
               else dream_vs_game() if dream else main())
