@@ -8,72 +8,10 @@ before (as one), and MineRL, VPT and plain video (their importers: sources.py).
     python data.py --source=stores  --data_dir=data/mixed  --src=data/crafter,data/video  (as one)
     python data.py --info --data_dir=data/crafter            (summary + a PNG grid of frames)
 
-A store is a folder:
-    frames.npy    uint8 (N, H, W, 3), H == W == image_size; opened with mmap_mode='r' (never loaded)
-    actions.npy   int16 (N, C), one column per action component, -1 = unlabeled
-    rewards.npy   float32 (N,)
-    episodes.npy  int64 (E, 2): [start, end) frame ranges, contiguous, covering 0..N
-    policies.npy  int8 (E,): 0 random, 1 demonstrator, 2 an agent (--agent), -1 unknown / n/a
-    epsilons.npy  float32 (E,): the demonstrator's epsilon, NaN where not applicable
-    slips.npy     int8 (N,): 1 where action t was a random slip of the demonstrator (BC skips it),
-                  0 chosen, -1 unknown
-    events.npy    int8 (N, K): 1 where event k (meta "events": Crafter's 22 achievements) happens on
-                  transition t, each time; -1 unknown (K = 0 for sources without events)
-    deaths.npy    int8 (E,): 1 the episode ended in death (its last frame is terminal), 0 it was
-                  cut, -1 unknown
-    labels.npy    int16 (N, C): where an agent played, what the demonstrator would press in frame t
-                  (BC's target there, DAgger); -1 elsewhere (optional: a store without it has none)
-    meta.json     source, image_size, fps, num_frames, num_episodes, labeled_frac, action_spec
-                  ([{"name", "classes"[, "values"]}, ...]), events, episode_names, and for Crafter a
-                  policy summary
-Convention (as §M): action t and reward t lead from frame t to frame t+1; an episode's last frame
-has action -1 (all components) and reward 0. labeled_frac counts transitions (frames that are not
-last) whose action has at least one labeled component.
-
-Building is atomic and resumable: each episode becomes a chunk `<data_dir>.partial/ep_XXXXXXX.npz`
-(written to a .tmp name, then renamed); a rerun of the same command skips finished chunks. The store
-is assembled in `<data_dir>.tmp` and renamed to `<data_dir>`; then the partial folder is removed (so
-a big conversion needs twice its size on disk for a moment). If `data_dir` already holds a store
-with the same image size and action spec, the command says so and exits 0 (nothing is rebuilt); a
-different one is an error. Bad input stops with one line (ConfigError); a partial folder that the
-failing run created is removed, chunks of earlier runs are kept. --skip_bad=True skips unreadable
-episodes with a warning instead.
-
-Sources and their choices:
-- crafter: episode k uses seed `seed + k`; from an RNG seeded by [seed + k, 2] (as
-  game.sample_skill) it draws policy 'random' (probability random_frac) else 'demo' with
-  epsilon ~ U(eps_min, eps_max) and calls game.run_episode (view: the screen-only
-  demonstrator). The store holds the first K episodes (by index) whose frames total >= num_frames,
-  so which episodes (seeds, policies, epsilons) it holds does not depend on num_workers (the frames
-  are only as deterministic as game.run_episode). One 17-way component "action". fps 10 is
-  nominal. --agent=CKPT (DAgger): the agent plays every episode from the frames and the screen-only
-  demonstrator (epsilon 0) labels each state it reaches (labels.npy, policy 2); mix such a store
-  with the demonstrator's through --source=stores.
-- minerl (§M): episode folders with recording.mp4 + rendered.npz (action$x or action_x keys); skip
-  the first n_video - (len(reward) + 1) frames. Components: forward back left right jump sneak
-  sprint attack (binary), camera (pitch, yaw each mu-law quantized to 11 bins -> 121 classes:
-  pitch_bin * 11 + yaw_bin), then the enum actions present (place equip craft nearbyCraft
-  nearbySmelt), with "values" = the vocabulary found in the data (strings sorted, 'none' first) or
-  range(max + 1) for integer arrays. A component that an episode lacks is -1 there. Action arrays
-  may have len(reward) or len(reward) + 1 entries (the extra one dropped).
-- vpt (§V): NAME.mp4 + NAME.jsonl. The same first 9 components as minerl (8 keys, camera), then use
-  drop inventory hotbar.1-9 ESC swapHands pickItem: the 23 binary buttons of VPT's action
-  space + camera. Keys: w s a d space left.shift left.control -> forward back left right jump sneak
-  sprint; e inventory, q drop, 1..9 hotbar.N, escape ESC, f swapHands; mouse buttons 0/1/2
-  attack/use/pickItem. As OpenAI's loader: attack recorded as held from the first frame is dropped
-  until first pressed; a changed `hotbar` value (scroll wheel) presses hotbar.N;
-  camera = (dy, dx) * 0.15 degrees, mu-law binned; GUI open -> camera 0 (we do not draw the
-  cursor). Null actions are kept (time must stay contiguous). 640x360 is resized to a square
-  without cropping (as VPT feeds 128x128). Video and jsonl lengths may differ by up to 2 frames
-  (both truncated to the shorter); more is an error.
-- video: every .mp4/.webm/.gif/.mkv/.avi/.mov under src, one unlabeled episode each: action spec []
-  and actions (N, 0) by default, which a dynamics model reads as "no component labeled" (base
-  embedding only, §D). --like=OTHER_STORE copies that store's action spec instead (all -1), so both
-  stores have equal specs and can be mixed by code that insists on one spec.
-- stores: existing stores as one, e.g. a labeled Crafter store and unlabeled Crafter video (made
-  with --like): their episodes one after the other, each with its actions (-1 unlabeled), rewards,
-  policy and epsilon.
-ffmpeg resizes frames to image_size x image_size (scale filter, area averaging: antialiased).
+A store is a folder of memmapped arrays (frames, actions with -1 unlabeled, rewards, episodes, the
+demonstrator's slips, events, deaths) and meta.json; docs/data.md lists them, how building resumes,
+and what each source reads. Convention (as §M): action t and reward t lead from frame t to frame
+t+1; an episode's last frame has action -1 and reward 0.
 """
 import json
 import os

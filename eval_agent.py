@@ -197,9 +197,7 @@ for name, r in rows.items():
           "".join(f"{r['success_rates'][n]:>{len(short[n]) + 1}.0f}" for n in KEY_ACHIEVEMENTS))
 paired = {}
 if "BC" in rows and "RL" in rows:
-    for what in ("returns", "unlocks", "lengths"):  # lengths: survival (old bc_eval rows lack them)
-        if what not in rows["BC"]:
-            continue
+    for what in ("returns", "unlocks", "lengths"):  # lengths: survival
         d = np.array(rows["RL"][what]) - np.array(rows["BC"][what])
         paired[what] = {"mean_diff": float(d.mean()), "rl_better": int((d > 0).sum()),
                         "bc_better": int((d < 0).sum()), "sign_p": sign_test(d),

@@ -97,8 +97,7 @@ def label_study():
                                      f"--init_from=resume --eval_only=True")
         c = ckpt["config"]
         runs.append(dict(name=os.path.basename(run.rstrip("/")), frac=c["action_label_frac"], m=m,
-                         c=c, labeled_batch_frac=ckpt.get("labeled_batch_frac",
-                                                          ckpt.get("labeled_batch_share")),  # older
+                         c=c, labeled_batch_frac=ckpt["labeled_batch_frac"],
                          minutes=max((r["minutes"] for r in rows if r.get("loss") is not None),
                                      default=0.0),
                          same=(ckpt["data_dir"], ckpt["tokenizer"]["path"], ckpt["iter"],
