@@ -516,7 +516,7 @@ def broadcast_from_rank0(module, ddp):
     seeds)."""
     if ddp:
         for t in module.state_dict().values():
-            torch.distributed.broadcast(t, 0)
+            dist.broadcast(t, 0)
 
 
 # The last collectives' works, kept until the interpreter exits: had gloo's worker thread dropped
@@ -588,5 +588,5 @@ def rank0_decides(flag, ddp, device):
     if not ddp:
         return flag
     t = torch.tensor([int(flag)], device=device)
-    torch.distributed.broadcast(t, 0)
+    dist.broadcast(t, 0)
     return bool(t.item())
