@@ -83,6 +83,8 @@ def run(path):
 
 out = out or os.path.join(
     os.path.dirname(rl_ckpt or bc_ckpt) if run(rl_ckpt or bc_ckpt) else "out", "eval.json")
+if not out.endswith(".json"):
+    raise common.ConfigError(f"out={out!r}: name a .json file (the table's .md goes beside it)")
 video = video or os.path.join(os.path.dirname(out), "agent_episode.mp4")
 seeds = list(range(seed, seed + episodes))
 

@@ -538,6 +538,8 @@ def test_bad_agent_inputs(agent_run, tmp_path):
         "eval_agent.py", f"--bc_ckpt={tmp / 'dynamics/ckpt.pt'}", "--rl_ckpt=")
     assert "does not exist" in fails("eval_agent.py", f"--rl_ckpt={tmp_path / 'none.pt'}",
                                      "--bc_ckpt=")
+    assert "name a .json file" in fails("eval_agent.py", f"--bc_ckpt={tmp / 'agent_bc/ckpt.pt'}",
+                                        "--rl_ckpt=", f"--out={tmp_path / 'table'}")
     ckpt = torch.load(tmp / "agent_bc/ckpt.pt", weights_only=False)
     ckpt["action_spec"] = [{"name": "action", "classes": 5}]  # an agent of another game
     torch.save(ckpt, tmp_path / "other.pt")
