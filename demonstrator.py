@@ -125,8 +125,8 @@ class Demonstrator:
             (x, y), self.vis[:] = self.pos, False
             self.vis[max(0, x - 4):x + 5, max(0, y - 3):y + 4] = True
         self.nobj = w._obj_map == 0
-        self.free = self.m("grass", "sand", "path") & self.nobj  # where one can walk
-        dig = self.m("tree", "stone") if self.inv["wood_pickaxe"] else self.m("tree")
+        self.free = self.tiles_of("grass", "sand", "path") & self.nobj  # where one can walk
+        dig = self.tiles_of("tree", "stone") if self.inv["wood_pickaxe"] else self.tiles_of("tree")
         self.dig = dig & self.nobj  # what we mine through when it is in the way
         self.objs = collections.defaultdict(lambda: np.zeros_like(self.free))
         for o in w.objects:
@@ -134,8 +134,8 @@ class Demonstrator:
                 # plants in objs[Plant], ripe ones also in objs['ripe']
                 self.objs[type(o)][tuple(o.pos)] = True
                 self.objs["ripe"][tuple(o.pos)] = isinstance(o, O.Plant) and o.ripe
-        for name, mask in [("water", self.m("water")), ("cow", self.objs[O.Cow]),
-                           ("stone", self.m("stone"))]:
+        for name, mask in [("water", self.tiles_of("water")), ("cow", self.objs[O.Cow]),
+                           ("stone", self.tiles_of("stone"))]:
             if self.view and mask.any():  # a person remembers where the water was
                 self.seen[name] = tuple(int(v) for v in np.argwhere(mask)[0])
         self.passable = self.free | self.dig
@@ -143,7 +143,7 @@ class Demonstrator:
         if self.inv["health"] <= 6 or not self.inv["wood_sword"]:
             self.passable &= ~_grow(_grow(self.objs[O.Skeleton]))
 
-    def m(self, *names):
+    def tiles_of(self, *names):
         """Mask of the map tiles made of any of `names`."""
         if names not in self.masks:
             ids, lut = self.env._world._mat_ids, np.zeros(256, bool)
@@ -192,9 +192,9 @@ class Demonstrator:
         # when urgent).
         low = 2 if dark or self.resting else 4
         # at the water: drink up
-        if inv["drink"] < 9 and (a := self._reach(self.m("water"), "do", "drink", 1)):
+        if inv["drink"] < 9 and (a := self._reach(self.tiles_of("water"), "do", "drink", 1)):
             return a
-        if inv["drink"] <= low and (a := self._reach(self.m("water"), "do", "drink")):
+        if inv["drink"] <= low and (a := self._reach(self.tiles_of("water"), "do", "drink")):
             return a
         if inv["food"] <= low and (a := self._reach(cows, "do", "food")):
             return a
@@ -222,16 +222,16 @@ class Demonstrator:
         pick, stone_pick, iron_pick = inv["wood_pickaxe"], inv["stone_pickaxe"], inv["iron_pickaxe"]
         # not unlocked yet, as far as it knows
         new = {k: not self.view and not v for k, v in done.items()}
-        close = [(inv["drink"] <= 6 or new["collect_drink"], self.m("water"), 5),
+        close = [(inv["drink"] <= 6 or new["collect_drink"], self.tiles_of("water"), 5),
                  (inv["food"] <= (7 if self.view else 6) or new["eat_cow"], cows, 8),
                  ((self.view or new["defeat_zombie"]) and inv["health"] >= 6, zombies, 5),
                  ((self.view or new["defeat_skeleton"]) and inv["health"] >= 7
                   and inv["wood_sword"], skeletons, 4),
                  (True, objs["ripe"], 10),
-                 (pick and inv["stone"] < (5 if self.view else 9), self.m("stone"), 1),
-                 (pick and inv["coal"] < 3, self.m("coal"), 5),
-                 (stone_pick and inv["iron"] < 3, self.m("iron"), 6),
-                 (iron_pick, self.m("diamond"), 8)]
+                 (pick and inv["stone"] < (5 if self.view else 9), self.tiles_of("stone"), 1),
+                 (pick and inv["coal"] < 3, self.tiles_of("coal"), 5),
+                 (stone_pick and inv["iron"] < 3, self.tiles_of("iron"), 6),
+                 (iron_pick, self.tiles_of("diamond"), 8)]
         for i, (want, target, r) in enumerate(close):
             if want and (a := self._reach(target, "do", f"close{i}", r)):
                 return a
@@ -239,21 +239,23 @@ class Demonstrator:
         for tool in _TOOLS:
             if not inv[tool] and (a := self._craft(tool)):
                 return a
-        furnace = stone_pick and not self.m("furnace").any() if self.view else new["place_furnace"]
+        furnace = (stone_pick and not self.tiles_of("furnace").any() if self.view
+                   else new["place_furnace"])
         if furnace and (a := self._craft("furnace")):
             return a
         if (self.view and inv["stone"] >= 7
-                and (a := self._reach(self.m("water"), "place_stone", "bridge", 4))):
+                and (a := self._reach(self.tiles_of("water"), "place_stone", "bridge", 4))):
             return a  # (into water: a stone placed on land would be mined again on the way)
         if new["place_stone"] and inv["stone"] and (a := self._place("stone")):
             return a
         # 8. Far achievements: coal, iron, diamond, a drink, a cow; then a sapling from the grass
         # and plant it.
-        far = [(pick and (inv["coal"] < 3 if self.view else new["collect_coal"]), self.m("coal")),
+        far = [(pick and (inv["coal"] < 3 if self.view else new["collect_coal"]),
+                self.tiles_of("coal")),
                (stone_pick and (inv["iron"] < 3 if self.view else new["collect_iron"]),
-                self.m("iron")),
-               (iron_pick and (self.view or new["collect_diamond"]), self.m("diamond")),
-               (new["collect_drink"] or inv["drink"] <= 5, self.m("water")),
+                self.tiles_of("iron")),
+               (iron_pick and (self.view or new["collect_diamond"]), self.tiles_of("diamond")),
+               (new["collect_drink"] or inv["drink"] <= 5, self.tiles_of("water")),
                (new["eat_cow"] or inv["food"] <= 5, cows)]
         for i, (want, target) in enumerate(far):
             if want and (a := self._reach(target, "do", f"far{i}")):
@@ -262,7 +264,7 @@ class Demonstrator:
             return a
         sapling = (not inv["sapling"] and not objs[O.Plant].any() if self.view
                    else new["collect_sapling"])
-        if sapling and (a := self._face_open(self.m("grass") & self.nobj, "do", "sapling")):
+        if sapling and (a := self._face_open(self.tiles_of("grass") & self.nobj, "do", "sapling")):
             return a
         # 9. Nothing to do: wander.
         return self._wander() if self.view else self._explore()
@@ -272,7 +274,7 @@ class Demonstrator:
         needs that is not within 10 tiles; then build that station, or walk next to the stations
         (rule 4 then makes the tool)."""
         info = C.make.get(tool, {"uses": {}, "nearby": ["table", tool]})
-        missing = [s for s in info["nearby"] if not self._within(self.m(s), 10)][:1]
+        missing = [s for s in info["nearby"] if not self._within(self.tiles_of(s), 10)][:1]
         need = collections.Counter(info["uses"])
         for s in missing:
             need.update(C.place[s]["uses"])
@@ -284,18 +286,18 @@ class Demonstrator:
                 req = C.collect[_SOURCE[item]]["require"] if item in _SOURCE else {"never": 1}
                 if any(self.inv.get(k, 0) < v for k, v in req.items()):
                     return None
-                return self._reach(self.m(_SOURCE[item]), "do", item)
+                return self._reach(self.tiles_of(_SOURCE[item]), "do", item)
         if missing:
             return self._place(missing[0])
         stand = self.passable.copy()
         for s in info["nearby"]:
-            stand &= _grow(self.m(s), box=True)
+            stand &= _grow(self.tiles_of(s), box=True)
         return self._go(stand, tool, 30)
 
     def _place(self, name):
         """Place `name` where it can go (a furnace next to a table, so both are in reach)."""
-        where = self.m(*C.place[name]["where"]) & self.nobj
-        stand = _grow(self.m("table"), box=True) if name == "furnace" else None
+        where = self.tiles_of(*C.place[name]["where"]) & self.nobj
+        stand = _grow(self.tiles_of("table"), box=True) if name == "furnace" else None
         return self._face_open(where, "place_" + name, name, stand)
 
     def _sleep(self, foes):
@@ -304,10 +306,10 @@ class Demonstrator:
         open unless a foe is near."""
         if self._enclosed():
             return "sleep" if self.inv["energy"] < 9 else "noop"
-        walk = self.m("grass", "sand", "path")
+        walk = self.tiles_of("grass", "sand", "path")
         if self.shelter is None and self.inv["wood_pickaxe"]:
-            wall = ~walk & ~self.m("lava") & self.vis
-            mine = self.m("stone") | self.free
+            wall = ~walk & ~self.tiles_of("lava") & self.vis
+            mine = self.tiles_of("stone") | self.free
             goal = np.zeros_like(walk)
             for d in _MOVES:  # entry m with m+d, m+2d minable and walls around them
                 e = (d[1], d[0])
@@ -337,12 +339,12 @@ class Demonstrator:
             self.shelter = None
             return None
         ahead = s1 if self.pos == m else s2
-        return "do" if self.m("stone")[ahead] and self.facing == d else _MOVES[d]
+        return "do" if self.tiles_of("stone")[ahead] and self.facing == d else _MOVES[d]
 
     def _enclosed(self):
         """The walkable region around us is tiny and closed, so no zombie can get next to us
         (off-screen tiles count as walkable)."""
-        walk = self.m("grass", "sand", "path") | ~self.vis
+        walk = self.tiles_of("grass", "sand", "path") | ~self.vis
         region = np.zeros_like(walk)
         region[self.pos] = True
         for _ in range(4):

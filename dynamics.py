@@ -241,7 +241,7 @@ class ShortcutLoss(nn.Module):
 # --------------------------------------------------------------------------------------------------
 # generation (§D.2)
 
-def _run(model, z, tau, d, a, cache, agent):
+def _pass(model, z, tau, d, a, cache, agent):
     """A forward pass at signal level tau, step size d (floats), all frames of z (B, T, L, Dz)."""
     full = lambda v: torch.full(z.shape[:2], v, device=z.device)
     if agent is None:
@@ -273,7 +273,7 @@ def append_frames(model, z, a_in, cache, eps=None, agent=None):
     the re-noising noise (default: drawn)."""
     z = z / model.latent_std  # the model's unit-scale latents
     eps = torch.randn_like(z) if eps is None else eps
-    return _run(model, TAU_CTX * z + (1 - TAU_CTX) * eps, TAU_CTX, 1 / model.k_max,
+    return _pass(model, TAU_CTX * z + (1 - TAU_CTX) * eps, TAU_CTX, 1 / model.k_max,
                 a_in, cache, agent)[1]
 
 
@@ -286,7 +286,7 @@ def next_frame(model, cache, a_in, K=4, z0=None, agent=None):
     z0 = (torch.randn(a_in.shape[0], 1, *model.latent_shape, device=a_in.device) if z0 is None
           else z0)
     view = cache.fork()
-    return (sample_frame(lambda z, tau, d: _run(model, z, tau, d, a_in, view, agent)[0], z0, K)
+    return (sample_frame(lambda z, tau, d: _pass(model, z, tau, d, a_in, view, agent)[0], z0, K)
             * model.latent_std)
 
 

@@ -247,7 +247,7 @@ def batch(b, noise=0.0):
     return {k: torch.from_numpy(np.asarray(v)).to(device) for k, v in out.items()}
 
 
-def tiles(T):
+def heldout_windows(T):
     """Windows of T frames over every held-out episode, overlapping by one frame, so the transitions
     into frames 1..T-1 of the windows are every transition of the episode (but a head shorter than a
     window); the last window ends at the episode's last frame (its death, if it died)."""
@@ -318,7 +318,7 @@ def evaluate_finetune():
     (reward > 0.5) over the held-out transitions (§E); the event head's, on real frames and on
     frames the dynamics model dreams from the data's actions; the continuation head's of deaths."""
     models.eval()
-    w = tiles(seq_len)
+    w = heldout_windows(seq_len)
     hit = copy_hit = n = 0
     counts = {k: np.zeros(3, np.int64) for k in ("reward", "event", "dream", "death")}
     # the same noise at every eval, the RNG untouched
