@@ -184,8 +184,8 @@ def test_screen_only_demonstrator_sees_the_screen():
     act._see()
     x, y = act.pos
     assert act.vis.sum() <= 63 and act.vis[x - 4:x + 5, y - 3:y + 4].all()
-    for mask in [act.free, act.dig, act.passable, act.m("water"), act.m("tree", "stone"),
-                 *act.objs.values()]:
+    for mask in [act.free, act.dig, act.passable, act.tiles_of("water"),
+                 act.tiles_of("tree", "stone"), *act.objs.values()]:
         assert not (mask & ~act.vis).any()
     eps_list = [G.run_episode(s, "demo", 0.0, STEPS, view=True) for s in SEEDS]
     assert (_count(eps_list, "collect_wood") >= len(SEEDS) - 1
