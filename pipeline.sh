@@ -42,7 +42,8 @@ fi
 for s in $stages; do
   echo "$s $(sed -n 's/^_minutes = \([0-9.]*\).*/\1/p' "$CONFIG/${s}_$PRESET.py")"
 done | awk -v runs="$runs" '{n = $2 * ($1 == "dynamics" ? 1 + runs : 1); t += n
-  printf "  %-10s ~%s min%s\n", $1, $2, ($1 == "dynamics" && runs ? " (and " runs " more runs)" : "")}
+  printf "  %-10s ~%s min\n", $1, $2
+  if ($1 == "dynamics" && runs) printf "   and %d more dynamics runs\n", runs}
   END {printf "  total      ~%.0f min (%.1f h)\n", t, t / 60}'
 
 # resume a stage that has a checkpoint
