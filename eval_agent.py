@@ -104,6 +104,9 @@ def reused_bc_rows(path):
     if rows["BC"].get("ckpt_mtime") != os.path.getmtime(bc_ckpt):
         raise common.ConfigError(f"bc_eval '{path}' scored an older {bc_ckpt} "
                                  "(the file changed since)")
+    if "lengths" not in rows["BC"]:
+        raise common.ConfigError(f"bc_eval '{path}' predates episode lengths: play BC again "
+                                 "(without --bc_eval)")
     keys = ["episodes", "seed", "max_steps", "temperature", "time_window", "lockstep"] + \
         (["argmax_episodes"] if argmax and "BC argmax" in rows else [])
     for k in keys:

@@ -207,6 +207,11 @@ def test_eval_reuses_bc_rows(agent_run, tmp_path, capsys):
     stale.write_text(json.dumps(prev))
     assert "the file changed since" in fails(*args, f"--bc_ckpt={bc2}", f"--bc_eval={stale}",
                                              f"--out={tmp_path / 'x.json'}")
+    prev = json.load(open(tmp / "eval.json"))
+    del prev["rows"]["BC"]["lengths"]  # an eval.json from before lengths were recorded
+    stale.write_text(json.dumps(prev))
+    assert "predates episode lengths" in fails(*args, f"--bc_eval={stale}",
+                                               f"--out={tmp_path / 'x.json'}")
     assert not os.path.exists(tmp_path / "x.json")
 
 
