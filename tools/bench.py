@@ -299,6 +299,8 @@ def bench_agent():
         heads.step()
         heads.zero_grad(set_to_none=True)
     name = f"agent_imagine_step_s_batch{n_roll}_h{horizon}"
+    torch._dynamo.reset()  # each loop compiled afresh, as in its own process: one process's loops
+    #   would pass dynamo's limit of 8 graphs per function and time the rest eagerly
     out[name] = median_time(name, imagine_step, 1, 3)
     tok = Tokenizer(**TOK, time_window=1).to(device).eval()
     policy = Policy(tok, model, ag, device=device)
@@ -310,6 +312,7 @@ def bench_agent():
         name = f"act_frames_per_s_batch{n}"
         out[name] = n / median_time(name, lambda: policy.act(frames), 2, 10)
     # play.py's world model: K=4 steps, append, decode, the heads
+    torch._dynamo.reset()
     dream = Dream(tok, dyn, ag, 4, ctx, device)
     dream.reset(frames[:1], np.zeros((1, 1), np.int64))
     for _ in range(T):
