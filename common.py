@@ -152,9 +152,12 @@ def auto_device(device="auto"):
 
 
 def cpu_has_bf16():
-    """Whether this CPU has bf16 matmul instructions (Linux /proc/cpuinfo: AMX or AVX-512 BF16).
-    Read, not timed: a timing on a busy 2-core machine flipped between runs, so a resumed run could
-    train in another dtype."""
+    """Whether this CPU has bf16 matmul instructions (Linux /proc/cpuinfo: AMX or AVX-512 BF16) and
+    torch dispatches to its AVX-512 kernels (not where ATEN_CPU_CAPABILITY=avx2 holds it to older
+    ones, as when a laptop's CPU is emulated). Read, not timed: a timing on a busy 2-core machine
+    flipped between runs, so a resumed run could train in another dtype."""
+    if torch.backends.cpu.get_cpu_capability() != "AVX512":
+        return False
     try:
         with open("/proc/cpuinfo") as f:
             flags = set(next((ln for ln in f if ln.startswith("flags")), "").split())
