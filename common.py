@@ -151,19 +151,24 @@ def auto_device(device="auto"):
     return "cpu"
 
 
-def cpu_has_bf16():
-    """Whether this CPU has bf16 matmul instructions (Linux /proc/cpuinfo: AMX or AVX-512 BF16) and
-    torch dispatches to its AVX-512 kernels (not where ATEN_CPU_CAPABILITY=avx2 holds it to older
-    ones, as when a laptop's CPU is emulated). Read, not timed: a timing on a busy 2-core machine
-    flipped between runs, so a resumed run could train in another dtype."""
+def cpu_bf16_is_fast():
+    """Whether bf16 matmuls beat fp32 on this CPU: Intel with AMX, or AMD with AVX-512 BF16 (Zen 4
+    on). An Intel Xeon with AVX-512 BF16 but no AMX ran every stage faster in fp32, and CPUs without
+    bf16 instructions run it 60-100x slower (docs/experiments.md, Speed). torch must also dispatch
+    to its AVX-512 kernels (not where ATEN_CPU_CAPABILITY=avx2 holds it to older ones, as when a
+    laptop's CPU is emulated). Read from /proc/cpuinfo, not timed: a timing on a busy 2-core
+    machine flipped between runs, so a resumed run could train in another dtype."""
     if torch.backends.cpu.get_cpu_capability() != "AVX512":
         return False
     try:
-        with open("/proc/cpuinfo") as f:
-            flags = set(next((ln for ln in f if ln.startswith("flags")), "").split())
+        with open("/proc/cpuinfo") as f:  # the first processor's "key\t: value" lines
+            first = f.read().split("\n\n")[0].splitlines()
     except OSError:
         return False
-    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    info = {k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in first if ":" in ln)}
+    flags = set(info.get("flags", "").split())
+    amd = info.get("vendor_id") == "AuthenticAMD"
+    return "amx_bf16" in flags or ("avx512_bf16" in flags and amd)
 
 
 def cuda_has_bf16():
@@ -202,9 +207,8 @@ def main_job_preset():
 
 def resolve_dtype(device, dtype):
     """'bfloat16' or 'float32' from the dtype config. 'auto' is bf16 where this device runs it fast:
-    CUDA with bf16, or a CPU with bf16 instructions (cpu_has_bf16); fp32 otherwise (other CPUs run
-    bf16 matmuls 60-100x slower than fp32; mps). An explicit 'bfloat16' is kept, with one warning
-    line on a CPU without them."""
+    CUDA with bf16, or a CPU where bf16 beats fp32 (cpu_bf16_is_fast); fp32 otherwise (mps too). An
+    explicit 'bfloat16' is kept, with one warning line on a CPU where it is slower."""
     if dtype not in ("auto", "bfloat16", "float32"):
         raise ConfigError(f"dtype={dtype!r}: use 'auto', 'bfloat16' or 'float32'")
     dev = device.split(":")[0]
@@ -212,10 +216,10 @@ def resolve_dtype(device, dtype):
         return dtype
     if dev != "cpu":
         return "bfloat16" if dev == "cuda" and cuda_has_bf16() else "float32"
-    fast = cpu_has_bf16()
+    fast = cpu_bf16_is_fast()
     if dtype == "bfloat16" and not fast:
-        print("warning: this CPU has no bf16 matmul instructions (AMX, AVX-512 BF16): bf16 runs "
-              "60-100x slower than fp32 here; --dtype=auto picks float32", flush=True)
+        print("warning: bf16 runs slower than fp32 on this CPU (bf16 is fast with Intel's AMX or "
+              "AMD's AVX-512 BF16); --dtype=auto picks float32", flush=True)
     return "bfloat16" if fast or dtype == "bfloat16" else "float32"
 
 

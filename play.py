@@ -47,8 +47,8 @@ keymap = ""  # 'key:action,...' with pygame key names and the action spec's valu
 max_steps = 0  # quit after this many frames (0: at Esc)
 seed = 0
 device = "auto"
-dtype = "float32"  # at batch 1 fp32 is the faster on the Xeons measured (AMX or not), 'bfloat16' on
-                   # an AMD EPYC with AVX-512 BF16 (docs, Speed); 'auto': bf16 where there is
+dtype = "float32"  # at batch 1 fp32 is the faster on the Xeons measured (AMX or not); 'bfloat16'
+                   # on an AMD EPYC with AVX-512 BF16 (docs, Speed); 'auto': as the trainers pick
 compile = True  # the dynamics model's per-frame passes compiled (fixed shapes: ~30 s at start, then
                 # more frames/s on a CPU; docs, Speed)
 threads = 0

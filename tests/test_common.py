@@ -151,28 +151,32 @@ def test_muon_optimizer_groups_and_state():
 
 
 def test_dtype_auto_is_bf16_only_where_it_is_fast(monkeypatch, tmp_path, capsys):
-    """CPUs: bf16 where /proc/cpuinfo names AMX or AVX-512 BF16, fp32 otherwise (AVX2, AVX-512
-    without them, no cpuinfo, or torch held to AVX2 kernels), read and not timed; an explicit bf16
-    is kept, with one warning line where it is slow."""
+    """CPUs: bf16 where /proc/cpuinfo names AMX, or AVX-512 BF16 on AMD; fp32 otherwise (AVX2,
+    AVX-512 without them, Intel's AVX-512 BF16 without AMX, no cpuinfo, or torch held to AVX2
+    kernels), read and not timed; an explicit bf16 is kept, with one warning line where it is
+    slow."""
     import builtins
     real_open, cpuinfo = builtins.open, tmp_path / "cpuinfo"
     monkeypatch.setattr(builtins, "open", lambda f, *a, **k: real_open(
         cpuinfo if f == "/proc/cpuinfo" else f, *a, **k))
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
-    for flags, auto in (("fpu avx2 fma", "float32"), ("avx2 avx512f avx512bw", "float32"),
-                        (None, "float32"), ("avx2 avx512f avx512_bf16", "bfloat16"),
-                        ("avx512f amx_tile amx_bf16 amx_int8", "bfloat16")):
+    intel, amd = "GenuineIntel", "AuthenticAMD"
+    for vendor, flags, auto in ((amd, "fpu avx2 fma", "float32"), (intel, None, "float32"),
+                                (intel, "avx2 avx512f avx512bw", "float32"),
+                                (intel, "avx2 avx512f avx512_bf16", "float32"),
+                                (amd, "avx2 avx512f avx512_bf16", "bfloat16"),
+                                (intel, "avx512f avx512_bf16 amx_tile amx_bf16", "bfloat16")):
         cpuinfo.unlink(missing_ok=True)
         if flags:
-            cpuinfo.write_text(f"processor\t: 0\nmodel name\t: x\nflags\t\t: {flags}\n\n"
-                               "processor\t: 1\n")
+            cpuinfo.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\nmodel name\t: x\n"
+                               f"flags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: amx_bf16\n")
         assert (common.resolve_dtype("cpu", "auto") == auto
-                and common.resolve_dtype("cpu", "float32") == "float32")
+                and common.resolve_dtype("cpu", "float32") == "float32"), (vendor, flags)
         assert common.resolve_dtype("cpu", "bfloat16") == "bfloat16"
         warned = capsys.readouterr().out
         assert warned == ("" if auto == "bfloat16" else
-                          "warning: this CPU has no bf16 matmul instructions (AMX, AVX-512 BF16): "
-                          "bf16 runs 60-100x slower than fp32 here; --dtype=auto picks float32\n")
+                          "warning: bf16 runs slower than fp32 on this CPU (bf16 is fast with "
+                          "Intel's AMX or AMD's AVX-512 BF16); --dtype=auto picks float32\n")
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
     assert common.resolve_dtype("cpu", "auto") == "float32"  # ATEN_CPU_CAPABILITY=avx2: emulated
     assert common.resolve_dtype("mps", "auto") == "float32"
