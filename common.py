@@ -10,6 +10,7 @@ one line naming the closest valid keys.
 import ast
 import contextlib
 import difflib
+import itertools
 import json
 import math
 import os
@@ -162,7 +163,7 @@ def cpu_bf16_is_fast():
         return False
     try:
         with open("/proc/cpuinfo") as f:  # the first processor's "key\t: value" lines
-            first = f.read().split("\n\n")[0].splitlines()
+            first = list(itertools.takewhile(str.strip, f))
     except OSError:
         return False
     info = {k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in first if ":" in ln)}
