@@ -31,9 +31,9 @@ def host_syncs(monkeypatch, script, *args):
     for name in SYNCS:
         def counted(self, *a, _f=getattr(torch.Tensor, name), _name=name, **k):
             code = sys._getframe(1).f_code
-            if (code.co_filename.startswith(root)  # (a venv inside the repo holds torch's)
+            if (code.co_filename.startswith(root)
                     and os.sep + "tests" + os.sep not in code.co_filename
-                    and "site-packages" not in code.co_filename
+                    and "site-packages" not in code.co_filename  # (a venv inside the repo)
                     and (code.co_name, _name) not in HOST_SIDE):
                 counts[f"{os.path.basename(code.co_filename)}:"
                        f"{sys._getframe(1).f_lineno} {_name}"] += 1
