@@ -152,6 +152,16 @@ def auto_device(device="auto"):
     return "cpu"
 
 
+def cpu_info():
+    """The first processor's fields in /proc/cpuinfo ({} without one: not Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:  # "key\t: value" lines, a blank line after each processor
+            first = list(itertools.takewhile(str.strip, f))
+    except OSError:
+        return {}
+    return {k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in first if ":" in ln)}
+
+
 def cpu_bf16_is_fast():
     """Whether bf16 matmuls beat fp32 on this CPU: Intel with AMX, or AMD with AVX-512 BF16 (Zen 4
     on). An Intel Xeon with AVX-512 BF16 but no AMX ran every stage faster in fp32, and CPUs without
@@ -161,12 +171,7 @@ def cpu_bf16_is_fast():
     machine flipped between runs, so a resumed run could train in another dtype."""
     if torch.backends.cpu.get_cpu_capability() != "AVX512":
         return False
-    try:
-        with open("/proc/cpuinfo") as f:  # the first processor's "key\t: value" lines
-            first = list(itertools.takewhile(str.strip, f))
-    except OSError:
-        return False
-    info = {k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in first if ":" in ln)}
+    info = cpu_info()
     flags = set(info.get("flags", "").split())
     amd = info.get("vendor_id") == "AuthenticAMD"
     return "amx_bf16" in flags or ("avx512_bf16" in flags and amd)

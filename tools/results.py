@@ -59,11 +59,7 @@ def rows_of(path, key):
 def hardware():
     if torch.cuda.is_available():
         return f"CUDA GPU: {torch.cuda.get_device_name()}"
-    model = platform.processor()
-    if os.path.exists("/proc/cpuinfo"):  # Linux names the model there
-        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
-                 if ln.startswith("model name")]
-        model = names[0] if names else model
+    model = common.cpu_info().get("model name") or platform.processor()  # (Linux names it there)
     return f"CPU: {model}, {os.cpu_count()} cores, {torch.backends.cpu.get_cpu_capability()}"
 
 
