@@ -315,17 +315,6 @@ def fresh_run(ckpt_path, init_from):
                           f"for a new run pick another out_dir (or delete that one)")
 
 
-def git_commit():
-    """The code's commit (git describe; -dirty with local changes), or 'unknown' outside a git
-    checkout."""
-    try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
-                              text=True, cwd=os.path.dirname(os.path.abspath(__file__)),
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def atomic_save(obj, path):
     """torch.save through atomic_write: a checkpoint is never half-written under its final name."""
     atomic_write(path, lambda f: torch.save(obj, f), binary=True)

@@ -15,13 +15,15 @@ of the full-label gain, and what the unlabeled video adds to a run's labeled epi
 import json
 import os
 import platform
+import subprocess
 import sys
 
 import numpy as np
 import torch
 
 # the repo's modules (this script is in tools/)
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 import common  # noqa: E402
 
 # ------------------------------------------------------------------------------------------- config
@@ -54,6 +56,16 @@ def rows_of(path, key):
     if not rows:
         raise common.ConfigError(f"{path} has no '{key}': the stage has not finished an eval")
     return rows
+
+
+def git_commit():
+    """The code's commit (git describe; -dirty with local changes), or 'unknown' outside a git
+    checkout."""
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
+                              text=True, cwd=ROOT, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def hardware():
@@ -116,7 +128,7 @@ def label_study():
               "give more episodes)")
     lines = [f"# Label efficiency (§E): {len(runs)} dynamics runs, "
              f"{runs[0]['same'][2]} steps each", "",
-             f"{hardware()}; commit {common.git_commit()}. Every run is scored on the same "
+             f"{hardware()}; commit {git_commit()}. Every run is scored on the same "
              f"{m0['eval_windows']} held-out windows ({len(m0['eval_episodes'])} episodes) with "
              "the true actions; ± is a standard error with those episodes as clusters (their "
              "windows overlap), paired: every run sees the same windows. Share of the gain: "
@@ -200,7 +212,7 @@ def main():
             times[name] = times.get(name, 0) + int(sec)
 
     lines = [f"# nanodreamer results: {out_dir}", "",
-             f"{hardware()}; commit {common.git_commit()}.", "",
+             f"{hardware()}; commit {git_commit()}.", "",
              "## World model and agent", "",
              "| figure | value |", "|---|---|",
              f"| tokenizer val PSNR | {psnr:.2f} dB (iter {tok['iter']}) |",
