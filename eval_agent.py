@@ -59,10 +59,13 @@ out = ""  # the table as JSON (default: beside rl_ckpt, or bc_ckpt; out/eval.jso
           # checkpoint)
 video = ""  # an mp4 of one agent episode (default: beside out)
 device = "auto"
+dtype = "auto"  # the agents' acting: 'auto' (bf16 where this device runs it fast, else fp32) |
+                # 'bfloat16' | 'float32' (the same agent acts a little differently in each)
 threads = 0
 # --------------------------------------------------------------------------------------------------
 config = common.configure(globals())
 device = common.auto_device(device)
+dtype = common.resolve_dtype(device, dtype)  # (a wrong name stops here, before any game is played)
 if threads:
     torch.set_num_threads(threads)
 common.at_least(config, episodes=1, max_steps=1, lockstep=1, baseline_episodes=0, argmax_episodes=0)
@@ -146,7 +149,8 @@ def wilcoxon(d):
 
 
 def play_agent(path, temperature, seeds, name):
-    policy = load_policy(path, device, temperature, time_window, tokenizer_ckpt=tokenizer_ckpt)
+    policy = load_policy(path, device, temperature, time_window, dtype,
+                         tokenizer_ckpt=tokenizer_ckpt)
     chunks = -(-len(seeds) // lockstep)
     # the eta is an upper bound: episodes end sooner
     tick = common.ticker(f"  {name}: step", max_steps * chunks)
@@ -241,7 +245,8 @@ print(f"wrote {out} and {os.path.splitext(out)[0]}.md")
 
 if agents:  # one agent episode, sampled actions, as the table plays it
     name, path = list(agents.items())[-1]
-    policy = load_policy(path, device, temperature, time_window, tokenizer_ckpt=tokenizer_ckpt)
+    policy = load_policy(path, device, temperature, time_window, dtype,
+                         tokenizer_ckpt=tokenizer_ckpt)
     env = make_env(seeds[0], max_steps, policy.image_size)
     frames, done = [env.reset()], False
     while not done:

@@ -107,6 +107,7 @@ CASES = [  # (class, what, command line)
     ("range", "sample actions of the wrong count", [*sm_, "--actions=0,1"]),
     ("range", "eval episodes=0", [*ev_, "--episodes=0"]),
     ("range", "eval temperature=-1", [*ev_, "--temperature=-1"]),
+    ("range", "eval dtype=float16", [*ev_, "--dtype=float16"]),
     ("range", "eval out not a .json file", [*ev_, f"--out={OUT}/eval"]),
     ("range", "data num_frames=0",
      ["data.py", "--source=crafter", f"--data_dir={OUT}", "--num_frames=0"]),

@@ -546,6 +546,7 @@ def test_bad_agent_inputs(agent_run, tmp_path):
                                      "--bc_ckpt=")
     assert "name a .json file" in fails("eval_agent.py", f"--bc_ckpt={tmp / 'agent_bc/ckpt.pt'}",
                                         "--rl_ckpt=", f"--out={tmp_path / 'table'}")
+    assert "dtype='float16'" in fails("eval_agent.py", "--dtype=float16")
     ckpt = torch.load(tmp / "agent_bc/ckpt.pt", weights_only=False)
     ckpt["action_spec"] = [{"name": "action", "classes": 5}]  # an agent of another game
     torch.save(ckpt, tmp_path / "other.pt")
