@@ -10,6 +10,7 @@ one line naming the closest valid keys.
 import ast
 import contextlib
 import difflib
+import functools
 import itertools
 import json
 import math
@@ -211,6 +212,11 @@ def main_job_preset():
     return "cpu"
 
 
+@functools.cache  # one line per message and process (eval_agent resolves a dtype per agent)
+def warn_once(message):
+    print(message, flush=True)
+
+
 def resolve_dtype(device, dtype):
     """'bfloat16' or 'float32' from the dtype config. 'auto' is bf16 where this device runs it fast:
     CUDA with bf16, or a CPU where bf16 beats fp32 (cpu_bf16_is_fast); fp32 otherwise (mps too). An
@@ -224,8 +230,8 @@ def resolve_dtype(device, dtype):
         return "bfloat16" if dev == "cuda" and cuda_has_bf16() else "float32"
     fast = cpu_bf16_is_fast()
     if dtype == "bfloat16" and not fast:
-        print("warning: bf16 runs slower than fp32 on this CPU (bf16 is fast with Intel's AMX or "
-              "AMD's AVX-512 BF16); --dtype=auto picks float32", flush=True)
+        warn_once("warning: bf16 runs slower than fp32 on this CPU (bf16 is fast with Intel's AMX "
+                  "or AMD's AVX-512 BF16); --dtype=auto picks float32")
     return "bfloat16" if fast or dtype == "bfloat16" else "float32"
 
 

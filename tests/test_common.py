@@ -172,7 +172,9 @@ def test_dtype_auto_is_bf16_only_where_it_is_fast(monkeypatch, tmp_path, capsys)
                                f"flags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: amx_bf16\n")
         assert (common.resolve_dtype("cpu", "auto") == auto
                 and common.resolve_dtype("cpu", "float32") == "float32"), (vendor, flags)
+        common.warn_once.cache_clear()  # each CPU its own process
         assert common.resolve_dtype("cpu", "bfloat16") == "bfloat16"
+        assert common.resolve_dtype("cpu", "bfloat16") == "bfloat16"  # warned once, not twice
         warned = capsys.readouterr().out
         assert warned == ("" if auto == "bfloat16" else
                           "warning: bf16 runs slower than fp32 on this CPU (bf16 is fast with "
