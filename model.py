@@ -154,11 +154,11 @@ class Transformer(nn.Module):
         self.norm = RMSNorm(dim)
 
     def forward(self, x, space_mask=None, cache=None, twin=False):
-        """x (B, T, S, D) -> (B, T, S, D). space_mask: (S, S) bool (True = row may read column), or
-        a list with one mask per block. cache: a KVCache; x are then the frames that follow the
-        cached ones, and their time-layer keys/values are written to it. twin: x holds a clip's
-        frames twice (training only, no cache): first as context, then as targets that each read the
-        context before them (twin_time_mask)."""
+        """x (B, T, S, D) -> (B, T, S, D). space_mask: (S, S) bool (True = row may read column).
+        cache: a KVCache; x are then the frames that follow the cached ones, and their time-layer
+        keys/values are written to it. twin: x holds a clip's frames twice (training only, no
+        cache): first as context, then as targets that each read the context before them
+        (twin_time_mask)."""
         n = x.shape[1] // 2 if twin else x.shape[1]
         window = self.time_window if cache is None or cache.window is None else cache.window
         if cache is not None:
@@ -168,11 +168,9 @@ class Transformer(nn.Module):
             raise ValueError(f"context of {n} frames is longer than the {self.max_frames} frames "
                              f"this model was built for")
         time = self.time_layout(x.shape[1], twin, cache, window, x.device)
-        masks = (space_mask if isinstance(space_mask, (list, tuple))
-                 else [space_mask] * len(self.blocks))
-        for i, (block, mask) in enumerate(zip(self.blocks, masks)):
+        for i, block in enumerate(self.blocks):
             past = None if cache is None or not block.is_time else cache.kv.get(i)
-            x, kv = block(x, mask, time, past)
+            x, kv = block(x, space_mask, time, past)
             if cache is not None and block.is_time:
                 cache.write(i, kv, time[0])
         if cache is not None and not cache.frozen:
@@ -224,9 +222,8 @@ class KVCache:
     EMPTY = 2 ** 40
 
     def __init__(self, window=None):
-        self.kv, self.size, self.pos, self.next, self.length, self.frozen = (
-            {}, 0, None, None, 0, False)
-        self.window = window
+        self.kv, self.size, self.pos, self.next, self.length = {}, 0, None, None, 0
+        self.frozen, self.window = False, window
 
     @torch.compiler.disable
     def begin(self, n, size, max_frames, window, device):
@@ -269,10 +266,8 @@ class KVCache:
 
     def fork(self):
         """A read-only view of this cache: passes through it see the past but append nothing."""
-        view = KVCache(self.window)
-        view.kv, view.size, view.pos, view.next, view.length = (self.kv, self.size, self.pos,
-                                                                 self.next, self.length)
-        view.frozen = True
+        view = KVCache()
+        view.__dict__.update(self.__dict__, frozen=True)  # the same buffers, read only
         return view
 
 
