@@ -30,8 +30,8 @@ import common
 from agent import load_agent, load_policy
 from demonstrator import ACTIONS
 from dynamics import write_video
-from game import (KEY_ACHIEVEMENTS, demo_policy, evaluate, evaluate_lockstep, make_env, mix_policy,
-                  random_policy)
+from game import (KEY_ACHIEVEMENTS, SHORT, demo_policy, evaluate, evaluate_lockstep, make_env,
+                  mix_policy, random_policy)
 
 # ------------------------------------------------------------------------------------------- config
 bc_ckpt = ""  # after phase 2, e.g. out/cpu/agent_bc/ckpt.pt ('' = skip)
@@ -197,13 +197,11 @@ for name, path in agents.items():
                                eval_seed=seed,
                                **{f"success_{k}": v for k, v in r["success_rates"].items()})
 
-short = {n: n.replace("collect_", "").replace("make_", "").replace("place_", "pl.")
-         .replace("_pickaxe", "_pick").replace("defeat_", "kill_") for n in KEY_ACHIEVEMENTS}
 print(f"\n{'policy':<12}{'score%':>7}{'return':>7}{'length':>7}"
-      + "".join(f"{short[n]:>{len(short[n]) + 1}}" for n in KEY_ACHIEVEMENTS))
+      + "".join(f"{SHORT[n]:>{len(SHORT[n]) + 1}}" for n in KEY_ACHIEVEMENTS))
 for name, r in rows.items():
     print(f"{name:<12}{r['score']:>7.2f}{r['mean_return']:>7.2f}{r['mean_length']:>7.0f}" +
-          "".join(f"{r['success_rates'][n]:>{len(short[n]) + 1}.0f}" for n in KEY_ACHIEVEMENTS))
+          "".join(f"{r['success_rates'][n]:>{len(SHORT[n]) + 1}.0f}" for n in KEY_ACHIEVEMENTS))
 paired = {}
 if "BC" in rows and "RL" in rows:
     for what in ("returns", "unlocks", "lengths"):  # lengths: survival
@@ -225,7 +223,7 @@ def markdown(rows, paired):
              f"first {baseline_episodes or episodes}; argmax rows: the first "
              f"{argmax_episodes or episodes}), episodes capped at {max_steps} steps.", "",
              "| policy | episodes | Crafter score | return | length | "
-             + " | ".join(short[k] for k in keys) + " |",
+             + " | ".join(SHORT[k] for k in keys) + " |",
              "|---" * (5 + len(keys)) + "|"]
     lines += [f"| {name} | {r['episodes']} | {r['score']:.2f}% | {r['mean_return']:.2f} | "
               f"{r['mean_length']:.0f} | "

@@ -28,6 +28,8 @@ KEY_ACHIEVEMENTS = ["collect_wood", "place_table", "make_wood_pickaxe", "make_wo
                     "collect_stone", "place_stone", "make_stone_pickaxe", "place_furnace",
                     "collect_coal", "collect_iron", "make_iron_pickaxe", "collect_drink", "eat_cow",
                     "wake_up", "defeat_zombie", "eat_plant"]
+SHORT = {n: n.replace("collect_", "").replace("make_", "").replace("place_", "pl.")
+         .replace("_pickaxe", "_pick").replace("defeat_", "kill_") for n in KEY_ACHIEVEMENTS}
 
 # --------------------------------------------------------------------------------------------------
 # config of the command (python game.py --key=value)
@@ -230,12 +232,10 @@ if __name__ == "__main__":
     if episodes < 1 or max_steps < 1 or workers < 1:
         raise ConfigError("episodes, max_steps and workers must be >= 1")
     seeds = list(range(seed, seed + episodes))
-    short = {n: n.replace("collect_", "").replace("make_", "").replace("place_", "pl.")
-             .replace("_pickaxe", "_pick").replace("defeat_", "kill_") for n in KEY_ACHIEVEMENTS}
     print(f"{episodes} episodes per row, seeds {seed}..{seed + episodes - 1}, "
           f"max_steps {max_steps}, size {size}")
     head = f"{'policy':<12}{'score%':>7}{'return':>7}{'length':>7}" + "".join(
-        f"{short[n]:>{len(short[n]) + 1}}" for n in KEY_ACHIEVEMENTS)
+        f"{SHORT[n]:>{len(SHORT[n]) + 1}}" for n in KEY_ACHIEVEMENTS)
     print(head)
     rows = [("random", random_policy), ("demo eps=0", functools.partial(demo_policy, view=view)),
             ("data mix", functools.partial(mix_policy, view=view))]
@@ -243,7 +243,7 @@ if __name__ == "__main__":
         t0 = time.time()
         r = evaluate(make, seeds, max_steps, size, workers)
         print(f"{name:<12}{r['score']:>7.1f}{r['mean_return']:>7.2f}{r['mean_length']:>7.0f}" +
-              "".join(f"{r['success_rates'][n]:>{len(short[n]) + 1}.0f}"
+              "".join(f"{r['success_rates'][n]:>{len(SHORT[n]) + 1}.0f}"
                       for n in KEY_ACHIEVEMENTS) + f"   ({time.time() - t0:.0f}s)", flush=True)
     # frames/s of collection on one core; crafter alone: the same episodes replayed from their
     # actions (deterministic)
