@@ -153,8 +153,7 @@ tok, tok_ckpt = load_tokenizer(tok_info["path"], device)
 L, Dz = start["latent_shape"]
 store.agent_fields()
 rewards_all = np.asarray(store.rewards)
-# per frame (agent.data_targets)
-targets = data_targets(rewards_all, store.events, store.episodes, store.deaths)
+targets = data_targets(rewards_all, store.events, store.episodes, store.deaths)  # per frame
 died = store.deaths == 1  # (E,) the episodes that ended in death
 died = died if died[store.episode_ids("train")].any() else None  # None: no training episode died
 if phase == "finetune" and not np.any(rewards_all != 0):
@@ -169,8 +168,7 @@ if phase == "finetune" and not keep.any():
 
 # models: dynamics transformer with agent tokens, heads, and (imagine) the frozen behavioral prior
 model_args = start["model_args"]
-# the frames the agent tokens read: its finetuning window, everywhere after
-window = start.get("window", seq_len)
+window = start.get("window", seq_len)  # the agent tokens' window: the finetuning one, ever after
 if phase == "finetune" and seq_len > model_args["max_frames"]:
     raise common.ConfigError(f"seq_len={seq_len} is longer than the {model_args['max_frames']} "
                              f"frames the dynamics model was trained on")
@@ -184,24 +182,22 @@ else:
                       num_events=len(store.event_names), memory=memory)
     models = nn.ModuleDict({"dynamics": Dynamics(**model_args), "agent": Agent(**agent_args)})
     models["dynamics"].load_state_dict(start["model"])
-# the shortcut-forcing recipe of the dynamics run
-dyn_config = start.get("dynamics_config", start["config"])
+dyn_config = start.get("dynamics_config", start["config"])  # the dynamics run's recipe
 criterion = ShortcutLoss(model_args["k_max"], dyn_config["context_frac"], dyn_config["ramp"],
                          dyn_config["teacher_forcing"], dyn_config["zero_frac"])
 if phase == "imagine":
-    if "prior" not in models:
-        # §A.2 the behavioral prior: the phase-2 policy
+    if "prior" not in models:  # §A.2 the behavioral prior: the phase-2 policy
         models["prior"] = copy.deepcopy(models["agent"].policy)
     models.requires_grad_(False)
     # the only trained parts
     models["agent"].policy.requires_grad_(True), models["agent"].value.requires_grad_(True)
+    # the agent reads the dream through its finetuning window
+    models["dynamics"].transformer.time_window = window
 elif "criterion" in start and init_from == "new":
     criterion.load_state_dict(start["criterion"])  # the dynamics loss's running RMS carries on
 models, criterion = models.to(device), criterion.to(device)
 common.broadcast_from_rank0(models, ddp)  # the new agent parts were drawn from per-rank seeds
 dyn, agent = models["dynamics"], models["agent"]
-if phase == "imagine":
-    dyn.transformer.time_window = window  # the agent reads the dream through its finetuning window
 if phase == "finetune":
     optimizer = common.make_optimizer(models, lr, weight_decay, (beta1, beta2), device, muon,
                                       dtype=dtype)
