@@ -172,8 +172,7 @@ if baselines:
     for name, make in scripted:
         t0 = time.time()
         rows[name] = {**evaluate(make, seeds[:baseline_episodes or episodes], max_steps,
-                                 workers=workers),
-                      "seconds": time.time() - t0}
+                                 workers=workers), "seconds": time.time() - t0}
         print(f"{name}: score {rows[name]['score']:.2f}% ({rows[name]['seconds']:.0f}s)",
               flush=True)
 for name, path in agents.items():

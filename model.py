@@ -147,10 +147,8 @@ class Transformer(nn.Module):
                  max_frames=256, time_window=0):
         super().__init__()
         self.max_frames, self.time_window = max_frames, time_window
-        self.blocks = nn.ModuleList(
-            Block(dim, n_head, n_kv_head or n_head, mlp_ratio, softcap,
-                  is_time=(i + 1) % time_every == 0)
-            for i in range(depth))
+        self.blocks = nn.ModuleList(Block(dim, n_head, n_kv_head or n_head, mlp_ratio, softcap,
+                                          is_time=(i + 1) % time_every == 0) for i in range(depth))
         self.norm = RMSNorm(dim)
 
     def forward(self, x, space_mask=None, cache=None, twin=False):

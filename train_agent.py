@@ -234,9 +234,8 @@ def batch(b, noise=0.0):
     labels = (b["actions"] if store.labels is None
               else store.labels[idx].astype(np.int64))  # (B, T, C)
     out = {"z": latents[idx].astype(np.float32), "actions": b["actions"], "labels": labels,
-           "keep": keep[b["episode"]],
-           "slip": store.slips[idx] == 1, "events": store.events[idx], "rewards": rewards_all[idx],
-           **{k: v[idx] for k, v in targets.items()}}
+           "keep": keep[b["episode"]], "slip": store.slips[idx] == 1, "events": store.events[idx],
+           "rewards": rewards_all[idx], **{k: v[idx] for k, v in targets.items()}}
     if noise:
         flip = rng.random((len(idx), 1, out["memory"].shape[-1])) < noise
         out["memory"] = np.abs(out["memory"] - flip)
