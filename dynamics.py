@@ -204,9 +204,8 @@ class ShortcutLoss(nn.Module):
     def __init__(self, k_max, context_frac=0.0, ramp=False, teacher_forcing=True,  # the trainer's
                  zero_frac=0.75):
         super().__init__()
-        self.k_max, self.context_frac, self.zero_frac, self.ramp = (
-            k_max, context_frac, zero_frac, ramp)
-        self.teacher_forcing = teacher_forcing
+        self.k_max, self.context_frac, self.zero_frac = k_max, context_frac, zero_frac
+        self.ramp, self.teacher_forcing = ramp, teacher_forcing
         self.norm = RunningRMS()
 
     def forward(self, f, z1, actions, bootstrap_frac):
@@ -215,8 +214,7 @@ class ShortcutLoss(nn.Module):
         B, T = z1.shape[:2]
         tau, d, n_boot = sample_tau_d(B, T, self.k_max, bootstrap_frac, z1.device,
                                       self.context_frac, self.zero_frac)
-        a = prev_actions(actions)
-        net = f
+        a, net = prev_actions(actions), f
         if self.teacher_forcing and T > 1:  # a single frame has no past
             # §D.2 context at signal level 0.9
             past = TAU_CTX * z1 + (1 - TAU_CTX) * torch.randn_like(z1)

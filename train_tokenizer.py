@@ -122,14 +122,13 @@ if ckpt is not None:
     ckpt = None
 raw_model = model  # eval and checkpoints; training steps go through the compiled, DDP-wrapped one
 model = common.compile_and_wrap(model, compile, ddp, local_rank, device)
-n_params = sum(p.numel() for p in raw_model.parameters())
 tokens_per_frame = raw_model.num_patches + num_latents
 flops_per_iter = (3 * linear_flops(raw_model, batch_size * seq_len * tokens_per_frame)
                   * grad_accum)
 peak = matmul_peak_flops(device, dtype)
 if master:
-    print(f"tokenizer: {n_params / 1e6:.2f}M params, {store.image_size}px, "
-          f"latents {num_latents}x{latent_dim}, device {device} {dtype}, "
+    print(f"tokenizer: {sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M params, "
+          f"{store.image_size}px, latents {num_latents}x{latent_dim}, device {device} {dtype}, "
           f"matmul peak {peak / 1e12:.2f} TFLOP/s")
 val = store.fixed_windows(eval_windows, seq_len, "val")
 
