@@ -125,11 +125,11 @@ class Agent(nn.Module):
         """h (..., n, D) -> p(this frame is not terminal) (...)."""
         return torch.sigmoid(self.cont(h.flatten(-2).float())[..., 0])
 
-    def policy_logits(self, h, offset=None):
+    def policy_logits(self, h, offset=None, head=None):
         """h (..., n, D) -> one logit tensor per action component, (..., mtp + 1, classes), or
-        (..., classes) at one MTP offset."""
-        logits = rearrange(self.policy(h.flatten(-2).float()), "... (k a) -> ... k a",
-                           k=self.mtp + 1)
+        (..., classes) at one MTP offset. head: another policy head's (the behavioral prior's)."""
+        head = self.policy if head is None else head
+        logits = rearrange(head(h.flatten(-2).float()), "... (k a) -> ... k a", k=self.mtp + 1)
         logits = logits if offset is None else logits[..., offset, :]
         return logits.split(self.action_classes, -1)
 
@@ -384,9 +384,7 @@ def imagination_losses(agent, prior, roll, alpha=0.5, beta=0.3, train_policy=Tru
     adv = R - v[:, :-1]  # §A.3 A = R - v, its sign only
     logits = agent.policy_logits(h[:, :-1], offset=0)
     with torch.no_grad():
-        prior_logits = prior(h[:, :-1].flatten(-2).float())
-        prior_logits = rearrange(prior_logits, "... (k a) -> ... k a", k=agent.mtp + 1)[..., 0, :]
-        prior_logits = prior_logits.split(agent.action_classes, -1)
+        prior_logits = agent.policy_logits(h[:, :-1], offset=0, head=prior)
     kl_prior = kl(logits, prior_logits)
     policy_loss = pmpo_loss(log_prob(logits, actions).flatten(), adv.flatten(), kl_prior.flatten(),
                             alpha, beta, w.flatten())
