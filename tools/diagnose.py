@@ -232,8 +232,8 @@ def _row(name, r, acc=None, copy=None):
     return [name] + cells + [f"{r['success_rates'][a]:.0f}" for a in _SHOWN]
 
 
-def _markdown(rows):
-    head = ["policy", "acc%", "copy%", "score%", "return", "length", "alive300%"] + \
+def _markdown(rows, head=None):
+    head = head or ["policy", "acc%", "copy%", "score%", "return", "length", "alive300%"] + \
         [a.replace("collect_", "").replace("make_", "").replace("defeat_", "kill_")
          for a in _SHOWN]
     lines = [head, ["---"] * len(head)] + rows
@@ -242,8 +242,7 @@ def _markdown(rows):
 
 def _play(name, make):
     t0 = time.time()
-    seeds = range(eval_seed, eval_seed + eval_episodes)
-    r = evaluate(make, seeds, max_steps, 64, workers=1)
+    r = evaluate(make, range(eval_seed, eval_seed + eval_episodes), max_steps, 64, workers=1)
     print(f"{name}: score {r['score']:.1f}%, return {r['mean_return']:.2f} "
           f"({time.time() - t0:.0f}s)", flush=True)
     return r
@@ -365,8 +364,7 @@ def probes():
         else:
             base = max(y.mean(), 1 - y.mean())
             rows.append([name, "accuracy", f"{((p > 0.5) == (y > 0.5)).mean():.2f}", f"{base:.2f}"])
-    lines = [["target", "score", "probe", "baseline"], ["---"] * 4] + rows
-    table = '\n'.join("| " + " | ".join(r) + " |" for r in lines)
+    table = _markdown(rows, ["target", "score", "probe", "baseline"])
     print(f"D3 on {probe}: {fit.sum()} frames to fit, {(~fit).sum()} to score "
           f"({len(np.unique(ep))} held-out episodes)\n{table}")
     if out:

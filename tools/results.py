@@ -37,8 +37,7 @@ config = common.configure(globals())
 
 def last(stage, key):
     """The last value of `key` in out_dir/stage/metrics.jsonl, with the line it came from."""
-    path = os.path.join(out_dir, stage, "metrics.jsonl")
-    row = rows_of(path, key)[-1]
+    row = rows_of(os.path.join(out_dir, stage, "metrics.jsonl"), key)[-1]
     return row[key], row
 
 
