@@ -214,7 +214,8 @@ class ShortcutLoss(nn.Module):
         B, T = z1.shape[:2]
         tau, d, n_boot = sample_tau_d(B, T, self.k_max, bootstrap_frac, z1.device,
                                       self.context_frac, self.zero_frac)
-        a, net = prev_actions(actions), f
+        a = prev_actions(actions)
+        net = f
         if self.teacher_forcing and T > 1:  # a single frame has no past
             # §D.2 context at signal level 0.9
             past = TAU_CTX * z1 + (1 - TAU_CTX) * torch.randn_like(z1)

@@ -10,6 +10,7 @@ Pre-norm RMSNorm, RoPE over time, learned slot embeddings for space (owned by th
 QK-norm, logit soft-capping, GQA, no biases, no dropout.
 Also MFU's two halves: linear_flops (a model's matmul FLOPs) and matmul_peak_flops (the device's).
 """
+import copy
 import math
 
 import torch
@@ -264,8 +265,8 @@ class KVCache:
 
     def fork(self):
         """A read-only view of this cache: passes through it see the past but append nothing."""
-        view = KVCache()
-        view.__dict__.update(self.__dict__, frozen=True)  # the same buffers, read only
+        view = copy.copy(self)  # the same buffers
+        view.frozen = True
         return view
 
 
