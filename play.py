@@ -192,7 +192,7 @@ def need_pygame():
 def run(dream, new_context, keys, spec, fps=10, scale=8, max_steps=0, on_tick=None):
     """The play loop: pygame events -> action -> dream.step -> the screen. on_tick(step) runs before
     each frame's events are read (tests post events there). Returns (the frames shown, uint8
-    (N, H, W, 3); mean frames/s)."""
+    (N, H, W, 3); mean frames/s after the first frame, whose passes compile)."""
     pygame = need_pygame()
     pygame.display.init(), pygame.font.init()  # not pygame.init(): no sound
     H, W = dream.frame.shape[:2]
@@ -232,6 +232,7 @@ def run(dream, new_context, keys, spec, fps=10, scale=8, max_steps=0, on_tick=No
             a = dream.policy_action() if auto else keys_to_action(tapped, held, keys, spec)
             frames.append(dream.step(a))
             step += 1
+            t0 = time.time() if step == 1 else t0
             label = " ".join(names[c][v] for c, v in enumerate(a))
         surf = pygame.transform.scale(pygame.surfarray.make_surface(dream.frame.transpose(1, 0, 2)),
                                       (W * scale, H * scale))
@@ -246,7 +247,7 @@ def run(dream, new_context, keys, spec, fps=10, scale=8, max_steps=0, on_tick=No
         pygame.display.flip()
         clock.tick(fps)
     pygame.quit()
-    return np.stack(frames), step / max(time.time() - t0, 1e-9)
+    return np.stack(frames), max(step - 1, 0) / max(time.time() - t0, 1e-9)
 
 
 def contexts(start, store, image_size, C, seed):
