@@ -232,7 +232,8 @@ def run(dream, new_context, keys, spec, fps=10, scale=8, max_steps=0, on_tick=No
             a = dream.policy_action() if auto else keys_to_action(tapped, held, keys, spec)
             frames.append(dream.step(a))
             step += 1
-            t0 = time.time() if step == 1 else t0
+            if step == 1:  # the rate counts from here: the first frame's passes compile
+                t0 = time.time()
             label = " ".join(names[c][v] for c, v in enumerate(a))
         surf = pygame.transform.scale(pygame.surfarray.make_surface(dream.frame.transpose(1, 0, 2)),
                                       (W * scale, H * scale))
