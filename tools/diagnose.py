@@ -233,9 +233,9 @@ def _row(name, r, acc=None, copy=None):
 
 
 def _markdown(rows, head=None):
-    head = head or ["policy", "acc%", "copy%", "score%", "return", "length", "alive300%"] + \
-        [a.replace("collect_", "").replace("make_", "").replace("defeat_", "kill_")
-         for a in _SHOWN]
+    head = head or (["policy", "acc%", "copy%", "score%", "return", "length", "alive300%"] +
+                    [a.replace("collect_", "").replace("make_", "").replace("defeat_", "kill_")
+                     for a in _SHOWN])
     lines = [head, ["---"] * len(head)] + rows
     return '\n'.join("| " + " | ".join(cells) + " |" for cells in lines)
 
