@@ -7,6 +7,7 @@ from common import ConfigError
 from dynamics import (TAU_CTX, Dynamics, ShortcutLoss, append_frames, check_tokenizer, generate,
                       next_frame, prev_actions, sample_tau_d, shortcut_loss)
 from model import KVCache
+from play import compile_step
 
 TINY = dict(num_latents=8, latent_dim=8, pack=2, action_classes=(3, 2), dim=64, depth=4, n_head=4,
             n_kv_head=2, time_every=2, num_registers=2, k_max=8, max_frames=12)
@@ -219,14 +220,14 @@ def test_cached_equals_uncached(softcap):
 
 
 def test_compiled_generation_compiles_once():
-    """Compiled at fixed shapes (play.py, imagination), the closed loop gives the eager frames, and
-    the KV cache's fixed shapes keep it to one graph per kind of pass: frames after the first
-    compile nothing new."""
+    """Compiled at fixed shapes as play.py compiles it (C++ wrapper on a CPU; imagination compiles
+    the same way without it), the closed loop gives the eager frames, and the KV cache's fixed
+    shapes keep it to one graph per kind of pass: frames after the first compile nothing new."""
     m = tiny()
     z, _, _, a = inputs(B=1, T=9)
     a_in, graphs, out = prev_actions(a), [], []
     torch._dynamo.reset()
-    for model in (torch.compile(m, dynamic=False), m):
+    for model in (compile_step(m, "cpu"), m):
         g, cache, frames = torch.Generator().manual_seed(3), KVCache(), []
         with torch.no_grad():
             append_frames(model, z[:, :4], a_in[:, :4], cache, torch.randn(1, 4, 8, 8, generator=g))

@@ -253,7 +253,7 @@ def bench_agent():
     from agent import (Agent, Policy, agent_pass, bc_loss, cont_loss, event_loss,
                        imagination_losses, imagine, reward_loss, value_loss_data)
     from dynamics import Dynamics, ShortcutLoss
-    from play import Dream
+    from play import Dream, compile_step
     from tokenizer import Tokenizer
     torch.manual_seed(0)
     (B, T), (n_roll, n_ctx, horizon) = AGENT_BATCH, IMAGINE
@@ -313,7 +313,7 @@ def bench_agent():
         out[name] = n / median_time(name, lambda: policy.act(frames), 2, 10)
     # play.py's world model: K=4 steps, append, decode, the heads
     torch._dynamo.reset()
-    dream = Dream(tok, dyn, ag, 4, ctx, device)
+    dream = Dream(tok, compile_step(model, device) if compile else model, ag, 4, ctx, device)
     dream.reset(frames[:1], np.zeros((1, 1), np.int64))
     for _ in range(T):
         dream.step([0])
