@@ -152,8 +152,8 @@ def median_time(name, fn, n_warmup=None, n_repeats=None):
 
 
 def inference(model):
-    """model compiled for fixed-shape inference passes (the KV cache is preallocated), as play.py
-    and imagination run it, where compile=True; else model."""
+    """model compiled for fixed-shape inference passes (the KV cache is preallocated), as
+    imagination runs it (play.py: play.compile_step), where compile=True; else model."""
     return torch.compile(model, dynamic=False) if compile else model
 
 
